@@ -1,0 +1,139 @@
+"""Names that carry meaning, shared by the Pulumi program, the Lambda runtime, the CLI and the sandbox.
+
+Every physical name that more than one part of the project must agree on is built here and
+nowhere else. Standard library only: this module is on the Lambda import path.
+
+Contract (see docs/contracts.md): changing any of these names is a breaking change for
+deployed stacks, because alarms, parameters and tables are found by these names.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+#: Production-variant names are roles, not versions. Which version plays a role is config.
+STABLE: Final = "stable"
+CANDIDATE: Final = "candidate"
+SHADOW: Final = "shadow"
+Role = Literal["stable", "candidate", "shadow"]
+ROLES: Final[tuple[str, ...]] = (STABLE, CANDIDATE, SHADOW)
+
+#: The KPIs a rollback trigger can watch. Alarm names end with one of these.
+KPIS: Final[tuple[str, ...]] = ("errors", "latency", "quality", "drift")
+
+#: Namespace of the fast (1-second resolution) custom metrics published by the client
+#: library and the sandbox traffic, per EndpointName and VariantName dimensions.
+CUSTOM_METRIC_NAMESPACE: Final = "MLRollback/Endpoints"
+
+#: Environment variables the program sets on the Lambda functions (contract).
+ENV_STACK: Final = "MLROLLBACK_STACK"
+ENV_AUDIT_TABLE: Final = "MLROLLBACK_AUDIT_TABLE"
+ENV_TOPIC_ARN: Final = "MLROLLBACK_TOPIC_ARN"
+ENV_QUARANTINE_PREFIX: Final = "MLROLLBACK_QUARANTINE_PREFIX"
+ENV_ROLLOUT_PREFIX: Final = "MLROLLBACK_ROLLOUT_PREFIX"
+
+_STACK_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
+_ENDPOINT_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+def check_stack(stack: str) -> str:
+    """Return ``stack`` if it is a valid stack name for physical names, else raise ValueError."""
+    if not _STACK_RE.match(stack):
+        raise ValueError(
+            f"stack name {stack!r} must be 1-20 lowercase letters, digits or '-', "
+            "starting with a letter or digit"
+        )
+    return stack
+
+
+def endpoint_name(stack: str, endpoint: str) -> str:
+    """Physical SageMaker endpoint name for the logical endpoint ``endpoint`` of ``stack``."""
+    name = f"{endpoint}-{stack}"
+    if not _ENDPOINT_RE.match(name):
+        raise ValueError(
+            f"endpoint name {name!r} (endpoint {endpoint!r} + stack {stack!r}) is not a valid SageMaker "
+            "endpoint name: at most 63 letters, digits and '-', not starting or ending with '-'"
+        )
+    return name
+
+
+def alarm_name(endpoint_physical: str, role: str, kpi: str) -> str:
+    """CloudWatch alarm name for one endpoint, variant role and KPI.
+
+    Stable across model versions on purpose: the endpoint's auto-rollback alarm list is
+    ForceNew in the provider, so a name that changed with the version would replace the endpoint.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown variant role {role!r}; expected one of {', '.join(ROLES)}")
+    if kpi not in KPIS:
+        raise ValueError(f"unknown KPI {kpi!r}; expected one of {', '.join(KPIS)}")
+    return f"{endpoint_physical}-{role}-{kpi}"
+
+
+def parse_alarm_name(name: str) -> tuple[str, str, str] | None:
+    """Split an alarm name made by :func:`alarm_name` into (endpoint, role, kpi), or None."""
+    parts = name.rsplit("-", 2)
+    if len(parts) != 3 or parts[1] not in ROLES or parts[2] not in KPIS:
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def audit_table_name(stack: str) -> str:
+    """DynamoDB audit table of a stack (partition key ``endpoint``, sort key ``at``)."""
+    return f"mlrollback-{stack}-audit"
+
+
+def topic_name(stack: str) -> str:
+    """SNS topic that receives one message per rollback of the stack."""
+    return f"mlrollback-{stack}-alerts"
+
+
+def rollback_function_name(stack: str) -> str:
+    """Lambda function that drains a failing candidate (``rollback.handler.on_alarm``)."""
+    return f"mlrollback-{stack}-rollback"
+
+
+def stepper_function_name(stack: str) -> str:
+    """Lambda function that advances progressive rollouts (``rollback.handler.on_schedule``)."""
+    return f"mlrollback-{stack}-stepper"
+
+
+def alarm_rule_name(stack: str) -> str:
+    """EventBridge rule routing the stack's candidate-alarm ALARM transitions to the rollback Lambda."""
+    return f"mlrollback-{stack}-candidate-alarms"
+
+
+def schedule_rule_name(stack: str) -> str:
+    """EventBridge rule that invokes the rollout stepper on a schedule."""
+    return f"mlrollback-{stack}-rollout-stepper"
+
+
+def dead_letter_queue_name(stack: str) -> str:
+    """SQS queue that keeps alarm events the rollback Lambda could not handle."""
+    return f"mlrollback-{stack}-rollback-dlq"
+
+
+def quarantine_prefix(stack: str) -> str:
+    """SSM parameter path under which quarantine records of a stack live."""
+    return f"/mlrollback/{stack}/quarantine"
+
+
+def quarantine_parameter(stack: str, endpoint_physical: str) -> str:
+    """SSM parameter holding the quarantine record of one endpoint (JSON, see docs/contracts.md)."""
+    return f"{quarantine_prefix(stack)}/{endpoint_physical}"
+
+
+def rollout_prefix(stack: str) -> str:
+    """SSM parameter path under which rollout plans (written by the program) live."""
+    return f"/mlrollback/{stack}/rollout"
+
+
+def rollout_plan_parameter(stack: str, endpoint_physical: str) -> str:
+    """SSM parameter holding the rollout plan of one endpoint (JSON, written by ``pulumi up``)."""
+    return f"{rollout_prefix(stack)}/{endpoint_physical}/plan"
+
+
+def rollout_progress_parameter(stack: str, endpoint_physical: str) -> str:
+    """SSM parameter holding the stepper's progress for one endpoint (JSON, written by the runtime)."""
+    return f"{rollout_prefix(stack)}/{endpoint_physical}/progress"
