@@ -62,3 +62,18 @@ class UnsafeOperationError(MLRollbackError):
     """The operation would drain all traffic or drain the stable variant."""
 
     exit_code = 9
+
+
+class PredictionError(MLRollbackError):
+    """A prediction failed on every variant tried and no fallback default was configured.
+
+    Raised by :class:`rollback.client.SafePredictor`; ``__cause__`` is the last AWS error.
+    """
+
+    exit_code = 10
+
+
+class DataError(MLRollbackError):
+    """Captured or baseline data is malformed; the message names the S3 object, the line and the fix."""
+
+    exit_code = 11
