@@ -77,3 +77,12 @@ class DataError(MLRollbackError):
     """Captured or baseline data is malformed; the message names the S3 object, the line and the fix."""
 
     exit_code = 11
+
+
+class SandboxError(MLRollbackError):
+    """The local sandbox cannot do what was asked (e.g. a resource type it has no applier for).
+
+    The message names the resource type, alarm or file involved and what to do about it.
+    """
+
+    exit_code = 12
