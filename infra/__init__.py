@@ -1,0 +1,3 @@
+"""The Pulumi program of mlrollback: config, components and the stack builder."""
+
+from __future__ import annotations

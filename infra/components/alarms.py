@@ -1,0 +1,202 @@
+"""Alarms: one CloudWatch alarm per endpoint x variant role x KPI.
+
+The alarm *set* depends only on the endpoint's triggers config, never on which versions are
+declared: candidate alarms exist even with no candidate. The endpoint's auto-rollback alarm list
+is ForceNew in the provider, so a set that changed on a release would replace the endpoint.
+The watched version travels in the description marker line (docs/contracts.md), which can change
+freely without replacing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import EndpointConfig
+from rollback import names
+
+ROLES: tuple[str, ...] = (names.STABLE, names.CANDIDATE)
+BUILTIN_NAMESPACE = "AWS/SageMaker"
+#: Drift is computed by a scheduled job, not per request: one datapoint per 5 minutes.
+DRIFT_PERIOD_SECONDS = 300
+
+
+def marker_line(endpoint: str, role: str, kpi: str, version: str | None) -> str:
+    """The machine-readable last line of an alarm description (contract)."""
+    return f"mlrollback: endpoint={endpoint} role={role} kpi={kpi} version={version or '-'}"
+
+
+@dataclass(frozen=True)
+class AlarmsArgs:
+    """Inputs of :class:`Alarms`.
+
+    ``versions`` maps role -> the version it currently serves (None: role not declared); it only
+    feeds descriptions. ``notify_topic_arn`` receives notify-only alarms (drift with action notify).
+    """
+
+    endpoint: EndpointConfig
+    versions: Mapping[str, str | None]
+    notify_topic_arn: pulumi.Input[str] | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def _dims(endpoint: str, role: str) -> dict[str, str]:
+    return {"EndpointName": endpoint, "VariantName": role}
+
+
+def alarm_spec(ep: EndpointConfig, role: str, kpi: str) -> dict[str, Any]:
+    """Metric, threshold and comparison of one alarm as MetricAlarm keyword arguments."""
+    t = ep.triggers
+    custom = t.metrics == "custom"
+    period = t.period_seconds
+    dims = _dims(ep.physical_name, role)
+    ns = names.CUSTOM_METRIC_NAMESPACE
+    if kpi == "errors":
+        errors, invocations = ("Errors", "Invocations") if custom else ("Invocation5XXErrors", "Invocations")
+        namespace = ns if custom else BUILTIN_NAMESPACE
+
+        def metric(mid: str, metric_name: str) -> dict[str, Any]:
+            return {
+                "id": mid,
+                "return_data": False,
+                "metric": {
+                    "namespace": namespace,
+                    "metric_name": metric_name,
+                    "dimensions": dims,
+                    "period": period,
+                    "stat": "Sum",
+                },
+            }
+
+        return {
+            "metric_queries": [
+                metric("errors", errors),
+                metric("invocations", invocations),
+                # No invocations -> no datapoint -> missing data, which is not breaching.
+                {
+                    "id": "rate",
+                    "expression": "errors / invocations",
+                    "label": "error rate",
+                    "return_data": True,
+                },
+            ],
+            "threshold": t.error_rate,
+            "comparison_operator": "GreaterThanThreshold",
+        }
+    if kpi == "latency":
+        if custom:
+            return {
+                "namespace": ns,
+                "metric_name": "Latency",
+                "dimensions": dims,
+                "period": period,
+                "extended_statistic": "p99",
+                "threshold": t.p99_latency_ms,
+                "comparison_operator": "GreaterThanThreshold",
+            }
+        return {
+            "namespace": BUILTIN_NAMESPACE,
+            "metric_name": "ModelLatency",
+            "dimensions": dims,
+            "period": period,
+            "extended_statistic": "p99",
+            "threshold": t.p99_latency_ms * 1000,  # ModelLatency is in microseconds
+            "comparison_operator": "GreaterThanThreshold",
+        }
+    if kpi == "quality":
+        q = t.quality
+        assert q is not None
+        qperiod = period if custom else 60
+        if q.min is not None and q.max is not None:
+            expr = f"IF(quality < {q.min} OR quality > {q.max}, 1, 0)"
+            return {
+                "metric_queries": [
+                    {
+                        "id": "quality",
+                        "return_data": False,
+                        "metric": {
+                            "namespace": ns,
+                            "metric_name": "Quality",
+                            "dimensions": dims,
+                            "period": qperiod,
+                            "stat": "Average",
+                        },
+                    },
+                    {
+                        "id": "outside",
+                        "expression": expr,
+                        "label": f"{q.metric} outside bounds",
+                        "return_data": True,
+                    },
+                ],
+                "threshold": 1,
+                "comparison_operator": "GreaterThanOrEqualToThreshold",
+            }
+        below = q.min is not None
+        return {
+            "namespace": ns,
+            "metric_name": "Quality",
+            "dimensions": dims,
+            "period": qperiod,
+            "statistic": "Average",
+            "threshold": q.min if below else q.max,
+            "comparison_operator": "LessThanThreshold" if below else "GreaterThanThreshold",
+        }
+    if kpi == "drift":
+        d = t.drift
+        assert d is not None
+        return {
+            "namespace": ns,
+            "metric_name": "DriftScore",
+            "dimensions": dims,
+            "period": DRIFT_PERIOD_SECONDS,
+            "statistic": "Maximum",
+            "threshold": d.max_score,
+            "comparison_operator": "GreaterThanThreshold",
+            "evaluation_periods": 1,
+            "datapoints_to_alarm": 1,
+        }
+    raise ValueError(f"unknown KPI {kpi!r}")
+
+
+class Alarms(pulumi.ComponentResource):
+    """Per-role, per-KPI alarms of one endpoint; missing data is never a failure."""
+
+    names: list[str]
+
+    def __init__(self, name: str, args: AlarmsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlrollback:alarms:Alarms", name, None, opts)
+        ep = args.endpoint
+        t = ep.triggers
+        self.names = []
+        rollback_kpis = set(t.rollback_kpis())
+        for role in ROLES:
+            for kpi in t.kpis():
+                alarm = names.alarm_name(ep.physical_name, role, kpi)
+                spec = {
+                    "evaluation_periods": t.evaluation_periods,
+                    "datapoints_to_alarm": t.datapoints_to_alarm,
+                    **alarm_spec(ep, role, kpi),
+                }
+                action = "drains the candidate" if kpi in rollback_kpis else "notifies only"
+                description = (
+                    f"{kpi} of variant {role} on endpoint {ep.physical_name}; ALARM {action}.\n"
+                    + marker_line(ep.physical_name, role, kpi, args.versions.get(role))
+                )
+                notify_only = kpi not in rollback_kpis and args.notify_topic_arn is not None
+                aws.cloudwatch.MetricAlarm(
+                    f"{name}-{role}-{kpi}",
+                    name=alarm,
+                    alarm_description=description,
+                    treat_missing_data="notBreaching",
+                    alarm_actions=[args.notify_topic_arn] if notify_only else None,
+                    tags=dict(args.tags),
+                    opts=pulumi.ResourceOptions(parent=self),
+                    **spec,
+                )
+                self.names.append(alarm)
+        self.register_outputs({"alarmNames": self.names})

@@ -1,0 +1,346 @@
+"""AutoRollback: the machinery that drains a failing candidate within seconds, per stack.
+
+Alarm ALARM transitions -> EventBridge rule -> rollback Lambda (retries + SQS dead-letter queue),
+a scheduled stepper Lambda for progressive rollouts, an encrypted SNS topic, and the DynamoDB
+audit table. IAM lists actions explicitly and scopes resources to this stack's ARNs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.components.endpoint import AwsScope
+from infra.components.iam import assume_role_policy, policy_document, statement
+from rollback import names
+
+LAMBDA_RUNTIME = "python3.12"
+ROLLBACK_HANDLER = "rollback.handler.on_alarm"
+STEPPER_HANDLER = "rollback.handler.on_schedule"
+#: Subpackages that never ship to Lambda (they import typer, rich, moto, pulumi).
+EXCLUDED_DIRS = frozenset({"cli", "sandbox", "__pycache__"})
+LOG_RETENTION_DAYS = 90
+
+
+def lambda_code(root: str | Path) -> pulumi.AssetArchive:
+    """The ``rollback/`` package as a Lambda archive, without the CLI, the sandbox and caches.
+
+    Files are listed one by one (sorted) so the archive hash only changes with the code.
+    """
+    package = Path(root) / "rollback"
+    assets: dict[str, pulumi.Asset | pulumi.Archive] = {}
+    for dirpath, dirnames, filenames in os.walk(package):
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS)
+        for filename in sorted(filenames):
+            if filename.endswith((".pyc", ".pyo")):
+                continue
+            path = Path(dirpath) / filename
+            assets[path.relative_to(root).as_posix()] = pulumi.FileAsset(str(path))
+    return pulumi.AssetArchive(assets)
+
+
+@dataclass(frozen=True)
+class AutoRollbackArgs:
+    """Inputs of :class:`AutoRollback`.
+
+    ``rule_alarms`` are the alarms whose ALARM transition is sent to the rollback Lambda;
+    ``watched_alarms`` every alarm the Lambdas may describe; ``endpoint_names`` physical names.
+    """
+
+    stack: str
+    scope: AwsScope
+    endpoint_names: Sequence[str]
+    rule_alarms: Sequence[str]
+    watched_alarms: Sequence[str]
+    code_root: str
+    emails: Sequence[str] = ()
+    production: bool = False
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def alarm_event_pattern(alarms: Sequence[str]) -> dict[str, Any]:
+    """EventBridge pattern: ALARM transitions of exactly these alarms."""
+    return {
+        "source": ["aws.cloudwatch"],
+        "detail-type": ["CloudWatch Alarm State Change"],
+        "detail": {"alarmName": sorted(alarms), "state": {"value": ["ALARM"]}},
+    }
+
+
+class AutoRollback(pulumi.ComponentResource):
+    """Rollback + stepper Lambdas, their triggers, audit table, topic and least-privilege roles."""
+
+    topic_arn: pulumi.Output[str]
+    table_name: pulumi.Output[str]
+    rollback_function_name: pulumi.Output[str]
+    stepper_function_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: AutoRollbackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlrollback:autorollback:AutoRollback", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        stack, scope = args.stack, args.scope
+        tags = dict(args.tags)
+
+        # One customer-managed key for the topic: CloudWatch alarms (notify-only drift alarms)
+        # can only publish to an encrypted topic whose key policy lets cloudwatch use the key.
+        key_policy = json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        # The AWS default key-policy statement: delegates key use to IAM policies of
+                        # this account; without it the key becomes unmanageable.
+                        "Sid": "AccountAdministersKeyThroughIam",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": f"arn:{scope.partition}:iam::{scope.account}:root"},
+                        "Action": "kms:*",
+                        "Resource": "*",
+                    },
+                    {
+                        "Sid": "CloudWatchAlarmsPublish",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                        "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                        "Resource": "*",
+                    },
+                ],
+            }
+        )
+        key = aws.kms.Key(
+            f"{name}-key",
+            description=f"mlrollback {stack}: rollback notifications",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            policy=key_policy,
+            tags=tags,
+            opts=child,
+        )
+        topic = aws.sns.Topic(
+            f"{name}-topic", name=names.topic_name(stack), kms_master_key_id=key.arn, tags=tags, opts=child
+        )
+        for i, email in enumerate(args.emails):
+            aws.sns.TopicSubscription(
+                f"{name}-email-{i}", topic=topic.arn, protocol="email", endpoint=email, opts=child
+            )
+
+        table = aws.dynamodb.Table(
+            f"{name}-audit",
+            name=names.audit_table_name(stack),
+            billing_mode="PAY_PER_REQUEST",
+            hash_key="endpoint",
+            range_key="at",
+            attributes=[{"name": "endpoint", "type": "S"}, {"name": "at", "type": "S"}],
+            point_in_time_recovery={"enabled": True},
+            server_side_encryption={"enabled": True, "kms_key_arn": key.arn},
+            # The audit trail must outlive a mistaken `pulumi destroy` on production.
+            deletion_protection_enabled=args.production,
+            tags=tags,
+            opts=child,
+        )
+
+        dlq = aws.sqs.Queue(
+            f"{name}-dlq",
+            name=names.dead_letter_queue_name(stack),
+            sqs_managed_sse_enabled=True,
+            message_retention_seconds=14 * 24 * 3600,  # the maximum: time to replay by hand
+            tags=tags,
+            opts=child,
+        )
+
+        endpoint_arns = [scope.arn("sagemaker", f"endpoint/{e.lower()}") for e in args.endpoint_names]
+        config_arns = [
+            scope.arn("sagemaker", f"endpoint-config/{e.lower()}-config-*") for e in args.endpoint_names
+        ]
+        alarm_arns = [scope.arn("cloudwatch", f"alarm:{a}") for a in sorted(args.watched_alarms)]
+        quarantine = scope.arn("ssm", f"parameter{names.quarantine_prefix(stack)}/*")
+        rollout_path = scope.arn("ssm", f"parameter{names.rollout_prefix(stack)}")
+        rollout = scope.arn("ssm", f"parameter{names.rollout_prefix(stack)}/*")
+        env = {
+            names.ENV_STACK: stack,
+            names.ENV_AUDIT_TABLE: table.name,
+            names.ENV_TOPIC_ARN: topic.arn,
+            names.ENV_QUARANTINE_PREFIX: names.quarantine_prefix(stack),
+            names.ENV_ROLLOUT_PREFIX: names.rollout_prefix(stack),
+        }
+        code = lambda_code(args.code_root)
+
+        def common(log_group: aws.cloudwatch.LogGroup) -> list[dict[str, Any]]:
+            return [
+                statement(
+                    "Endpoints",
+                    ["sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"],
+                    endpoint_arns,
+                ),
+                statement("EndpointConfigs", ["sagemaker:DescribeEndpointConfig"], config_arns),
+                statement("Alarms", ["cloudwatch:DescribeAlarms"], alarm_arns),
+                # GetMetricData has no resource-level permissions in IAM: "*" is the only form.
+                statement("Metrics", ["cloudwatch:GetMetricData"], ["*"]),
+                statement(
+                    "Audit",
+                    [
+                        "dynamodb:PutItem",
+                        "dynamodb:UpdateItem",
+                        "dynamodb:ConditionCheckItem",
+                        "dynamodb:Query",
+                    ],
+                    [table.arn],
+                ),
+                statement("Notify", ["sns:Publish"], [topic.arn]),
+                statement("Key", ["kms:Decrypt", "kms:GenerateDataKey"], [key.arn]),
+                statement(
+                    "Logs",
+                    ["logs:CreateLogStream", "logs:PutLogEvents"],
+                    [pulumi.Output.concat(log_group.arn, ":*")],
+                ),
+            ]
+
+        def function(
+            kind: str, function_name: str, handler: str, timeout: int, extra: list[dict[str, Any]]
+        ) -> aws.lambda_.Function:
+            log_group = aws.cloudwatch.LogGroup(
+                f"{name}-{kind}-logs",
+                name=f"/aws/lambda/{function_name}",
+                retention_in_days=LOG_RETENTION_DAYS,
+                tags=tags,
+                opts=child,
+            )
+            role = aws.iam.Role(
+                f"{name}-{kind}-role",
+                assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
+                description=f"mlrollback {stack}: {kind} Lambda",
+                tags=tags,
+                opts=child,
+            )
+            policy = aws.iam.RolePolicy(
+                f"{name}-{kind}-policy",
+                role=role.id,
+                policy=policy_document([*common(log_group), *extra]),
+                opts=child,
+            )
+            return aws.lambda_.Function(
+                f"{name}-{kind}",
+                name=function_name,
+                role=role.arn,
+                runtime=LAMBDA_RUNTIME,
+                handler=handler,
+                code=code,
+                timeout=timeout,
+                memory_size=256,
+                environment={"variables": env},
+                logging_config={"log_format": "JSON", "log_group": log_group.name},
+                tags=tags,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, log_group]),
+            )
+
+        rollback_fn = function(
+            "rollback",
+            names.rollback_function_name(stack),
+            ROLLBACK_HANDLER,
+            60,
+            [
+                statement("Quarantine", ["ssm:GetParameter", "ssm:PutParameter"], [quarantine]),
+                statement("RolloutPlan", ["ssm:GetParameter"], [rollout]),
+            ],
+        )
+        stepper_fn = function(
+            "stepper",
+            names.stepper_function_name(stack),
+            STEPPER_HANDLER,
+            120,
+            [
+                statement("Quarantine", ["ssm:GetParameter"], [quarantine]),
+                statement(
+                    "Rollout",
+                    ["ssm:GetParameter", "ssm:GetParametersByPath", "ssm:PutParameter"],
+                    [rollout_path, rollout],
+                ),
+            ],
+        )
+
+        alarm_rule = aws.cloudwatch.EventRule(
+            f"{name}-alarm-rule",
+            name=names.alarm_rule_name(stack),
+            description=f"ALARM transitions of mlrollback {stack} alarms -> rollback Lambda",
+            event_pattern=json.dumps(alarm_event_pattern(args.rule_alarms), sort_keys=True),
+            tags=tags,
+            opts=child,
+        )
+        aws.sqs.QueuePolicy(
+            f"{name}-dlq-policy",
+            queue_url=dlq.url,
+            policy=policy_document(
+                [
+                    {
+                        "Sid": "AlarmRuleDeadLetters",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "events.amazonaws.com"},
+                        "Action": "sqs:SendMessage",
+                        "Resource": dlq.arn,
+                        "Condition": {"ArnEquals": {"aws:SourceArn": alarm_rule.arn}},
+                    }
+                ]
+            ),
+            opts=child,
+        )
+        aws.cloudwatch.EventTarget(
+            f"{name}-alarm-target",
+            rule=alarm_rule.name,
+            arn=rollback_fn.arn,
+            # A drain must not be lost: retry for up to an hour, then keep the event in the DLQ.
+            retry_policy={"maximum_retry_attempts": 20, "maximum_event_age_in_seconds": 3600},
+            dead_letter_config={"arn": dlq.arn},
+            opts=child,
+        )
+        aws.lambda_.Permission(
+            f"{name}-alarm-permission",
+            action="lambda:InvokeFunction",
+            function=rollback_fn.name,
+            principal="events.amazonaws.com",
+            source_arn=alarm_rule.arn,
+            opts=child,
+        )
+
+        schedule_rule = aws.cloudwatch.EventRule(
+            f"{name}-schedule-rule",
+            name=names.schedule_rule_name(stack),
+            description=f"Advance progressive rollouts of mlrollback {stack}",
+            schedule_expression="rate(1 minute)",
+            tags=tags,
+            opts=child,
+        )
+        aws.cloudwatch.EventTarget(
+            f"{name}-schedule-target",
+            rule=schedule_rule.name,
+            arn=stepper_fn.arn,
+            # A missed tick is replaced by the next one a minute later: no long retries.
+            retry_policy={"maximum_retry_attempts": 0, "maximum_event_age_in_seconds": 60},
+            opts=child,
+        )
+        aws.lambda_.Permission(
+            f"{name}-schedule-permission",
+            action="lambda:InvokeFunction",
+            function=stepper_fn.name,
+            principal="events.amazonaws.com",
+            source_arn=schedule_rule.arn,
+            opts=child,
+        )
+
+        self.topic_arn = topic.arn
+        self.table_name = table.name
+        self.rollback_function_name = rollback_fn.name
+        self.stepper_function_name = stepper_fn.name
+        self.register_outputs(
+            {
+                "topicArn": self.topic_arn,
+                "auditTableName": self.table_name,
+                "rollbackFunctionName": self.rollback_function_name,
+                "stepperFunctionName": self.stepper_function_name,
+            }
+        )

@@ -1,0 +1,256 @@
+"""Endpoint: models, an auto-named endpoint configuration, the endpoint and its rollout plan."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import config as cfgmod
+from infra.components.iam import assume_role_policy, policy_document, statement
+from infra.config import EndpointConfig
+from rollback import names
+
+DATA_CAPTURE_PREFIX = "data-capture"
+
+
+@dataclass(frozen=True)
+class AwsScope:
+    """Where this stack lives; every ARN in an IAM policy is built from it."""
+
+    partition: str
+    region: str
+    account: str
+
+    def arn(self, service: str, resource: str, *, region: bool = True, account: bool = True) -> str:
+        """``arn:<partition>:<service>:<region>:<account>:<resource>``."""
+        return (
+            f"arn:{self.partition}:{service}:{self.region if region else ''}:"
+            f"{self.account if account else ''}:{resource}"
+        )
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A resolved container image and the ECR repository ARN that the role may pull from."""
+
+    uri: str
+    repository_arn: str
+
+
+@dataclass(frozen=True)
+class EndpointArgs:
+    """Inputs of :class:`Endpoint`.
+
+    ``weights`` are the declared production-variant percents by role (already 0 for a
+    quarantined candidate); ``guardrail_alarms`` the auto-rollback alarm names (must never
+    change on a release); ``images`` maps every version in use to its resolved image.
+    """
+
+    stack: str
+    endpoint: EndpointConfig
+    scope: AwsScope
+    weights: Mapping[str, int]
+    images: Mapping[str, ImageRef]
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    guardrail_alarms: Sequence[str]
+    kms_key_arn: pulumi.Input[str] | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def deployment_config(ep: EndpointConfig, alarms: Sequence[str]) -> dict[str, Any]:
+    """SageMaker blue/green update policy for config changes, derived from the strategy.
+
+    This guards *config* changes made by ``pulumi up`` (new image, instance type, revert); the
+    progressive candidate rollout itself is driven by the stepper Lambda through the weights API.
+    """
+    s = ep.strategy
+    wait = cfgmod.blue_green_wait_seconds(s)
+    routing: dict[str, Any]
+    if s.type == "canary":
+        routing = {
+            "type": "CANARY",
+            "wait_interval_in_seconds": wait,
+            "canary_size": {"type": "CAPACITY_PERCENT", "value": cfgmod.canary_size_percent(s)},
+        }
+    elif s.type == "linear":
+        routing = {
+            "type": "LINEAR",
+            "wait_interval_in_seconds": wait,
+            "linear_step_size": {"type": "CAPACITY_PERCENT", "value": cfgmod.linear_step_percent(s)},
+        }
+    else:  # blue-green, ab, shadow bake; all-at-once bakes briefly (capped in config)
+        routing = {"type": "ALL_AT_ONCE", "wait_interval_in_seconds": wait}
+    return {
+        "blue_green_update_policy": {
+            "traffic_routing_configuration": routing,
+            "maximum_execution_timeout_in_seconds": s.max_execution_timeout_seconds,
+            "termination_wait_in_seconds": cfgmod.TERMINATION_WAIT_SECONDS,
+        },
+        "auto_rollback_configuration": {"alarms": [{"alarm_name": a} for a in alarms]},
+    }
+
+
+def _bucket_of(s3_uri: str) -> str:
+    return s3_uri.removeprefix("s3://").split("/", 1)[0]
+
+
+class Endpoint(pulumi.ComponentResource):
+    """One SageMaker real-time endpoint with role-named variants and its rollout plan."""
+
+    endpoint_name: pulumi.Output[str]
+    endpoint_config_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: EndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlrollback:endpoint:Endpoint", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        ep = args.endpoint
+        scope = args.scope
+        tags = {**args.tags, **ep.tags, "mlrollback:endpoint": ep.physical_name}
+
+        # The execution role may read the model artifacts (wherever they live), write data
+        # capture to the artifacts bucket, pull the images in use and write its own logs.
+        model_buckets = sorted({_bucket_of(ep.versions[v].model_data_url) for v in ep.versions_in_use()})
+        bucket_arn = pulumi.Output.from_input(args.bucket_arn)
+        statements: list[dict[str, Any]] = [
+            statement(
+                "ReadModelArtifacts",
+                ["s3:GetObject"],
+                [f"arn:{scope.partition}:s3:::{b}/*" for b in model_buckets],
+            ),
+            statement(
+                "ListModelBuckets",
+                ["s3:ListBucket"],
+                [f"arn:{scope.partition}:s3:::{b}" for b in model_buckets],
+            ),
+            statement(
+                "WriteDataCapture",
+                ["s3:PutObject"],
+                [pulumi.Output.concat(bucket_arn, f"/{DATA_CAPTURE_PREFIX}/{ep.physical_name}/*")],
+            ),
+            statement(
+                "PullImages",
+                ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                sorted({args.images[v].repository_arn for v in ep.versions_in_use()}),
+            ),
+            # GetAuthorizationToken has no resource-level permissions in IAM: "*" is the only form.
+            statement("EcrLogin", ["ecr:GetAuthorizationToken"], ["*"]),
+            statement(
+                "Logs",
+                [
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                    "logs:DescribeLogStreams",
+                ],
+                [scope.arn("logs", f"log-group:/aws/sagemaker/Endpoints/{ep.physical_name}:*")],
+            ),
+            # PutMetricData has no resource-level permissions; the condition pins the namespace.
+            statement(
+                "Metrics",
+                ["cloudwatch:PutMetricData"],
+                ["*"],
+                Condition={"StringEquals": {"cloudwatch:namespace": "AWS/SageMaker"}},
+            ),
+        ]
+        if args.kms_key_arn is not None:
+            statements.append(
+                statement("ArtifactsKey", ["kms:Decrypt", "kms:GenerateDataKey"], [args.kms_key_arn])
+            )
+        role = aws.iam.Role(
+            f"{name}-execution-role",
+            assume_role_policy=assume_role_policy("sagemaker.amazonaws.com"),
+            description=f"SageMaker execution role of endpoint {ep.physical_name}",
+            tags=tags,
+            opts=child,
+        )
+        role_policy = aws.iam.RolePolicy(
+            f"{name}-execution-policy", role=role.id, policy=policy_document(statements), opts=child
+        )
+
+        models: dict[str, aws.sagemaker.Model] = {}
+        for version in ep.versions_in_use():
+            spec = ep.versions[version]
+            models[version] = aws.sagemaker.Model(
+                f"{name}-model-{version}",
+                execution_role_arn=role.arn,
+                primary_container={
+                    "image": args.images[version].uri,
+                    "model_data_url": spec.model_data_url,
+                    "environment": {"MLROLLBACK_MODEL_VERSION": version},
+                },
+                tags={**tags, "mlrollback:version": version},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy]),
+            )
+
+        def variant(role_name: str, version: str, weight: float) -> dict[str, Any]:
+            return {
+                "variant_name": role_name,
+                "model_name": models[version].name,
+                "initial_instance_count": ep.instance_count,
+                "instance_type": ep.instance_type,
+                "initial_variant_weight": weight,
+            }
+
+        production = [variant(names.STABLE, ep.release.stable, args.weights.get(names.STABLE, 100))]
+        if ep.release.candidate:
+            production.append(
+                variant(names.CANDIDATE, ep.release.candidate, args.weights.get(names.CANDIDATE, 0))
+            )
+        shadow = (
+            [variant(names.SHADOW, ep.release.shadow, ep.strategy.shadow_percent)]
+            if ep.release.shadow
+            else None
+        )
+        capture: dict[str, Any] = {
+            "enable_capture": ep.data_capture_percent > 0,
+            "initial_sampling_percentage": ep.data_capture_percent,
+            "destination_s3_uri": pulumi.Output.concat("s3://", args.bucket_name, f"/{DATA_CAPTURE_PREFIX}"),
+            "capture_options": [{"capture_mode": "Input"}, {"capture_mode": "Output"}],
+        }
+        if args.kms_key_arn is not None:
+            capture["kms_key_id"] = args.kms_key_arn
+
+        # Auto-named: every attribute of an endpoint configuration forces replacement, so each
+        # change is a new config. retain_on_delete keeps the replaced ones: they are the exact,
+        # known-good targets of a stack revert (and of SageMaker's own blue/green rollback).
+        endpoint_config = aws.sagemaker.EndpointConfiguration(
+            f"{name}-config",
+            production_variants=production,
+            shadow_production_variants=shadow,
+            data_capture_config=capture,
+            kms_key_arn=args.kms_key_arn,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+        )
+        endpoint = aws.sagemaker.Endpoint(
+            f"{name}-endpoint",
+            name=ep.physical_name,
+            endpoint_config_name=endpoint_config.name,
+            deployment_config=deployment_config(ep, args.guardrail_alarms),
+            tags=tags,
+            opts=child,
+        )
+
+        plan = cfgmod.rollout_plan(ep)
+        aws.ssm.Parameter(
+            f"{name}-rollout-plan",
+            name=names.rollout_plan_parameter(args.stack, ep.physical_name),
+            type="String",
+            value=json.dumps(plan, sort_keys=True),
+            description=f"Rollout plan of {ep.physical_name} (written by pulumi up, read by the stepper)",
+            tags=tags,
+            opts=child,
+        )
+
+        self.endpoint_name = endpoint.name
+        self.endpoint_config_name = endpoint_config.name
+        self.plan_id = plan["planId"]
+        self.register_outputs(
+            {"endpointName": self.endpoint_name, "endpointConfigName": self.endpoint_config_name}
+        )

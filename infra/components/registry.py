@@ -1,0 +1,104 @@
+"""Registry: the artifacts + data-capture bucket and one model package group per endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+
+@dataclass(frozen=True)
+class RegistryArgs:
+    """Inputs of :class:`Registry`.
+
+    ``existing_bucket`` set means "bring your own": nothing is created for the bucket and its
+    encryption stays the owner's business (the bucket's default encryption applies).
+    """
+
+    partition: str
+    endpoint_names: Sequence[str]
+    existing_bucket: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class Registry(pulumi.ComponentResource):
+    """Artifacts bucket (versioned, SSE-KMS, private, owner-enforced) and model package groups."""
+
+    bucket_name: pulumi.Output[str]
+    bucket_arn: pulumi.Output[str]
+    kms_key_arn: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlrollback:registry:Registry", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+
+        if args.existing_bucket:
+            self.bucket_name = pulumi.Output.from_input(args.existing_bucket)
+            self.bucket_arn = pulumi.Output.from_input(f"arn:{args.partition}:s3:::{args.existing_bucket}")
+            self.kms_key_arn = None
+        else:
+            key = aws.kms.Key(
+                f"{name}-key",
+                description=f"{name}: model artifacts and data capture",
+                enable_key_rotation=True,
+                deletion_window_in_days=30,
+                tags=tags,
+                opts=child,
+            )
+            # Auto-named: bucket names are global, a fixed name would collide across accounts.
+            bucket = aws.s3.Bucket(f"{name}-artifacts", force_destroy=False, tags=tags, opts=child)
+            aws.s3.BucketOwnershipControls(
+                f"{name}-artifacts-ownership",
+                bucket=bucket.id,
+                rule={"object_ownership": "BucketOwnerEnforced"},
+                opts=child,
+            )
+            aws.s3.BucketPublicAccessBlock(
+                f"{name}-artifacts-public-access",
+                bucket=bucket.id,
+                block_public_acls=True,
+                block_public_policy=True,
+                ignore_public_acls=True,
+                restrict_public_buckets=True,
+                opts=child,
+            )
+            # Versioned so an overwritten model.tar.gz can still be restored for a rollback.
+            aws.s3.BucketVersioning(
+                f"{name}-artifacts-versioning",
+                bucket=bucket.id,
+                versioning_configuration={"status": "Enabled"},
+                opts=child,
+            )
+            aws.s3.BucketServerSideEncryptionConfiguration(
+                f"{name}-artifacts-encryption",
+                bucket=bucket.id,
+                rules=[
+                    {
+                        "apply_server_side_encryption_by_default": {
+                            "sse_algorithm": "aws:kms",
+                            "kms_master_key_id": key.arn,
+                        },
+                        "bucket_key_enabled": True,
+                    }
+                ],
+                opts=child,
+            )
+            self.bucket_name = bucket.bucket
+            self.bucket_arn = bucket.arn
+            self.kms_key_arn = key.arn
+
+        self.model_package_groups: dict[str, pulumi.Output[str]] = {}
+        for endpoint in args.endpoint_names:
+            group = aws.sagemaker.ModelPackageGroup(
+                f"{name}-{endpoint}-models",
+                model_package_group_name=endpoint,
+                model_package_group_description=f"Model versions served by endpoint {endpoint}",
+                tags=tags,
+                opts=child,
+            )
+            self.model_package_groups[endpoint] = group.model_package_group_name
+
+        self.register_outputs({"bucketName": self.bucket_name, "bucketArn": self.bucket_arn})

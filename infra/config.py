@@ -1,0 +1,925 @@
+"""Typed, validated stack config: the only module that calls ``pulumi.Config``.
+
+Two entry points share one validator:
+
+* :func:`load_stack_file` reads ``environments/Pulumi.<stack>.yaml`` with no Pulumi runtime at all,
+  so the CLI and the sandbox see exactly the config the program sees;
+* :func:`from_pulumi` reads the same keys through ``pulumi.Config`` inside ``pulumi up``.
+
+The validator collects *every* problem before raising one :class:`rollback.errors.ConfigError`
+with one line per problem (file, key, what to do), and runs before any resource is registered,
+so a bad config never leaves a half-applied stack. The schema is documented in docs/config.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from rollback import names
+from rollback.errors import ConfigError
+
+PROJECT: Final = "mlrollback"
+
+STRATEGIES: Final[tuple[str, ...]] = ("canary", "linear", "blue-green", "all-at-once", "shadow", "ab")
+#: Strategies whose rollout is a single declared step (nothing for the stepper to advance).
+SINGLE_STEP_STRATEGIES: Final[frozenset[str]] = frozenset({"blue-green", "all-at-once", "ab", "shadow"})
+METRIC_SOURCES: Final[tuple[str, ...]] = ("custom", "builtin")
+DRIFT_ACTIONS: Final[tuple[str, ...]] = ("rollback", "notify")
+
+#: ``framework`` values -> SageMaker prebuilt ECR repository, resolved at deploy time with the
+#: provider invoke ``aws.sagemaker.get_prebuilt_ecr_image`` (region-correct account ids for free).
+FRAMEWORK_REPOSITORIES: Final[Mapping[str, str]] = {
+    "xgboost": "sagemaker-xgboost",
+    "sklearn": "sagemaker-scikit-learn",
+    "pytorch": "pytorch-inference",
+    "tensorflow": "tensorflow-inference",
+    "mxnet": "mxnet-inference",
+    "huggingface-pytorch": "huggingface-pytorch-inference",
+    "huggingface-tensorflow": "huggingface-tensorflow-inference",
+}
+
+#: SageMaker's MaximumExecutionTimeoutInSeconds range for blue/green updates (provider-validated).
+MAX_EXECUTION_TIMEOUT_RANGE: Final = (600, 14400)
+#: The provider's endpoint waiter gives up after 60 minutes and does not treat RollingBack as
+#: pending: the whole guardrail (bake waits + termination wait) must finish well inside it.
+GUARDRAIL_BUDGET_SECONDS: Final = 45 * 60
+#: Old fleet kept this long after a blue/green update completes (quick manual fallback).
+TERMINATION_WAIT_SECONDS: Final = 120
+#: SageMaker limits: WaitIntervalInSeconds 0-3600; canary <= 50 % of the fleet; linear 10-50 %.
+WAIT_INTERVAL_RANGE: Final = (0, 3600)
+#: All-at-once is for fast, low-risk changes: the guardrail bake is capped at this.
+ALL_AT_ONCE_MAX_WAIT_SECONDS: Final = 60
+
+_S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_INSTANCE_RE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
+_VERSION_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_IMAGE_RE = re.compile(r"^\S+/\S+(:\S+|@sha256:[0-9a-f]{64})$")
+
+# ----------------------------------------------------------------------------------------------
+# Typed model
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """One entry of an endpoint's version catalog: what to run for a model version."""
+
+    key: str
+    model_data_url: str
+    image: str | None = None
+    framework: str | None = None
+    framework_version: str | None = None
+    schema: str | None = None
+
+    @property
+    def repository(self) -> str | None:
+        """Prebuilt ECR repository for ``framework`` (None when an explicit image is given)."""
+        return FRAMEWORK_REPOSITORIES.get(self.framework) if self.framework else None
+
+
+@dataclass(frozen=True)
+class Release:
+    """Which catalog version plays which variant role."""
+
+    stable: str
+    candidate: str | None = None
+    shadow: str | None = None
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How a candidate is rolled out (stepper) and how config changes are guarded (blue/green)."""
+
+    type: str = "canary"
+    steps: tuple[int, ...] = (10, 25, 50, 100)
+    step_percent: int = 20
+    candidate_percent: int = 50
+    shadow_percent: int = 100
+    bake_minutes: float = 5
+    min_requests_per_step: int = 100
+    guardrail_wait_seconds: int = 300
+    max_execution_timeout_seconds: int = 1800
+
+    def candidate_steps(self) -> tuple[int, ...]:
+        """Candidate percents the rollout walks through, first one declared by the program."""
+        if self.type == "canary":
+            return self.steps
+        if self.type == "linear":
+            count = math.ceil(100 / self.step_percent)
+            return tuple(min(100, self.step_percent * i) for i in range(1, count + 1))
+        if self.type == "ab":
+            return (self.candidate_percent,)
+        if self.type in ("blue-green", "all-at-once"):
+            return (100,)
+        return ()  # shadow: no candidate variant; the shadow copy is not a traffic step
+
+
+@dataclass(frozen=True)
+class QualityTrigger:
+    """Custom quality metric bounds; breaching either bound triggers a rollback."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class DriftTrigger:
+    """Input drift score threshold and whether breaching it rolls back or only notifies."""
+
+    max_score: float
+    action: str = "rollback"
+
+
+@dataclass(frozen=True)
+class Triggers:
+    """Rollback triggers: what is watched, on which metrics, with which M-of-N evaluation."""
+
+    metrics: str = "custom"
+    period_seconds: int = 10
+    evaluation_periods: int = 6
+    datapoints_to_alarm: int = 3
+    error_rate: float = 0.05
+    p99_latency_ms: float = 1000
+    quality: QualityTrigger | None = None
+    drift: DriftTrigger | None = None
+
+    def kpis(self) -> tuple[str, ...]:
+        """KPIs that get an alarm per role; depends on triggers only (alarm names never churn)."""
+        kpis = ["errors", "latency"]
+        if self.quality is not None:
+            kpis.append("quality")
+        if self.drift is not None:
+            kpis.append("drift")
+        return tuple(kpis)
+
+    def rollback_kpis(self) -> tuple[str, ...]:
+        """KPIs whose ALARM drains the candidate (a ``notify`` drift alarm only notifies)."""
+        return tuple(
+            k for k in self.kpis() if not (k == "drift" and self.drift and self.drift.action != "rollback")
+        )
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """One SageMaker real-time endpoint and everything needed to roll it out and back."""
+
+    name: str
+    physical_name: str
+    instance_type: str
+    instance_count: int
+    versions: Mapping[str, VersionSpec]
+    release: Release
+    strategy: Strategy
+    triggers: Triggers
+    data_capture_percent: int = 20
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def versions_in_use(self) -> tuple[str, ...]:
+        """Catalog keys that the release declares, in role order, without duplicates."""
+        keys = [self.release.stable, self.release.candidate, self.release.shadow]
+        return tuple(dict.fromkeys(k for k in keys if k))
+
+    def alarm_names(self, roles: tuple[str, ...] = (names.STABLE, names.CANDIDATE)) -> list[str]:
+        """Alarm names of this endpoint for ``roles`` x every KPI, stable across releases."""
+        return [names.alarm_name(self.physical_name, r, k) for r in roles for k in self.triggers.kpis()]
+
+    def rollback_alarm_names(self, roles: tuple[str, ...] = (names.STABLE, names.CANDIDATE)) -> list[str]:
+        """Alarm names whose ALARM state drains the candidate (event rule and blue/green guardrail)."""
+        return [
+            names.alarm_name(self.physical_name, r, k) for r in roles for k in self.triggers.rollback_kpis()
+        ]
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Artifacts + data-capture bucket: created by the stack, or brought in by name."""
+
+    create: bool = True
+    bucket: str | None = None
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """Promotion gate: a passing staging drill no older than ``max_age_hours`` is required."""
+
+    required: bool = False
+    max_age_hours: int = 72
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """The whole validated config of one stack."""
+
+    stack: str
+    source: str
+    region: str
+    environment: str
+    production: bool
+    artifacts: Artifacts
+    emails: tuple[str, ...]
+    rehearsal: Rehearsal
+    endpoints: tuple[EndpointConfig, ...]
+    project_root: str | None = None
+
+    def endpoint(self, name: str) -> EndpointConfig:
+        """The endpoint with logical or physical ``name``; ConfigError naming the known ones."""
+        for ep in self.endpoints:
+            if name in (ep.name, ep.physical_name):
+                return ep
+        known = ", ".join(ep.name for ep in self.endpoints)
+        raise ConfigError(f"{self.source}: no endpoint {name!r} in this stack (known: {known})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------
+
+
+class _Problems:
+    """Collects problems as (key, message) so every mistake is reported in one go."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, key: str, message: str) -> None:
+        self.items.append(f"{self.source}: {key}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            count = len(self.items)
+            head = f"{count} problem{'s' if count > 1 else ''} in the stack config:"
+            raise ConfigError("\n".join([head, *self.items]))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Reader:
+    """Typed getters over one mapping that record a problem instead of raising."""
+
+    def __init__(self, data: Any, key: str, problems: _Problems) -> None:
+        self.key = key
+        self.problems = problems
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            problems.add(key, f"must be a mapping, got {type(data).__name__}")
+            data = {}
+        self.data = data
+
+    def k(self, name: str) -> str:
+        return f"{self.key}.{name}"
+
+    def unknown(self, allowed: set[str]) -> None:
+        for name in self.data:
+            if name not in allowed:
+                self.problems.add(
+                    self.k(str(name)), f"unknown key; expected one of {', '.join(sorted(allowed))}"
+                )
+
+    def str_(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self.data.get(name)
+        if value is None:
+            if required:
+                self.problems.add(self.k(name), "is required; add it")
+            return default
+        if not isinstance(value, str) or not value.strip():
+            self.problems.add(self.k(name), f"must be a non-empty string, got {value!r}")
+            return default
+        return value
+
+    def int_(self, name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        value = self.data.get(name, default)
+        if not _is_int(value):
+            self.problems.add(self.k(name), f"must be an integer, got {value!r}")
+            return default
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            self.problems.add(self.k(name), f"{value} is out of range; use {_range(lo, hi)}")
+        return value
+
+    def num(self, name: str, default: float | None) -> float | None:
+        value = self.data.get(name, default)
+        if value is None:
+            return None
+        if not _is_number(value):
+            self.problems.add(self.k(name), f"must be a number, got {value!r}")
+            return default
+        return value
+
+    def bool_(self, name: str, default: bool) -> bool:
+        value = self.data.get(name, default)
+        if not isinstance(value, bool):
+            self.problems.add(self.k(name), f"must be true or false, got {value!r}")
+            return default
+        return value
+
+
+def _range(lo: int | None, hi: int | None) -> str:
+    if lo is not None and hi is not None:
+        return f"{lo}-{hi}"
+    return f">= {lo}" if lo is not None else f"<= {hi}"
+
+
+def _percent(r: _Reader, name: str, default: int, *, lo_open: bool = True) -> int:
+    value = r.data.get(name, default)
+    if not _is_int(value):
+        r.problems.add(r.k(name), f"must be an integer percent, got {value!r}")
+        return default
+    if not (0 < value <= 100 if lo_open else 0 <= value <= 100):
+        bound = "(0, 100]" if lo_open else "[0, 100]"
+        r.problems.add(r.k(name), f"{value} is out of range; a percent in {bound}")
+    return value
+
+
+def _parse_version(key: str, raw: Any, vkey: str, problems: _Problems, root: Path | None) -> VersionSpec:
+    r = _Reader(raw, vkey, problems)
+    r.unknown({"image", "framework", "frameworkVersion", "modelDataUrl", "schema"})
+    if not _VERSION_KEY_RE.match(key):
+        problems.add(
+            vkey,
+            "version keys must be 1-32 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    image = r.str_("image")
+    framework = r.str_("framework")
+    framework_version = r.str_("frameworkVersion")
+    if "frameworkVersion" in r.data and _is_number(r.data["frameworkVersion"]):
+        problems.add(r.k("frameworkVersion"), 'quote it as a string (e.g. "1.7-1"), YAML read a number')
+    if image and framework:
+        problems.add(vkey, "set either image or framework + frameworkVersion, not both")
+    elif not image and not framework:
+        problems.add(vkey, "set image (an ECR image URI) or framework + frameworkVersion")
+    if image and not _IMAGE_RE.match(image):
+        problems.add(r.k("image"), f"{image!r} is not an image URI like <registry>/<repo>:<tag>")
+    if framework:
+        if framework not in FRAMEWORK_REPOSITORIES:
+            known = ", ".join(sorted(FRAMEWORK_REPOSITORIES))
+            problems.add(r.k("framework"), f"unknown framework {framework!r} (known: {known}); or use image")
+        if not framework_version:
+            problems.add(r.k("frameworkVersion"), 'is required with framework (the image tag, e.g. "1.7-1")')
+    url = r.str_("modelDataUrl", required=True)
+    if url and not _S3_URI_RE.match(url):
+        problems.add(r.k("modelDataUrl"), f"{url!r} is not an S3 URI like s3://bucket/path/model.tar.gz")
+    schema = r.str_("schema")
+    if schema and root is not None and not (root / schema).is_file():
+        problems.add(r.k("schema"), f"file {schema!r} not found under the project root {root}; fix the path")
+    return VersionSpec(
+        key=key,
+        model_data_url=url or "",
+        image=image,
+        framework=framework,
+        framework_version=framework_version,
+        schema=schema,
+    )
+
+
+def _parse_strategy(raw: Any, key: str, problems: _Problems) -> Strategy:
+    r = _Reader(raw, key, problems)
+    r.unknown(
+        {
+            "type",
+            "steps",
+            "stepPercent",
+            "candidatePercent",
+            "shadowPercent",
+            "bakeMinutes",
+            "minRequestsPerStep",
+            "guardrailWaitSeconds",
+            "maxExecutionTimeoutSeconds",
+        }
+    )
+    stype = r.str_("type", "canary") or "canary"
+    if stype not in STRATEGIES:
+        problems.add(r.k("type"), f"unknown strategy {stype!r}; use one of {', '.join(STRATEGIES)}")
+    steps_raw = r.data.get("steps", [10, 25, 50, 100])
+    steps: tuple[int, ...] = (10, 25, 50, 100)
+    if not isinstance(steps_raw, list) or not steps_raw or not all(_is_int(s) for s in steps_raw):
+        problems.add(r.k("steps"), f"must be a non-empty list of integer percents, got {steps_raw!r}")
+    else:
+        steps = tuple(steps_raw)
+        bad = [s for s in steps if not 0 < s <= 100]
+        if bad:
+            problems.add(r.k("steps"), f"{bad} outside (0, 100]; every step is a candidate percent")
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            problems.add(r.k("steps"), f"{list(steps)} must be strictly increasing (e.g. [10, 25, 50, 100])")
+    guardrail_wait = r.int_("guardrailWaitSeconds", 300, *WAIT_INTERVAL_RANGE)
+    max_exec = r.int_("maxExecutionTimeoutSeconds", 1800)
+    lo, hi = MAX_EXECUTION_TIMEOUT_RANGE
+    if _is_int(r.data.get("maxExecutionTimeoutSeconds", 1800)) and not lo <= max_exec <= hi:
+        problems.add(
+            r.k("maxExecutionTimeoutSeconds"),
+            f"{max_exec} is outside what the provider accepts ({lo}-{hi} seconds); pick a value in range",
+        )
+    bake = r.num("bakeMinutes", 5)
+    if bake is not None and bake <= 0:
+        problems.add(r.k("bakeMinutes"), f"{bake} must be > 0 minutes")
+    return Strategy(
+        type=stype,
+        steps=steps,
+        step_percent=_percent(r, "stepPercent", 20),
+        candidate_percent=_percent(r, "candidatePercent", 50),
+        shadow_percent=_percent(r, "shadowPercent", 100),
+        bake_minutes=bake if bake is not None else 5,
+        min_requests_per_step=r.int_("minRequestsPerStep", 100, 0),
+        guardrail_wait_seconds=guardrail_wait,
+        max_execution_timeout_seconds=max_exec,
+    )
+
+
+def _parse_triggers(raw: Any, key: str, problems: _Problems) -> Triggers:
+    r = _Reader(raw, key, problems)
+    r.unknown(
+        {
+            "metrics",
+            "periodSeconds",
+            "evaluationPeriods",
+            "datapointsToAlarm",
+            "errorRate",
+            "p99LatencyMs",
+            "quality",
+            "drift",
+        }
+    )
+    metrics = r.str_("metrics", "custom") or "custom"
+    if metrics not in METRIC_SOURCES:
+        problems.add(r.k("metrics"), f"unknown metrics source {metrics!r}; use custom or builtin")
+    period = r.int_("periodSeconds", 10 if metrics == "custom" else 60)
+    if metrics == "builtin" and (period < 60 or period % 60):
+        problems.add(
+            r.k("periodSeconds"),
+            f"{period} s: built-in AWS/SageMaker metrics are 1-minute, use a multiple of 60 (or metrics: custom)",
+        )
+    elif metrics == "custom" and period not in (10, 20, 30) and (period < 60 or period % 60):
+        problems.add(r.k("periodSeconds"), f"{period} s: CloudWatch accepts 10, 20, 30 or a multiple of 60")
+    evaluation = r.int_("evaluationPeriods", 6, 1)
+    datapoints = r.int_("datapointsToAlarm", 3, 1)
+    if datapoints > evaluation:
+        problems.add(
+            r.k("datapointsToAlarm"),
+            f"{datapoints} exceeds evaluationPeriods {evaluation}; M of N needs M <= N",
+        )
+    if period * evaluation > 86400:
+        problems.add(r.k("evaluationPeriods"), "periodSeconds x evaluationPeriods must be <= 86400 (one day)")
+    error_rate = r.num("errorRate", 0.05)
+    if error_rate is not None and not 0 < error_rate <= 1:
+        problems.add(r.k("errorRate"), f"{error_rate} must be a share in (0, 1] (0.05 = 5 % of invocations)")
+    latency = r.num("p99LatencyMs", 1000)
+    if latency is not None and latency <= 0:
+        problems.add(r.k("p99LatencyMs"), f"{latency} must be > 0 milliseconds")
+
+    quality = None
+    if r.data.get("quality") is not None:
+        q = _Reader(r.data["quality"], r.k("quality"), problems)
+        q.unknown({"metric", "min", "max"})
+        qmin, qmax = q.num("min", None), q.num("max", None)
+        if qmin is None and qmax is None:
+            problems.add(q.key, "set min and/or max for the quality metric")
+        if qmin is not None and qmax is not None and qmin >= qmax:
+            problems.add(q.key, f"min {qmin} must be below max {qmax}")
+        quality = QualityTrigger(metric=q.str_("metric", "quality") or "quality", min=qmin, max=qmax)
+
+    drift = None
+    if r.data.get("drift") is not None:
+        d = _Reader(r.data["drift"], r.k("drift"), problems)
+        d.unknown({"maxScore", "action"})
+        score = d.num("maxScore", None)
+        if score is None:
+            problems.add(d.k("maxScore"), "is required with drift (e.g. 0.2 for PSI)")
+        elif score <= 0:
+            problems.add(d.k("maxScore"), f"{score} must be > 0")
+        action = d.str_("action", "rollback") or "rollback"
+        if action not in DRIFT_ACTIONS:
+            problems.add(d.k("action"), f"unknown action {action!r}; use rollback or notify")
+        drift = DriftTrigger(max_score=score or 0.0, action=action)
+
+    return Triggers(
+        metrics=metrics,
+        period_seconds=period,
+        evaluation_periods=evaluation,
+        datapoints_to_alarm=datapoints,
+        error_rate=error_rate if error_rate is not None else 0.05,
+        p99_latency_ms=latency if latency is not None else 1000,
+        quality=quality,
+        drift=drift,
+    )
+
+
+def guardrail_total_seconds(strategy: Strategy) -> int:
+    """Seconds a SageMaker blue/green update of this strategy waits in total (bakes + termination)."""
+    wait = blue_green_wait_seconds(strategy)
+    if strategy.type == "canary":
+        shifts = 2  # canary, then the rest
+    elif strategy.type == "linear":
+        shifts = math.ceil(100 / linear_step_percent(strategy))
+    else:
+        shifts = 1
+    return wait * shifts + TERMINATION_WAIT_SECONDS
+
+
+def blue_green_wait_seconds(strategy: Strategy) -> int:
+    """Bake between blue/green traffic shifts; all-at-once is capped short on purpose."""
+    if strategy.type == "all-at-once":
+        return min(strategy.guardrail_wait_seconds, ALL_AT_ONCE_MAX_WAIT_SECONDS)
+    return strategy.guardrail_wait_seconds
+
+
+def canary_size_percent(strategy: Strategy) -> int:
+    """Blue/green canary size: the first step, capped at SageMaker's 50 % of the fleet."""
+    return max(1, min(strategy.candidate_steps()[0] if strategy.steps else 10, 50))
+
+
+def linear_step_percent(strategy: Strategy) -> int:
+    """Blue/green linear step size, clamped to SageMaker's accepted 10-50 % of the fleet."""
+    return max(10, min(strategy.step_percent, 50))
+
+
+def _parse_endpoint(
+    raw: Any, key: str, stack: str, problems: _Problems, root: Path | None
+) -> EndpointConfig | None:
+    r = _Reader(raw, key, problems)
+    r.unknown(
+        {
+            "name",
+            "instanceType",
+            "instanceCount",
+            "versions",
+            "release",
+            "strategy",
+            "triggers",
+            "dataCapture",
+            "tags",
+        }
+    )
+    name = r.str_("name", required=True) or ""
+    physical = ""
+    if name:
+        try:
+            physical = names.endpoint_name(stack, name)
+        except ValueError as exc:
+            problems.add(r.k("name"), f"{exc}; shorten or rename it")
+    instance_type = r.str_("instanceType", required=True) or ""
+    if instance_type and not _INSTANCE_RE.match(instance_type):
+        problems.add(
+            r.k("instanceType"), f"{instance_type!r} is not a SageMaker instance type like ml.m5.large"
+        )
+    instance_count = r.int_("instanceCount", 1, 1)
+
+    versions: dict[str, VersionSpec] = {}
+    vraw = r.data.get("versions")
+    if not isinstance(vraw, Mapping) or not vraw:
+        problems.add(
+            r.k("versions"), "must be a non-empty mapping of version key -> {image|framework, modelDataUrl}"
+        )
+    else:
+        for vk, vv in vraw.items():
+            versions[str(vk)] = _parse_version(str(vk), vv, f"{r.k('versions')}.{vk}", problems, root)
+    known = ", ".join(versions) or "none"
+
+    rel = _Reader(r.data.get("release"), r.k("release"), problems)
+    rel.unknown({"stable", "candidate", "shadow"})
+    stable = rel.str_("stable", required=True) or ""
+    candidate = rel.str_("candidate")
+    shadow = rel.str_("shadow")
+    for role, version in (("stable", stable), ("candidate", candidate), ("shadow", shadow)):
+        if version and versions and version not in versions:
+            problems.add(
+                rel.k(role),
+                f"{version!r} is not in the version catalog (known: {known}); add it under versions or fix the release",
+            )
+    if candidate and candidate == stable:
+        problems.add(
+            rel.k("candidate"), f"{candidate!r} equals stable; a candidate must be a different version"
+        )
+    if shadow and shadow == stable:
+        problems.add(rel.k("shadow"), f"{shadow!r} equals stable; a shadow must be a different version")
+
+    strategy = _parse_strategy(r.data.get("strategy"), r.k("strategy"), problems)
+    skey = r.k("strategy")
+    if strategy.type == "shadow":
+        if not shadow:
+            problems.add(f"{skey}.type", "strategy shadow needs release.shadow; add the shadow version")
+        if candidate:
+            problems.add(
+                rel.k("candidate"),
+                "strategy shadow serves one production variant (SageMaker allows one production + one shadow); "
+                "remove the candidate or use canary/linear/ab",
+            )
+    elif shadow:
+        problems.add(rel.k("shadow"), f"a shadow version needs strategy.type: shadow (got {strategy.type!r})")
+    if strategy.type in STRATEGIES:
+        total = guardrail_total_seconds(strategy)
+        budget = min(GUARDRAIL_BUDGET_SECONDS, strategy.max_execution_timeout_seconds)
+        if total > budget:
+            problems.add(
+                f"{skey}.guardrailWaitSeconds",
+                f"the blue/green update would wait {total} s in total, more than {budget} s "
+                f"(min of maxExecutionTimeoutSeconds and {GUARDRAIL_BUDGET_SECONDS} s under the provider's "
+                "60-minute waiter); lower guardrailWaitSeconds",
+            )
+
+    triggers = _parse_triggers(r.data.get("triggers"), r.k("triggers"), problems)
+
+    dc = _Reader(r.data.get("dataCapture"), r.k("dataCapture"), problems)
+    dc.unknown({"samplingPercent"})
+    capture = _percent(dc, "samplingPercent", 20, lo_open=False)
+
+    tags_raw = r.data.get("tags") or {}
+    tags: dict[str, str] = {}
+    if not isinstance(tags_raw, Mapping):
+        problems.add(r.k("tags"), "must be a mapping of tag key -> string value")
+    else:
+        for tk, tv in tags_raw.items():
+            if not isinstance(tv, str | int | float) or isinstance(tv, bool):
+                problems.add(f"{r.k('tags')}.{tk}", f"tag values must be strings, got {tv!r}")
+            else:
+                tags[str(tk)] = str(tv)
+
+    return EndpointConfig(
+        name=name,
+        physical_name=physical,
+        instance_type=instance_type,
+        instance_count=instance_count,
+        versions=versions,
+        release=Release(stable=stable, candidate=candidate, shadow=shadow),
+        strategy=strategy,
+        triggers=triggers,
+        data_capture_percent=capture,
+        tags=tags,
+    )
+
+
+def validate(
+    values: Mapping[str, Any],
+    *,
+    stack: str,
+    region: str | None,
+    source: str,
+    project_root: Path | None = None,
+) -> StackConfig:
+    """Build a :class:`StackConfig` from raw ``mlrollback:`` values, or raise ConfigError listing every problem.
+
+    ``values`` maps keys without the ``mlrollback:`` prefix to already-decoded YAML/JSON values.
+    """
+    p = f"{PROJECT}:"
+    problems = _Problems(source)
+    try:
+        names.check_stack(stack)
+    except ValueError as exc:
+        problems.add("stack", f"{exc}; rename the stack file")
+    if not region:
+        problems.add("aws:region", "is required; set it (e.g. aws:region: eu-west-1)")
+
+    allowed = {"environment", "production", "artifacts", "notifications", "rehearsal", "endpoints"}
+    for key in values:
+        if key not in allowed:
+            problems.add(f"{p}{key}", f"unknown key; expected one of {', '.join(sorted(allowed))}")
+
+    top = _Reader(values, PROJECT, problems)
+    environment = values.get("environment", stack)
+    if not isinstance(environment, str):
+        problems.add(f"{p}environment", f"must be a string, got {environment!r}")
+        environment = stack
+    production = values.get("production", False)
+    if not isinstance(production, bool):
+        problems.add(f"{p}production", f"must be true or false, got {production!r}")
+        production = False
+    del top
+
+    art = _Reader(values.get("artifacts"), f"{p}artifacts", problems)
+    art.unknown({"create", "bucket"})
+    create = art.bool_("create", True)
+    bucket = art.str_("bucket")
+    if not create and not bucket:
+        problems.add(art.k("bucket"), "is required when create is false; name your existing bucket")
+    if create and bucket:
+        problems.add(art.k("bucket"), "only with create: false (a created bucket is auto-named); remove it")
+    if bucket and not _BUCKET_RE.match(bucket):
+        problems.add(art.k("bucket"), f"{bucket!r} is not a valid S3 bucket name")
+
+    notif = _Reader(values.get("notifications"), f"{p}notifications", problems)
+    notif.unknown({"emails"})
+    emails_raw = notif.data.get("emails") or []
+    emails: list[str] = []
+    if not isinstance(emails_raw, list):
+        problems.add(notif.k("emails"), "must be a list of e-mail addresses")
+    else:
+        for i, e in enumerate(emails_raw):
+            if not isinstance(e, str) or not _EMAIL_RE.match(e):
+                problems.add(f"{notif.k('emails')}[{i}]", f"{e!r} is not an e-mail address")
+            else:
+                emails.append(e)
+
+    reh = _Reader(values.get("rehearsal"), f"{p}rehearsal", problems)
+    reh.unknown({"required", "maxAgeHours"})
+    rehearsal = Rehearsal(required=reh.bool_("required", False), max_age_hours=reh.int_("maxAgeHours", 72, 1))
+
+    endpoints: list[EndpointConfig] = []
+    eps_raw = values.get("endpoints")
+    if not isinstance(eps_raw, list) or not eps_raw:
+        problems.add(f"{p}endpoints", "must be a non-empty list of endpoints; declare at least one")
+    else:
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(eps_raw):
+            ep = _parse_endpoint(raw, f"{p}endpoints[{i}]", stack, problems, project_root)
+            if ep is None or not ep.name:
+                continue
+            if ep.name in seen:
+                problems.add(
+                    f"{p}endpoints[{i}].name",
+                    f"duplicate endpoint name {ep.name!r} (also endpoints[{seen[ep.name]}]); names must be unique",
+                )
+            else:
+                seen[ep.name] = i
+            endpoints.append(ep)
+
+    problems.raise_if_any()
+    return StackConfig(
+        stack=stack,
+        source=source,
+        region=region or "",
+        environment=environment,
+        production=production,
+        artifacts=Artifacts(create=create, bucket=bucket),
+        emails=tuple(emails),
+        rehearsal=rehearsal,
+        endpoints=tuple(endpoints),
+        project_root=str(project_root) if project_root else None,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------------
+
+
+def find_project_root(start: Path) -> Path | None:
+    """The nearest directory at or above ``start`` holding ``Pulumi.yaml``."""
+    for d in [start, *start.parents]:
+        if (d / "Pulumi.yaml").is_file():
+            return d
+    return None
+
+
+def stack_from_path(path: Path) -> str:
+    """Stack name from a ``Pulumi.<stack>.yaml`` file name."""
+    m = re.match(r"^Pulumi\.(.+)\.ya?ml$", path.name)
+    if not m:
+        raise ConfigError(f"{path}: not a stack file; expected a name like Pulumi.<stack>.yaml")
+    return m.group(1)
+
+
+def _read_stack_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: stack file not found; create it or pick an existing stack") from None
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    config = doc.get("config") if isinstance(doc, Mapping) else None
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{path}: expected a top-level 'config:' mapping of stack settings")
+    return dict(config)
+
+
+def _split(config: Mapping[str, Any], source: str) -> tuple[dict[str, Any], str | None]:
+    values: dict[str, Any] = {}
+    region = None
+    for key, value in config.items():
+        if key == "aws:region":
+            region = value if isinstance(value, str) else None
+        elif isinstance(key, str) and key.startswith(f"{PROJECT}:"):
+            values[key.split(":", 1)[1]] = value
+        elif isinstance(key, str) and ":" not in key:
+            raise ConfigError(f"{source}: {key}: config keys need a namespace; write {PROJECT}:{key}")
+    return values, region
+
+
+def load_stack_file(path: Path, stack: str | None = None) -> StackConfig:
+    """Read and validate a stack file without Pulumi (CLI, sandbox, tests)."""
+    path = Path(path)
+    stack = stack or stack_from_path(path)
+    config = _read_stack_file(path)
+    values, region = _split(config, str(path))
+    root = find_project_root(path.resolve().parent)
+    return validate(values, stack=stack, region=region, source=_display(path, root), project_root=root)
+
+
+def _display(path: Path, root: Path | None) -> str:
+    """Path as users see it in messages: relative to the project root when possible."""
+    try:
+        return str(path.resolve().relative_to(root)) if root else str(path)
+    except ValueError:
+        return str(path)
+
+
+def pulumi_config_from_stack_file(path: Path) -> dict[str, str]:
+    """The ``{"mlrollback:endpoints": "<json>", "aws:region": "..."}`` map for ``set_all_config``.
+
+    Structured values are JSON-encoded exactly as the Pulumi engine hands them to the program.
+    """
+    config = _read_stack_file(Path(path))
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, str):
+            out[str(key)] = value
+        else:
+            out[str(key)] = json.dumps(value)
+    return out
+
+
+def project_root_dir() -> Path | None:
+    """Project root (where Pulumi.yaml is): the engine's answer when it is real, else found from here.
+
+    The mock runtime reports a placeholder root directory; falling back to this package's
+    location keeps schema checks and asset paths independent of the working directory.
+    """
+    try:
+        import pulumi
+
+        engine_root = pulumi.get_root_directory()
+    except Exception:
+        engine_root = None
+    if engine_root and (Path(engine_root) / "Pulumi.yaml").is_file():
+        return Path(engine_root)
+    return find_project_root(Path(__file__).resolve().parent)
+
+
+def from_pulumi() -> StackConfig:
+    """Read and validate the current stack's config through ``pulumi.Config`` (inside the program)."""
+    import pulumi
+
+    stack = pulumi.get_stack()
+    cfg = pulumi.Config(PROJECT)
+    values: dict[str, Any] = {}
+    for key in ("environment", "production", "artifacts", "notifications", "rehearsal", "endpoints"):
+        raw = cfg.get(key)
+        if raw is None:
+            continue
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw  # plain strings (environment) are not JSON
+    region = pulumi.Config("aws").get("region")
+    root = project_root_dir()
+    source = f"environments/Pulumi.{stack}.yaml"
+    return validate(values, stack=stack, region=region, source=source, project_root=root)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rollout plan (docs/contracts.md "Rollout plan")
+# ----------------------------------------------------------------------------------------------
+
+
+def rollout_plan(ep: EndpointConfig) -> dict[str, Any]:
+    """The rollout plan the program writes to SSM and the stepper follows.
+
+    ``planId`` hashes every other field, so any change to the plan restarts the stepper's progress.
+    """
+    candidate = ep.release.candidate
+    steps = list(ep.strategy.candidate_steps()) if candidate else []
+    plan: dict[str, Any] = {
+        "endpoint": ep.physical_name,
+        "stable": ep.release.stable,
+        "candidate": candidate,
+        "strategy": ep.strategy.type,
+        "steps": steps,
+        "bakeSeconds": round(ep.strategy.bake_minutes * 60),
+        "minRequestsPerStep": ep.strategy.min_requests_per_step,
+        "metrics": ep.triggers.metrics,
+        "candidateAlarms": ep.rollback_alarm_names((names.CANDIDATE,)),
+    }
+    canonical = json.dumps(plan, sort_keys=True, separators=(",", ":"))
+    plan["planId"] = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return plan
+
+
+def declared_weights(ep: EndpointConfig, *, quarantined: bool = False) -> dict[str, int]:
+    """Production-variant weights (percent) by role the program declares for ``ep``.
+
+    The candidate starts at the first step of its plan; a quarantined candidate is declared at 0
+    so ``pulumi up`` never silently re-promotes a rolled-back version.
+    """
+    if not ep.release.candidate:
+        return {names.STABLE: 100}
+    first = ep.strategy.candidate_steps()[0]
+    cand = 0 if quarantined else first
+    return {names.STABLE: 100 - cand, names.CANDIDATE: cand}

@@ -1,0 +1,171 @@
+"""Build the whole stack from a validated :class:`~infra.config.StackConfig`.
+
+Kept apart from ``__main__`` so tests, the benchmark and the sandbox can call :func:`build_stack`
+inside a mock runtime. Config is already validated here: no resource is registered for a bad config.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.components.alarms import Alarms, AlarmsArgs
+from infra.components.autorollback import AutoRollback, AutoRollbackArgs
+from infra.components.endpoint import AwsScope, Endpoint, EndpointArgs, ImageRef
+from infra.components.registry import Registry, RegistryArgs
+from infra.config import EndpointConfig, StackConfig, declared_weights, project_root_dir
+from rollback import names
+
+_ECR_RE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repo>[^:@]+)"
+)
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """What the program learned from an endpoint's quarantine record."""
+
+    quarantined: bool
+    record: dict[str, Any] | None
+    reason: str
+
+
+def read_quarantine(stack: str, ep: EndpointConfig) -> Quarantine:
+    """Look up the endpoint's quarantine record and decide whether its candidate is quarantined.
+
+    A failed invoke (parameter not found) means no record. A record that is not valid JSON is
+    treated as quarantining the declared candidate: failing safe beats re-promoting a bad model.
+    """
+    parameter = names.quarantine_parameter(stack, ep.physical_name)
+    try:
+        value = aws.ssm.get_parameter(name=parameter).value
+    except Exception:
+        return Quarantine(False, None, "no record")
+    clear = f"clear it with `mlrollback clear-quarantine --stack {stack} --endpoint {ep.name}`"
+    try:
+        record = json.loads(value)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        if ep.release.candidate:
+            pulumi.log.warn(
+                f"{ep.physical_name}: quarantine record {parameter} is not valid JSON ({exc}); "
+                f"declaring candidate {ep.release.candidate} at weight 0 to be safe. Fix or delete the "
+                f"parameter, or {clear}."
+            )
+        return Quarantine(bool(ep.release.candidate), None, "invalid record")
+    version = record.get("version")
+    if ep.release.candidate and version == ep.release.candidate:
+        pulumi.log.warn(
+            f"{ep.physical_name}: candidate {version} was rolled back ({record.get('kind', 'auto')}, "
+            f"alarm {record.get('alarm', '-')}, at {record.get('at', '-')}); declaring it at weight 0 and "
+            f"stable {ep.release.stable} at 100. Fix the model and release a new candidate version, or {clear}."
+        )
+        return Quarantine(True, record, "candidate quarantined")
+    return Quarantine(False, record, "record for another version")
+
+
+def resolve_image(cfg: StackConfig, ep: EndpointConfig, version: str, scope: AwsScope) -> ImageRef:
+    """Image URI of a catalog version; ``framework`` images via the provider's prebuilt-image lookup."""
+    spec = ep.versions[version]
+    if spec.image:
+        uri = spec.image
+    else:
+        uri = aws.sagemaker.get_prebuilt_ecr_image(
+            repository_name=spec.repository, image_tag=spec.framework_version, region=cfg.region
+        ).registry_path
+    m = _ECR_RE.match(uri)
+    if m:
+        repo_arn = f"arn:{scope.partition}:ecr:{m['region']}:{m['account']}:repository/{m['repo']}"
+    else:  # not ECR (e.g. a private registry): scope to this account's repositories of that name
+        repo_arn = scope.arn("ecr", f"repository/{uri.rsplit('/', 1)[-1].split(':')[0].split('@')[0]}")
+    return ImageRef(uri=uri, repository_arn=repo_arn)
+
+
+def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any]:
+    """Declare every resource of the stack and return the exports (name -> value/Output)."""
+    identity = aws.get_caller_identity()
+    partition = aws.get_partition().partition
+    scope = AwsScope(partition=partition, region=cfg.region, account=identity.account_id)
+    tags = {"mlrollback:stack": cfg.stack, "mlrollback:environment": cfg.environment}
+    root = code_root or str(project_root_dir() or Path(__file__).resolve().parent.parent)
+
+    registry = Registry(
+        f"mlrollback-{cfg.stack}-registry",
+        RegistryArgs(
+            partition=partition,
+            endpoint_names=[ep.physical_name for ep in cfg.endpoints],
+            existing_bucket=None if cfg.artifacts.create else cfg.artifacts.bucket,
+            tags=tags,
+        ),
+    )
+
+    rule_alarms = [a for ep in cfg.endpoints for a in ep.rollback_alarm_names()]
+    watched = [a for ep in cfg.endpoints for a in ep.alarm_names()]
+    auto = AutoRollback(
+        f"mlrollback-{cfg.stack}",
+        AutoRollbackArgs(
+            stack=cfg.stack,
+            scope=scope,
+            endpoint_names=[ep.physical_name for ep in cfg.endpoints],
+            rule_alarms=rule_alarms,
+            watched_alarms=watched,
+            code_root=str(root),
+            emails=cfg.emails,
+            production=cfg.production,
+            tags=tags,
+        ),
+    )
+
+    endpoint_names: dict[str, pulumi.Output[str]] = {}
+    quarantined: list[str] = []
+    for ep in cfg.endpoints:
+        q = read_quarantine(cfg.stack, ep)
+        if q.quarantined:
+            quarantined.append(ep.physical_name)
+        versions = {
+            names.STABLE: ep.release.stable,
+            names.CANDIDATE: ep.release.candidate,
+            names.SHADOW: ep.release.shadow,
+        }
+        alarms = Alarms(
+            ep.physical_name,
+            AlarmsArgs(endpoint=ep, versions=versions, notify_topic_arn=auto.topic_arn, tags=tags),
+        )
+        endpoint = Endpoint(
+            ep.physical_name,
+            EndpointArgs(
+                stack=cfg.stack,
+                endpoint=ep,
+                scope=scope,
+                weights=declared_weights(ep, quarantined=q.quarantined),
+                images={v: resolve_image(cfg, ep, v, scope) for v in ep.versions_in_use()},
+                bucket_name=registry.bucket_name,
+                bucket_arn=registry.bucket_arn,
+                kms_key_arn=registry.kms_key_arn,
+                guardrail_alarms=ep.rollback_alarm_names(),
+                tags=tags,
+            ),
+            # SageMaker checks that auto-rollback alarms exist when the endpoint is updated.
+            opts=pulumi.ResourceOptions(depends_on=[alarms]),
+        )
+        endpoint_names[ep.name] = endpoint.endpoint_name
+
+    return {
+        "endpointNames": endpoint_names,
+        "alarmNames": watched,
+        "functionNames": {
+            "rollback": auto.rollback_function_name,
+            "stepper": auto.stepper_function_name,
+        },
+        "topicArn": auto.topic_arn,
+        "auditTableName": auto.table_name,
+        "artifactsBucket": registry.bucket_name,
+        "quarantinedEndpoints": quarantined,
+    }
