@@ -14,6 +14,7 @@ so a bad config never leaves a half-applied stack. The schema is documented in d
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -417,7 +418,7 @@ def _parse_strategy(raw: Any, key: str, problems: _Problems) -> Strategy:
         bad = [s for s in steps if not 0 < s <= 100]
         if bad:
             problems.add(r.k("steps"), f"{bad} outside (0, 100]; every step is a candidate percent")
-        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(steps)):
             problems.add(r.k("steps"), f"{list(steps)} must be strictly increasing (e.g. [10, 25, 50, 100])")
     guardrail_wait = r.int_("guardrailWaitSeconds", 300, *WAIT_INTERVAL_RANGE)
     max_exec = r.int_("maxExecutionTimeoutSeconds", 1800)
@@ -464,7 +465,8 @@ def _parse_triggers(raw: Any, key: str, problems: _Problems) -> Triggers:
     if metrics == "builtin" and (period < 60 or period % 60):
         problems.add(
             r.k("periodSeconds"),
-            f"{period} s: built-in AWS/SageMaker metrics are 1-minute, use a multiple of 60 (or metrics: custom)",
+            f"{period} s: built-in AWS/SageMaker metrics are 1-minute; "
+            "use a multiple of 60 (or metrics: custom)",
         )
     elif metrics == "custom" and period not in (10, 20, 30) and (period < 60 or period % 60):
         problems.add(r.k("periodSeconds"), f"{period} s: CloudWatch accepts 10, 20, 30 or a multiple of 60")
@@ -601,7 +603,8 @@ def _parse_endpoint(
         if version and versions and version not in versions:
             problems.add(
                 rel.k(role),
-                f"{version!r} is not in the version catalog (known: {known}); add it under versions or fix the release",
+                f"{version!r} is not in the version catalog (known: {known}); "
+                "add it under versions or fix the release",
             )
     if candidate and candidate == stable:
         problems.add(
@@ -618,7 +621,8 @@ def _parse_endpoint(
         if candidate:
             problems.add(
                 rel.k("candidate"),
-                "strategy shadow serves one production variant (SageMaker allows one production + one shadow); "
+                "strategy shadow serves one production variant "
+                "(SageMaker allows one production + one shadow); "
                 "remove the candidate or use canary/linear/ab",
             )
     elif shadow:
@@ -673,7 +677,7 @@ def validate(
     source: str,
     project_root: Path | None = None,
 ) -> StackConfig:
-    """Build a :class:`StackConfig` from raw ``mlrollback:`` values, or raise ConfigError listing every problem.
+    """Build a :class:`StackConfig` from raw ``mlrollback:`` values, or raise ConfigError (every problem).
 
     ``values`` maps keys without the ``mlrollback:`` prefix to already-decoded YAML/JSON values.
     """
@@ -743,7 +747,8 @@ def validate(
             if ep.name in seen:
                 problems.add(
                     f"{p}endpoints[{i}].name",
-                    f"duplicate endpoint name {ep.name!r} (also endpoints[{seen[ep.name]}]); names must be unique",
+                    f"duplicate endpoint name {ep.name!r} (also endpoints[{seen[ep.name]}]); "
+                    "names must be unique",
                 )
             else:
                 seen[ep.name] = i

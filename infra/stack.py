@@ -65,7 +65,8 @@ def read_quarantine(stack: str, ep: EndpointConfig) -> Quarantine:
         pulumi.log.warn(
             f"{ep.physical_name}: candidate {version} was rolled back ({record.get('kind', 'auto')}, "
             f"alarm {record.get('alarm', '-')}, at {record.get('at', '-')}); declaring it at weight 0 and "
-            f"stable {ep.release.stable} at 100. Fix the model and release a new candidate version, or {clear}."
+            f"stable {ep.release.stable} at 100. Fix the model and release a new candidate version, "
+            f"or {clear}."
         )
         return Quarantine(True, record, "candidate quarantined")
     return Quarantine(False, record, "record for another version")
