@@ -1,0 +1,240 @@
+"""Preflight drift guard: would ``pulumi up`` undo what the runtime did to a live endpoint?
+
+The provider never reads live variant weights, and any new endpoint config resets them to the
+declared ones (design.md, "Facts about the provider"). So before every ``pulumi up`` CI compares,
+per endpoint, the live state (weights, rollout plan and progress, quarantine record) with what the
+stack file declares, and refuses when the update would:
+
+* undo a drain (the candidate is at 0 live, the stack would give it traffic again),
+* re-promote a quarantined version (as stable; as candidate the program keeps it at 0 itself),
+* reset live weights in the middle of a progressive rollout.
+
+:func:`check_endpoint` is pure (no I/O) so every rule is unit-tested on plain values;
+:func:`gather_live` reads the live side with injected boto3 clients.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rollback import names
+
+Severity = Literal["error", "warning", "info"]
+_BUSY = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What the stack file declares for one endpoint (after the program's own quarantine rule)."""
+
+    endpoint: str  # logical name
+    physical: str
+    stable: str
+    candidate: str | None
+    shadow: str | None
+    strategy: str
+    steps: tuple[float, ...]  # candidate percents, as in the rollout plan
+
+    @property
+    def plan_fields(self) -> dict[str, Any]:
+        """Rollout-plan fields whose change gives a new endpoint config (bake times etc. do not)."""
+        return {
+            "stable": self.stable,
+            "candidate": self.candidate,
+            "strategy": self.strategy,
+            "steps": [float(s) for s in self.steps],
+        }
+
+
+@dataclass(frozen=True)
+class Live:
+    """What runs in AWS for one endpoint; ``exists`` False when it was never deployed."""
+
+    physical: str
+    exists: bool
+    status: str | None = None
+    weights: dict[str, float] = field(default_factory=dict)  # role -> percent of traffic, live
+    plan: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = None
+    quarantine: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One preflight result; ``error`` findings make the command exit non-zero."""
+
+    endpoint: str
+    severity: Severity
+    code: str
+    message: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "endpoint": self.endpoint,
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "fix": self.fix,
+        }
+
+
+def declared_candidate_percent(declared: Declared, quarantine: dict[str, Any] | None) -> float:
+    """Candidate share the program declares: the first rollout step, 0 while quarantined."""
+    if declared.candidate is None:
+        return 0.0
+    if quarantine is not None and quarantine.get("version") == declared.candidate:
+        return 0.0
+    return float(declared.steps[0]) if declared.steps else 100.0
+
+
+def _plan_changes(declared: Declared, live_plan: dict[str, Any] | None) -> bool:
+    if live_plan is None:
+        return True
+    live = {
+        "stable": live_plan.get("stable"),
+        "candidate": live_plan.get("candidate"),
+        "strategy": live_plan.get("strategy"),
+        "steps": [float(s) for s in live_plan.get("steps") or []],
+    }
+    return live != declared.plan_fields
+
+
+def check_endpoint(declared: Declared, live: Live) -> list[Finding]:
+    """Every reason (and note) for this endpoint; see the module docstring for the rules."""
+    ep = declared.endpoint
+    out: list[Finding] = []
+    if not live.exists:
+        return [
+            Finding(
+                ep, "info", "new-endpoint", f"{declared.physical} does not exist yet; pulumi up creates it"
+            )
+        ]
+    if live.status in _BUSY:
+        out.append(
+            Finding(
+                ep,
+                "error",
+                "endpoint-busy",
+                f"{declared.physical} is {live.status}; an update now would conflict with it",
+                "wait until `mlrollback status` shows InService, then run preflight again",
+            )
+        )
+    q = live.quarantine
+    qv = q.get("version") if q else None
+    if qv is not None and qv == declared.stable:
+        out.append(
+            Finding(
+                ep,
+                "error",
+                "re-promotes-quarantined",
+                f"release.stable is {qv}, which was rolled back at {q.get('at', '?')} "
+                f"({q.get('reason', 'no reason')}); pulumi up would send it all traffic",
+                f"set release.stable of {ep} to a healthy version (`mlrollback revert --endpoint {ep} "
+                f"--to <version>`), or, if {qv} was fixed under the same name, "
+                f"`mlrollback clear-quarantine --endpoint {ep}` after review",
+            )
+        )
+    if qv is not None and qv == declared.shadow:
+        out.append(
+            Finding(
+                ep,
+                "warning",
+                "quarantined-shadow",
+                f"release.shadow is {qv}, which was rolled back; it would receive copied traffic again",
+                "pick another shadow version or clear the quarantine if that is intended",
+            )
+        )
+    if qv is not None and qv == declared.candidate:
+        out.append(
+            Finding(
+                ep,
+                "info",
+                "candidate-held-at-zero",
+                f"candidate {qv} is quarantined: the program declares it at weight 0 (the drain is kept)",
+                f"replace the candidate or `mlrollback revert --endpoint {ep}` to drop it",
+            )
+        )
+
+    live_candidate = live.weights.get(names.CANDIDATE)
+    live_version = (live.plan or {}).get("candidate", declared.candidate)
+    target = declared_candidate_percent(declared, q)
+    drained = live_candidate == 0 and live.weights.get(names.STABLE, 0) > 0
+    if drained and declared.candidate is not None and declared.candidate == live_version and target > 0:
+        out.append(
+            Finding(
+                ep,
+                "error",
+                "undoes-drain",
+                f"candidate {declared.candidate} is drained live (weight 0) but the stack declares it at "
+                f"{target:g}%; pulumi up would undo the rollback",
+                f"drop or replace the candidate (`mlrollback revert --endpoint {ep}`), or restore "
+                f"its quarantine record; only if the drain was a mistake, keep the release as is",
+            )
+        )
+    elif live_candidate is not None and live_candidate > 0 and _plan_changes(declared, live.plan):
+        state = (live.progress or {}).get("state")
+        finalizing = (
+            state == "ready-to-finalize" and declared.stable == live_version and declared.candidate is None
+        )
+        if abs(live_candidate - target) > 0.5 and not finalizing:
+            step = (live.progress or {}).get("stepIndex")
+            where = f" (rollout step {step}, {state})" if step is not None else ""
+            out.append(
+                Finding(
+                    ep,
+                    "error",
+                    "resets-rollout",
+                    f"the release or strategy changed while {live_version} serves {live_candidate:g}% "
+                    f"live{where}; "
+                    f"pulumi up would reset the candidate to {target:g}%",
+                    "let the rollout finish and `mlrollback finalize` it, or drain it first with "
+                    f"`mlrollback rollback --endpoint {ep}`, then change the release",
+                )
+            )
+    if not out:
+        out.append(Finding(ep, "info", "ok", f"{declared.physical}: pulumi up keeps the live traffic split"))
+    return out
+
+
+def _get_json_parameter(ssm: Any, name: str) -> dict[str, Any] | None:
+    try:
+        value = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    except ssm.exceptions.ParameterNotFound:
+        return None
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError:
+        # Fail safe: an unreadable record still means "something was rolled back here".
+        return {"version": None, "invalid": value}
+    return data if isinstance(data, dict) else {"invalid": value}
+
+
+def live_weights(description: dict[str, Any]) -> dict[str, float]:
+    """Role -> live traffic percent from a DescribeEndpoint response (shadow variants excluded)."""
+    variants = description.get("ProductionVariants") or []
+    raw = {v["VariantName"]: float(v.get("CurrentWeight", v.get("DesiredWeight", 0.0))) for v in variants}
+    total = sum(raw.values())
+    return {role: (w * 100.0 / total if total else 0.0) for role, w in raw.items()}
+
+
+def gather_live(sagemaker: Any, ssm: Any, stack: str, physical: str) -> Live:
+    """Read one endpoint's live state: DescribeEndpoint plus its three SSM records."""
+    try:
+        desc = sagemaker.describe_endpoint(EndpointName=physical)
+    except sagemaker.exceptions.ClientError as exc:
+        if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+            return Live(physical, exists=False)
+        raise
+    return Live(
+        physical,
+        exists=True,
+        status=desc.get("EndpointStatus"),
+        weights=live_weights(desc),
+        plan=_get_json_parameter(ssm, names.rollout_plan_parameter(stack, physical)),
+        progress=_get_json_parameter(ssm, names.rollout_progress_parameter(stack, physical)),
+        quarantine=_get_json_parameter(ssm, names.quarantine_parameter(stack, physical)),
+    )
+
