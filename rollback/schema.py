@@ -10,7 +10,14 @@ A schema file (``versions.<v>.schema`` in stack config, relative to the project 
     {"input":  {"type": "object", "properties": {...}, "required": [...]},
      "output": {"type": "object", "properties": {...}, "required": [...]}}
 
-Both halves are a small subset of JSON Schema: ``type`` (string or list), ``properties``,
+or, as the example files in ``schemas/`` are written, a feature/field list::
+
+    {"input":  {"contentType": "text/csv", "features": [{"name": "amount", "type": "number"},
+                                                        {"name": "x", "type": "integer", "optional": true}]},
+     "output": {"contentType": "application/json", "fields": [{"name": "score", "type": "number"}]}}
+
+CSV features are positional (column order matters); JSON features and output fields are named.
+The JSON Schema form is a small subset of JSON Schema: ``type`` (string or list), ``properties``,
 ``required``, ``additionalProperties`` and ``items``, nested to any depth. Anything else is
 ignored (never guessed at), so the check can miss an incompatibility hidden in, say, ``pattern``,
 but never invents one.
@@ -126,6 +133,53 @@ def _compare_output(read: dict[str, Any], returns: dict[str, Any], path: str, ou
         _compare_output(read["items"], returns["items"], f"{path}[]", out)
 
 
+def _as_object(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A feature/field list as the equivalent JSON Schema object node."""
+    return {
+        "type": "object",
+        "properties": {f["name"]: {k: v for k, v in f.items() if k == "type"} for f in items},
+        "required": [f["name"] for f in items if not f.get("optional")],
+    }
+
+
+def _compare_columns(
+    sent: list[dict[str, Any]], accepts: list[dict[str, Any]], out: list[Difference]
+) -> None:
+    for i in range(max(len(sent), len(accepts))):
+        where = f"input.column[{i + 1}]"
+        if i >= len(accepts):
+            out.append(
+                Difference(
+                    where, f"clients may send {sent[i]['name']}, the target has {len(accepts)} columns"
+                )
+            )
+            continue
+        if i >= len(sent):
+            if not accepts[i].get("optional"):
+                out.append(
+                    Difference(where, f"the target requires {accepts[i]['name']}, clients do not send it")
+                )
+            continue
+        if sent[i]["name"] != accepts[i]["name"]:
+            out.append(
+                Difference(where, f"clients send {sent[i]['name']}, the target expects {accepts[i]['name']}")
+            )
+        elif not _covers(_types(accepts[i]), _types(sent[i])):
+            got, want = _fmt(_types(sent[i])), _fmt(_types(accepts[i]))
+            out.append(Difference(where, f"{sent[i]['name']}: clients send {got}, target accepts {want}"))
+        elif sent[i].get("optional") and not accepts[i].get("optional"):
+            out.append(
+                Difference(where, f"{sent[i]['name']}: required by the target, optional for clients today")
+            )
+
+
+def _content_type(half: str, base: dict[str, Any], target: dict[str, Any], out: list[Difference]) -> None:
+    a, b = base.get("contentType"), target.get("contentType")
+    if a and b and a != b:
+        verb = "send" if half == "input" else "expect"
+        out.append(Difference(f"{half}.contentType", f"clients {verb} {a}, the target uses {b}"))
+
+
 def compare(baseline: dict[str, Any], target: dict[str, Any]) -> list[Difference]:
     """Differences that would break clients of ``baseline`` if ``target`` served them instead.
 
@@ -133,10 +187,21 @@ def compare(baseline: dict[str, Any], target: dict[str, Any]) -> list[Difference
     covariant (the target must return at least what clients read). An empty list means compatible.
     """
     out: list[Difference] = []
-    if "input" in baseline:
-        _compare_input(baseline["input"], target.get("input", {}), "input", out)
-    if "output" in baseline:
-        _compare_output(baseline["output"], target.get("output", {}), "output", out)
+    base_in, target_in = baseline.get("input"), target.get("input") or {}
+    if base_in is not None:
+        _content_type("input", base_in, target_in, out)
+        if "features" in base_in and "features" in target_in and base_in.get("contentType") == "text/csv":
+            _compare_columns(base_in["features"], target_in["features"], out)
+        else:
+            sent = _as_object(base_in["features"]) if "features" in base_in else base_in
+            accepts = _as_object(target_in["features"]) if "features" in target_in else target_in
+            _compare_input(sent, accepts, "input", out)
+    base_out, target_out = baseline.get("output"), target.get("output") or {}
+    if base_out is not None:
+        _content_type("output", base_out, target_out, out)
+        read = _as_object(base_out["fields"]) if "fields" in base_out else base_out
+        returns = _as_object(target_out["fields"]) if "fields" in target_out else target_out
+        _compare_output(read, returns, "output", out)
     return out
 
 

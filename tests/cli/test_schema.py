@@ -105,3 +105,37 @@ def test_malformed_schema_file_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "ok.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"bad.json: not valid JSON"):
         check_versions("a", "b", {"a": "bad.json", "b": "ok.json"}, tmp_path)
+
+
+def _csv(*features: tuple[str, str, bool]) -> dict[str, Any]:
+    return {
+        "input": {
+            "contentType": "text/csv",
+            "features": [{"name": n, "type": t, "optional": o} for n, t, o in features],
+        },
+        "output": {"contentType": "application/json", "fields": [{"name": "score", "type": "number"}]},
+    }
+
+
+def test_csv_target_with_an_extra_optional_trailing_column_is_compatible() -> None:
+    base = _csv(("amount", "number", False))
+    assert compare(base, _csv(("amount", "number", False), ("device", "integer", True))) == []
+
+
+def test_csv_columns_are_positional_and_a_reorder_is_incompatible() -> None:
+    base = _csv(("amount", "number", False), ("hour", "integer", False))
+    target = _csv(("hour", "integer", False), ("amount", "number", False))
+    assert [str(d) for d in compare(base, target)] == [
+        "input.column[1]: clients send amount, the target expects hour",
+        "input.column[2]: clients send hour, the target expects amount",
+    ]
+
+
+def test_fewer_csv_columns_or_another_content_type_is_incompatible() -> None:
+    base = _csv(("amount", "number", False), ("device", "integer", True))
+    target = _csv(("amount", "number", False))
+    target["output"]["contentType"] = "text/csv"
+    assert [str(d) for d in compare(base, target)] == [
+        "input.column[2]: clients may send device, the target has 1 columns",
+        "output.contentType: clients expect application/json, the target uses text/csv",
+    ]
