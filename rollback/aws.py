@@ -1,0 +1,66 @@
+"""One factory for the AWS clients the runtime and the CLI use.
+
+Clients are created lazily, on first use, because each boto3 client costs milliseconds of
+Lambda cold start and most invocations need only some of them (a duplicate alarm event needs
+SageMaker and DynamoDB only). Region, credentials and endpoint come from boto3's own chain
+(``AWS_PROFILE``, ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``), so the same code
+works against AWS and the sandbox's moto server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+SERVICES: tuple[str, ...] = ("sagemaker", "cloudwatch", "dynamodb", "ssm", "sns")
+
+#: Adaptive client-side rate limiting plus a few quick retries for transient errors; the
+#: controller adds its own bounded backoff for conditions botocore does not retry (an endpoint
+#: that is Updating).
+_RETRIES = {"mode": "adaptive", "max_attempts": 3}
+
+
+class Clients:
+    """The AWS clients of one caller, injected into every controller function.
+
+    Pass ready clients (``Clients(sagemaker=..., dynamodb=...)``) in tests; any client not given
+    is made on first access by ``factory(service_name)``.
+    """
+
+    sagemaker: Any
+    cloudwatch: Any
+    dynamodb: Any
+    ssm: Any
+    sns: Any
+
+    def __init__(self, factory: Callable[[str], Any] | None = None, **clients: Any) -> None:
+        unknown = set(clients) - set(SERVICES)
+        if unknown:
+            raise TypeError(f"unknown client(s) {sorted(unknown)}; expected some of {SERVICES}")
+        self._factory = factory
+        for name, client in clients.items():
+            setattr(self, name, client)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when the attribute is not set yet: create, cache, return.
+        if name not in SERVICES:
+            raise AttributeError(name)
+        if self._factory is None:
+            raise AttributeError(f"no {name} client was given and no factory to make one")
+        client = self._factory(name)
+        setattr(self, name, client)
+        return client
+
+
+def make_clients(region: str | None = None, profile: str | None = None) -> Clients:
+    """Clients for ``region`` (default: boto3's chain) with adaptive retries and short timeouts."""
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(profile_name=profile, region_name=region)
+    config = Config(retries=_RETRIES, connect_timeout=5, read_timeout=20)
+
+    def factory(service: str) -> Any:
+        return session.client(service, config=config)
+
+    return Clients(factory=factory)

@@ -1,0 +1,57 @@
+"""Lambda entry points: parse the event, call the controller, return a dict.
+
+``on_alarm`` is the rollback function (EventBridge "CloudWatch Alarm State Change" events),
+``on_schedule`` the rollout stepper (EventBridge schedule). Clients and settings are made on
+the first invocation and reused while the container is warm; nothing AWS-related happens at
+import, which keeps the cold start small. Standard library + boto3 only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rollback import controller, logs
+from rollback.aws import Clients, make_clients
+from rollback.events import parse_alarm_event
+
+_clients: Clients | None = None
+_settings: controller.Settings | None = None
+
+
+def _context() -> tuple[Clients, controller.Settings]:
+    global _clients, _settings
+    if _settings is None:
+        _settings = controller.Settings.from_env()
+    if _clients is None:
+        _clients = make_clients()
+    return _clients, _settings
+
+
+def reset() -> None:
+    """Forget cached clients and settings (the sandbox calls this after changing the environment)."""
+    global _clients, _settings
+    _clients = _settings = None
+
+
+def _actor(context: Any, default: str) -> str:
+    name = getattr(context, "function_name", None)
+    return f"lambda:{name or default}"
+
+
+def on_alarm(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Drain a failing candidate (or report a failing stable) for one alarm state change.
+
+    Raises EventError for a malformed event (nothing changed) and RetryExhaustedError when AWS
+    kept refusing, so EventBridge retries and the dead-letter queue keeps the event.
+    """
+    logs.configure()
+    alarm = parse_alarm_event(event)
+    clients, settings = _context()
+    return controller.handle_alarm(clients, settings, alarm, actor=_actor(context, "rollback"))
+
+
+def on_schedule(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Advance progressive rollouts by one tick (the event content is not needed)."""
+    logs.configure()
+    clients, settings = _context()
+    return controller.step(clients, settings, actor=_actor(context, "stepper"))

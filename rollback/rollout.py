@@ -1,0 +1,416 @@
+"""The rollout stepper: advance every endpoint's candidate one planned step per bake period.
+
+One tick costs, for N endpoints with plans: ceil(2N/10) GetParametersByPath pages for plans
+and progress, one more page set for quarantine records, and only for endpoints whose bake
+period is over: one batched DescribeAlarms per 100 alarms and one GetMetricData per distinct
+bake window (up to 500 endpoints each). Writes happen only when something changes, so an idle
+tick writes nothing. Standard library + boto3 only: on the Lambda import path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime
+from typing import Any
+
+from rollback import audit, clock, names, policy, records
+from rollback.aws import Clients
+from rollback.controller import RetryPolicy, Settings, call, describe_endpoint, drain_candidate
+from rollback.errors import ConfigError
+from rollback.events import alarm_idempotency_key, parse_marker
+from rollback.logs import log
+from rollback.records import Progress, Quarantine, RolloutPlan
+
+BUILTIN_NAMESPACE = "AWS/SageMaker"
+_ALARMS_PER_CALL = 100
+_QUERIES_PER_CALL = 500
+
+
+def _alarms(clients: Clients, alarm_names: list[str], retry: RetryPolicy) -> dict[str, dict[str, Any]]:
+    """Name -> MetricAlarm for ``alarm_names`` in as few DescribeAlarms calls as possible."""
+    found: dict[str, dict[str, Any]] = {}
+    unique = sorted(set(alarm_names))
+    for i in range(0, len(unique), _ALARMS_PER_CALL):
+        kwargs: dict[str, Any] = {
+            "AlarmNames": unique[i : i + _ALARMS_PER_CALL],
+            "AlarmTypes": ["MetricAlarm"],
+        }
+        while True:
+            page = call("DescribeAlarms", clients.cloudwatch.describe_alarms, retry, **kwargs)
+            for alarm in page.get("MetricAlarms", []):
+                found[alarm["AlarmName"]] = alarm
+            if not page.get("NextToken"):
+                break
+            kwargs["NextToken"] = page["NextToken"]
+    return found
+
+
+def _request_counts(
+    clients: Clients, windows: dict[str, tuple[RolloutPlan, datetime, datetime]], retry: RetryPolicy
+) -> dict[str, float]:
+    """Endpoint -> candidate invocations (Sum) in its window, one GetMetricData per distinct window."""
+    by_window: dict[tuple[datetime, datetime], list[tuple[str, RolloutPlan]]] = {}
+    for endpoint, (plan, start, end) in windows.items():
+        by_window.setdefault((start, end), []).append((endpoint, plan))
+    counts = dict.fromkeys(windows, 0.0)
+    for (start, end), members in by_window.items():
+        seconds = max(1.0, (end - start).total_seconds())
+        period = max(60, math.ceil(seconds / 60) * 60)
+        for i in range(0, len(members), _QUERIES_PER_CALL):
+            chunk = members[i : i + _QUERIES_PER_CALL]
+            ids = {f"m{j}": endpoint for j, (endpoint, _plan) in enumerate(chunk)}
+            queries = [
+                {
+                    "Id": f"m{j}",
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": names.CUSTOM_METRIC_NAMESPACE
+                            if plan.metrics == "custom"
+                            else BUILTIN_NAMESPACE,
+                            "MetricName": "Invocations",
+                            "Dimensions": [
+                                {"Name": "EndpointName", "Value": endpoint},
+                                {"Name": "VariantName", "Value": names.CANDIDATE},
+                            ],
+                        },
+                        "Period": period,
+                        "Stat": "Sum",
+                    },
+                    "ReturnData": True,
+                }
+                for j, (endpoint, plan) in enumerate(chunk)
+            ]
+            kwargs: dict[str, Any] = {"MetricDataQueries": queries, "StartTime": start, "EndTime": end}
+            while True:
+                page = call("GetMetricData", clients.cloudwatch.get_metric_data, retry, **kwargs)
+                for result in page.get("MetricDataResults", []):
+                    counts[ids[result["Id"]]] += float(sum(result.get("Values", [])))
+                if not page.get("NextToken"):
+                    break
+                kwargs["NextToken"] = page["NextToken"]
+    return counts
+
+
+class _Endpoint:
+    """One endpoint's plan, progress and quarantine as read at the start of the tick."""
+
+    def __init__(
+        self, name: str, plan: RolloutPlan, progress: Progress | None, quarantine: Quarantine | None
+    ):
+        self.name = name
+        self.plan = plan
+        self.progress = progress
+        self.quarantine = quarantine
+
+    @property
+    def quarantined(self) -> bool:
+        return self.quarantine is not None and self.quarantine.version == self.plan.candidate
+
+
+def _read(settings: Settings, params: dict[str, str], quarantines: dict[str, str], only: str | None):
+    endpoints: list[_Endpoint] = []
+    errors: dict[str, dict[str, Any]] = {}
+    prefix = settings.rollout_prefix + "/"
+    for name in sorted(params):
+        if not (name.startswith(prefix) and name.endswith("/plan")):
+            continue
+        endpoint = name[len(prefix) : -len("/plan")]
+        if only is not None and endpoint != only:
+            continue
+        try:
+            plan = RolloutPlan.parse(name, params[name])
+        except ConfigError as exc:
+            errors[endpoint] = {"action": "error", "reason": str(exc)}
+            continue
+        progress = None
+        progress_name = settings.progress_parameter(endpoint)
+        if progress_name in params:
+            try:
+                progress = Progress.parse(progress_name, params[progress_name])
+            except ConfigError as exc:
+                log(
+                    logging.WARNING,
+                    "unreadable progress record; restarting the plan",
+                    endpoint=endpoint,
+                    error=str(exc),
+                )
+        quarantine = None
+        q_name = settings.quarantine_parameter(endpoint)
+        if q_name in quarantines:
+            try:
+                quarantine = Quarantine.parse(q_name, quarantines[q_name])
+            except ConfigError as exc:
+                # An unreadable quarantine record still means someone stopped this candidate.
+                log(
+                    logging.WARNING,
+                    "unreadable quarantine record; treating as quarantined",
+                    endpoint=endpoint,
+                )
+                quarantine = Quarantine(
+                    endpoint, str(plan.candidate), names.CANDIDATE, None, str(exc), "", "", "auto"
+                )
+        endpoints.append(_Endpoint(endpoint, plan, progress, quarantine))
+    return endpoints, errors
+
+
+def _write_progress(
+    clients: Clients, settings: Settings, endpoint: str, progress: Progress, retry: RetryPolicy
+) -> None:
+    call(
+        "PutParameter",
+        records.put_text,
+        retry,
+        ssm=clients.ssm,
+        name=settings.progress_parameter(endpoint),
+        value=progress.to_json(),
+        description="mlrollback rollout progress (owned by the stepper Lambda)",
+    )
+
+
+def _audit(clients: Clients, settings: Settings, item: audit.AuditItem, retry: RetryPolicy) -> bool:
+    return call(
+        "TransactWriteItems",
+        audit.append,
+        retry,
+        dynamodb=clients.dynamodb,
+        table=settings.audit_table,
+        item=item,
+    )
+
+
+def _apply(
+    clients: Clients,
+    settings: Settings,
+    ep: _Endpoint,
+    decision: policy.StepDecision,
+    now: datetime,
+    actor: str,
+    retry: RetryPolicy,
+    alarms: dict[str, dict[str, Any]],
+    live: policy.Weights | None,
+) -> dict[str, Any]:
+    plan, progress = ep.plan, ep.progress
+    out: dict[str, Any] = {
+        "action": decision.action,
+        "reason": decision.reason,
+        "stepIndex": decision.step_index,
+    }
+    if decision.action in ("none", "wait", "evaluate"):
+        return out
+    if decision.action == "start":
+        _write_progress(
+            clients, settings, ep.name, Progress(plan.plan_id, 0, now, "baking", decision.reason), retry
+        )
+        return out
+    assert progress is not None  # every other action follows a current progress record
+    if decision.action == "halt-quarantined":
+        halted = Progress(
+            plan.plan_id, progress.step_index, progress.step_started_at, "halted", decision.reason
+        )
+        _write_progress(clients, settings, ep.name, halted, retry)
+        return out
+    if decision.action == "halt":
+        # Safety net for a lost or still-retrying alarm event: drain through the same code path
+        # with the same idempotency key the alarm Lambda uses, so both together drain once.
+        alarm = alarms[decision.alarms_in_alarm[0]]
+        state_at = alarm["StateUpdatedTimestamp"]
+        marker = parse_marker(alarm.get("AlarmDescription"))
+        out["drain"] = drain_candidate(
+            clients,
+            settings,
+            endpoint=ep.name,
+            reason=alarm.get("StateReason") or f"{alarm['AlarmName']} in ALARM",
+            actor=actor,
+            kind="auto",
+            idempotency_key=alarm_idempotency_key(alarm["AlarmName"], state_at),
+            alarm=alarm["AlarmName"],
+            version=(marker.version if marker else None) or plan.candidate,
+            retry=retry,
+        )
+        halted = Progress(
+            plan.plan_id, progress.step_index, progress.step_started_at, "halted", decision.reason
+        )
+        _write_progress(clients, settings, ep.name, halted, retry)
+        return out
+    if decision.action == "pause":
+        if progress.state != "paused":
+            paused = Progress(
+                plan.plan_id, progress.step_index, progress.step_started_at, "paused", decision.reason
+            )
+            _write_progress(clients, settings, ep.name, paused, retry)
+            _audit(
+                clients,
+                settings,
+                audit.AuditItem(
+                    endpoint=ep.name,
+                    action="pause",
+                    actor=actor,
+                    reason=decision.reason,
+                    variant=names.CANDIDATE,
+                    version=plan.candidate,
+                    idempotency_key=f"pause#{ep.name}#{plan.plan_id}#{progress.step_index}",
+                    detail={"planId": plan.plan_id, "stepIndex": progress.step_index},
+                ),
+                retry,
+            )
+        return out
+    if decision.action == "hold":
+        if progress.reason != decision.reason or progress.state != "baking":
+            held = Progress(
+                plan.plan_id, progress.step_index, progress.step_started_at, "baking", decision.reason
+            )
+            _write_progress(clients, settings, ep.name, held, retry)
+        return out
+    assert live is not None
+    before = policy.percents(live)
+    if decision.action == "finalize":
+        done = Progress(
+            plan.plan_id, progress.step_index, progress.step_started_at, "ready-to-finalize", decision.reason
+        )
+        _write_progress(clients, settings, ep.name, done, retry)
+        _audit(
+            clients,
+            settings,
+            audit.AuditItem(
+                endpoint=ep.name,
+                action="step",
+                actor=actor,
+                reason=decision.reason,
+                variant=names.CANDIDATE,
+                version=plan.candidate,
+                weights_before=before,
+                weights_after=before,
+                idempotency_key=f"finalize#{ep.name}#{plan.plan_id}",
+                detail={
+                    "planId": plan.plan_id,
+                    "state": "ready-to-finalize",
+                    "stepIndex": progress.step_index,
+                },
+            ),
+            retry,
+        )
+        return out
+    # advance
+    assert decision.candidate_percent is not None
+    after = policy.step_weights(live, decision.candidate_percent)
+    desired = [{"VariantName": r, "DesiredWeight": float(after[r])} for r in (names.STABLE, names.CANDIDATE)]
+    call(
+        "UpdateEndpointWeightsAndCapacities",
+        clients.sagemaker.update_endpoint_weights_and_capacities,
+        retry,
+        EndpointName=ep.name,
+        DesiredWeightsAndCapacities=desired,
+    )
+    _write_progress(
+        clients,
+        settings,
+        ep.name,
+        Progress(plan.plan_id, decision.step_index, now, "baking", decision.reason),
+        retry,
+    )
+    _audit(
+        clients,
+        settings,
+        audit.AuditItem(
+            endpoint=ep.name,
+            action="step",
+            actor=actor,
+            reason=decision.reason,
+            variant=names.CANDIDATE,
+            version=plan.candidate,
+            weights_before=before,
+            weights_after=policy.percents(after),
+            idempotency_key=f"step#{ep.name}#{plan.plan_id}#{decision.step_index}",
+            detail={"planId": plan.plan_id, "stepIndex": decision.step_index},
+        ),
+        retry,
+    )
+    out["weightsBefore"], out["weightsAfter"] = before, policy.percents(after)
+    return out
+
+
+def step(
+    clients: Clients,
+    settings: Settings,
+    *,
+    actor: str,
+    endpoint: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> dict[str, Any]:
+    """One stepper tick over every endpoint with a plan (or just ``endpoint``).
+
+    Per-endpoint failures are reported in the result (``action: error``) and logged; they never
+    stop the other endpoints. The returned dict maps endpoint -> what happened and why.
+    """
+    retry = retry or RetryPolicy(attempts=3)
+    now = clock.now()
+    only = settings.physical(endpoint) if endpoint else None
+    params = call(
+        "GetParametersByPath",
+        records.get_parameters_by_path,
+        retry,
+        ssm=clients.ssm,
+        path=settings.rollout_prefix,
+    )
+    quarantines = call(
+        "GetParametersByPath",
+        records.get_parameters_by_path,
+        retry,
+        ssm=clients.ssm,
+        path=settings.quarantine_prefix,
+    )
+    endpoints, results = _read(settings, params, quarantines, only)
+
+    first: dict[str, policy.StepDecision] = {}
+    for ep in endpoints:
+        first[ep.name] = policy.decide_step(ep.plan, ep.progress, now, quarantined=ep.quarantined)
+    evaluating = [ep for ep in endpoints if first[ep.name].action == "evaluate"]
+    alarms: dict[str, dict[str, Any]] = {}
+    counts: dict[str, float] = {}
+    if evaluating:
+        alarms = _alarms(clients, [a for ep in evaluating for a in ep.plan.candidate_alarms], retry)
+        windows = {}
+        for ep in evaluating:
+            assert ep.progress is not None
+            start, end = policy.bake_window(ep.plan, ep.progress, now)
+            windows[ep.name] = (ep.plan, start, end)
+        counts = _request_counts(clients, windows, retry)
+    states = {name: alarm.get("StateValue", "") for name, alarm in alarms.items()}
+
+    for ep in endpoints:
+        decision = first[ep.name]
+        live = None
+        try:
+            if decision.action == "evaluate":
+                decision = policy.decide_step(
+                    ep.plan, ep.progress, now, alarm_states=states, requests=counts.get(ep.name, 0.0)
+                )
+                out_extra = {"requests": counts.get(ep.name, 0.0)}
+                if decision.action in ("advance", "finalize"):
+                    state = describe_endpoint(clients, ep.name, retry, wait_ready=False)
+                    if state.status != "InService":
+                        decision = policy.StepDecision(
+                            "hold", f"endpoint is {state.status}; waiting for InService", decision.step_index
+                        )
+                    else:
+                        live = state.weights
+                        decision = policy.decide_step(
+                            ep.plan,
+                            ep.progress,
+                            now,
+                            alarm_states=states,
+                            requests=counts.get(ep.name, 0.0),
+                            live_weights=live,
+                        )
+            else:
+                out_extra = {}
+            results[ep.name] = {
+                **_apply(clients, settings, ep, decision, now, actor, retry, alarms, live),
+                **out_extra,
+            }
+        except Exception as exc:  # one endpoint's failure must not stop the others
+            log(logging.ERROR, "stepper failed for endpoint", endpoint=ep.name, error=str(exc))
+            results[ep.name] = {"action": "error", "reason": f"{type(exc).__name__}: {exc}"}
+        log(logging.INFO, "stepper", endpoint=ep.name, **results[ep.name])
+    return {"stack": settings.stack, "at": clock.iso(now), "endpoints": results}
