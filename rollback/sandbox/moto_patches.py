@@ -1,0 +1,217 @@
+"""Gap fillers for moto: every change the sandbox makes to moto's behaviour lives in this module.
+
+moto runs in the same process as the sandbox (``ThreadedMotoServer`` is a thread), so its
+backends can be extended in place. What moto 5.x lacks and the product relies on:
+
+- ``UpdateEndpoint`` (switch an endpoint to a new endpoint config). SageMaker semantics: the
+  variants and weights of the new config replace the live ones, unless
+  ``RetainAllVariantProperties`` is true (the Terraform provider never sets it, which is why a
+  new config resets live weights; see design.md).
+- Variant weight 0 and instance counts: moto drops ``InitialVariantWeight=0`` (falsy check) and
+  ``UpdateEndpointWeightsAndCapacities`` without ``DesiredInstanceCount`` blanks the counts.
+  A quarantined candidate is declared at weight 0, so both matter.
+- ``LastModifiedTime`` moves when weights change (the runtime's stale-event check reads it).
+- ``InvokeEndpoint`` routes by variant weight (or ``TargetVariant``) to a simulated model per
+  variant and answers ``ModelError`` (HTTP 424) when that model fails, instead of static data.
+- Time: sagemaker and cloudwatch backends read the sandbox's virtual clock, so modification
+  times, alarm state timestamps and metric timestamps share one time line.
+
+:func:`install` is idempotent; :func:`set_clock` and :func:`set_invoke_hook` point the patched
+code at the running sandbox (one sandbox per process).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+_clock: Any = None
+_invoke_hook: Callable[[str, str | None, bytes], InvokeOutcome] | None = None
+_installed = False
+
+
+@dataclass(frozen=True)
+class InvokeOutcome:
+    """What a simulated variant answered to one InvokeEndpoint call."""
+
+    variant: str
+    ok: bool
+    latency_ms: float
+    body: str
+
+
+def set_clock(clock: Any) -> None:
+    """Make the patched moto backends read time from ``clock`` (``None``: the system clock)."""
+    global _clock
+    _clock = clock
+
+
+def set_invoke_hook(hook: Callable[[str, str | None, bytes], InvokeOutcome] | None) -> None:
+    """Route InvokeEndpoint through ``hook(endpoint, target_variant, body)`` (``None``: moto's default)."""
+    global _invoke_hook
+    _invoke_hook = hook
+
+
+def _utcnow() -> datetime:
+    if _clock is None:
+        return datetime.now(UTC).replace(tzinfo=None)
+    return _clock.now().astimezone(UTC).replace(tzinfo=None)
+
+
+def install() -> None:
+    """Apply every patch once. Safe to call many times."""
+    global _installed
+    if _installed:
+        return
+    import moto.cloudwatch.models as cw_models
+    import moto.sagemaker.models as sm_models
+
+    cw_models.utcnow = _utcnow  # type: ignore[attr-defined]
+    sm_models.utcnow = _utcnow  # type: ignore[attr-defined]
+    _patch_sagemaker()
+    _patch_runtime()
+    _installed = True
+
+
+def _variant_from_config(declared: dict[str, Any]) -> dict[str, Any]:
+    variant: dict[str, Any] = {"VariantName": declared["VariantName"]}
+    count = declared.get("InitialInstanceCount")
+    if count is not None:
+        variant["CurrentInstanceCount"] = variant["DesiredInstanceCount"] = int(count)
+    weight = declared.get("InitialVariantWeight")
+    # SageMaker's default weight is 1.0; 0 is a valid (drained) weight and must survive.
+    weight = 1.0 if weight is None else float(weight)
+    variant["CurrentWeight"] = variant["DesiredWeight"] = weight
+    if declared.get("ServerlessConfig"):
+        variant["CurrentServerlessConfig"] = variant["DesiredServerlessConfig"] = declared["ServerlessConfig"]
+    return variant
+
+
+def _patch_sagemaker() -> None:
+    from moto.sagemaker import models as sm
+    from moto.sagemaker.exceptions import AWSValidationException, ValidationError
+    from moto.sagemaker.responses import SageMakerResponse
+
+    def process_variants(self: Any, production_variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [_variant_from_config(v) for v in production_variants]
+
+    sm.FakeEndpoint._process_production_variants = process_variants  # type: ignore[method-assign]
+
+    def update_weights(
+        self: Any, endpoint_name: str, desired_weights_and_capacities: list[dict[str, Any]]
+    ) -> str:
+        endpoint = self.endpoints.get(endpoint_name)
+        if endpoint is None:
+            arn = sm.FakeEndpoint.arn_formatter(endpoint_name, self.account_id, self.region_name)
+            raise AWSValidationException(f'Could not find endpoint "{arn}".')
+        if endpoint.endpoint_status != "InService":
+            raise AWSValidationException(
+                f"Cannot update in-progress endpoint {endpoint.arn} (status {endpoint.endpoint_status})."
+            )
+        by_name = {v["VariantName"]: v for v in endpoint.production_variants}
+        seen: set[str] = set()
+        for item in desired_weights_and_capacities:
+            name = item.get("VariantName")
+            if name in seen:
+                raise AWSValidationException(f'The variant name "{name}" was non-unique within the request.')
+            if name not in by_name:
+                raise AWSValidationException(
+                    f'The variant name(s) "{name}" is/are not present within endpoint configuration '
+                    f'"{endpoint.endpoint_config_name}".'
+                )
+            weight = item.get("DesiredWeight")
+            if weight is not None and float(weight) < 0:
+                raise AWSValidationException(f"DesiredWeight for variant {name} must be >= 0")
+            seen.add(name)
+        for item in desired_weights_and_capacities:
+            variant = by_name[item["VariantName"]]
+            if item.get("DesiredWeight") is not None:
+                variant["DesiredWeight"] = variant["CurrentWeight"] = float(item["DesiredWeight"])
+            if item.get("DesiredInstanceCount") is not None:
+                count = int(item["DesiredInstanceCount"])
+                variant["DesiredInstanceCount"] = variant["CurrentInstanceCount"] = count
+        endpoint.last_modified_time = _utcnow()
+        return endpoint.arn
+
+    sm.SageMakerModelBackend.update_endpoint_weights_and_capacities = update_weights  # type: ignore[method-assign]
+
+    def update_endpoint(
+        self: Any,
+        endpoint_name: str,
+        endpoint_config_name: str,
+        retain_all_variant_properties: bool = False,
+        deployment_config: dict[str, Any] | None = None,
+    ) -> str:
+        endpoint = self.endpoints.get(endpoint_name)
+        if endpoint is None:
+            arn = sm.FakeEndpoint.arn_formatter(endpoint_name, self.account_id, self.region_name)
+            raise ValidationError(message=f"Could not find endpoint '{arn}'.")
+        config = self.endpoint_configs.get(endpoint_config_name)
+        if config is None:
+            arn = sm.FakeEndpointConfig.arn_formatter(endpoint_config_name, self.account_id, self.region_name)
+            raise ValidationError(message=f"Could not find endpoint configuration '{arn}'.")
+        if endpoint.endpoint_status != "InService":
+            raise ValidationError(
+                message=f"Cannot update in-progress endpoint {endpoint.arn} "
+                f"(status {endpoint.endpoint_status})."
+            )
+        new_variants = [_variant_from_config(v) for v in config.production_variants]
+        if retain_all_variant_properties:
+            live = {v["VariantName"]: v for v in endpoint.production_variants}
+            new_variants = [live.get(v["VariantName"], v) for v in new_variants]
+        endpoint.endpoint_config_name = endpoint_config_name
+        endpoint.production_variants = new_variants
+        endpoint.data_capture_config = config.data_capture_config
+        if deployment_config is not None:
+            endpoint.deployment_config = deployment_config
+        endpoint.last_modified_time = _utcnow()
+        return endpoint.arn
+
+    sm.SageMakerModelBackend.update_endpoint = update_endpoint  # type: ignore[attr-defined]
+
+    def update_endpoint_response(self: Any) -> Any:
+        from moto.core.responses import ActionResult
+
+        arn = self.sagemaker_backend.update_endpoint(
+            endpoint_name=self._get_param("EndpointName"),
+            endpoint_config_name=self._get_param("EndpointConfigName"),
+            retain_all_variant_properties=bool(self._get_param("RetainAllVariantProperties")),
+            deployment_config=self._get_param("DeploymentConfig"),
+        )
+        return ActionResult({"EndpointArn": arn})
+
+    SageMakerResponse.update_endpoint = update_endpoint_response  # type: ignore[attr-defined]
+
+
+def _patch_runtime() -> None:
+    from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+
+    original = SageMakerRuntimeResponse.invoke_endpoint
+
+    def invoke_endpoint(self: Any) -> Any:
+        if _invoke_hook is None:
+            return original(self)
+        endpoint_name = self._get_params().get("EndpointName") or self.path.split("/")[2]
+        target = self.headers.get("X-Amzn-SageMaker-Target-Variant")
+        body = self.body if isinstance(self.body, bytes) else str(self.body or "").encode()
+        try:
+            outcome = _invoke_hook(endpoint_name, target, body)
+        except LookupError as exc:
+            payload = {"__type": "ValidationError", "message": str(exc)}
+            return 400, {"x-amzn-ErrorType": "ValidationError"}, json.dumps(payload)
+        headers = {"x-Amzn-Invoked-Production-Variant": outcome.variant}
+        if outcome.ok:
+            return 200, {**headers, "Content-Type": "application/json"}, outcome.body
+        payload = {
+            "__type": "ModelError",
+            "message": f'Received server error (500) from primary with message "{outcome.body}"',
+            "OriginalStatusCode": 500,
+            "OriginalMessage": outcome.body,
+            "LogStreamArn": f"arn:aws:logs:::log-group:/aws/sagemaker/Endpoints/{endpoint_name}",
+        }
+        return 424, {**headers, "x-amzn-ErrorType": "ModelError"}, json.dumps(payload)
+
+    SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint  # type: ignore[method-assign]
