@@ -1,0 +1,376 @@
+"""Operate live endpoints: status, history, manual rollback, preflight, finalize, clear-quarantine.
+
+Thin: parse options, call :mod:`rollback.controller` / :mod:`rollback.preflight` /
+:mod:`rollback.gitops`, render (rich for people, ``--json`` for machines).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from rollback import audit, names, preflight
+from rollback.cli.app import (
+    actor,
+    app,
+    cli_errors,
+    clients_for,
+    console,
+    find_project_root,
+    load_stack,
+    print_json,
+    stack_path,
+)
+from rollback.errors import ConflictError, GateError
+
+StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name: environments/Pulumi.<stack>.yaml.")]
+EndpointOpt = Annotated[
+    str, typer.Option("--endpoint", "-e", help="Logical endpoint name from the stack file.")
+]
+MaybeEndpointOpt = Annotated[
+    str | None,
+    typer.Option("--endpoint", "-e", help="Only this endpoint (default: every endpoint of the stack)."),
+]
+ProjectOpt = Annotated[
+    Path | None,
+    typer.Option("--project-dir", help="Project root (default: nearest Pulumi.yaml above the cwd)."),
+]
+SandboxOpt = Annotated[
+    bool, typer.Option("--sandbox", help="Talk to the local sandbox started by `mlrollback sandbox up`.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+class Context:
+    """Everything a command needs about one stack: root, validated config, settings, clients."""
+
+    def __init__(self, stack: str, project_dir: Path | None, sandbox: bool) -> None:
+        from rollback.controller import Settings
+
+        self.root = find_project_root(project_dir)
+        self.stack = stack
+        self.path = stack_path(self.root, stack)
+        self.cfg = load_stack(self.root, stack)
+        self.settings = Settings.for_stack(stack)
+        self.sandbox = sandbox
+        self._clients: Any = None
+
+    @property
+    def clients(self) -> Any:
+        if self._clients is None:
+            self._clients = clients_for(self.root, self.cfg.region, sandbox=self.sandbox)
+        return self._clients
+
+    def endpoints(self, only: str | None) -> list[Any]:
+        return [self.cfg.endpoint(only)] if only else list(self.cfg.endpoints)
+
+
+def _pct(weights: dict[str, Any] | None, role: str) -> str:
+    value = (weights or {}).get(role)
+    return "-" if value is None else f"{float(value):g}%"
+
+
+@app.command(rich_help_panel="Operate")
+def status(
+    stack: StackOpt,
+    endpoint: MaybeEndpointOpt = None,
+    project_dir: ProjectOpt = None,
+    sandbox: SandboxOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show variants, versions, live weights, alarms, rollout progress and quarantine per endpoint.
+
+    Examples:
+
+      mlrollback status --stack dev
+
+      mlrollback status --stack prod --endpoint fraud-scorer --json
+    """
+    from rollback import controller
+
+    with cli_errors():
+        ctx = Context(stack, project_dir, sandbox)
+        out = []
+        for ep in ctx.endpoints(endpoint):
+            st = controller.endpoint_status(ctx.clients, ctx.settings, ep.physical_name)
+            items, _ = audit.query(ctx.clients.dynamodb, ctx.settings.audit_table, ep.physical_name, limit=3)
+            st["declared"] = {"stable": ep.release.stable, "candidate": ep.release.candidate}
+            st["recent"] = items
+            out.append(st)
+        if json_out:
+            print_json({"stack": stack, "endpoints": out})
+            return
+        for st in out:
+            plan = st.get("plan") or {}
+            table = Table(title=f"{st['endpoint']} ({st['status']})", title_justify="left")
+            for col in ("variant", "version", "live weight", "alarms"):
+                table.add_column(col)
+            for role in (names.STABLE, names.CANDIDATE):
+                if role not in (st.get("percents") or {}):
+                    continue
+                alarms = (
+                    ", ".join(f"{a['kpi']}={a['state']}" for a in st["alarms"] if a["role"] == role) or "-"
+                )
+                table.add_row(role, str(plan.get(role) or "?"), _pct(st.get("percents"), role), alarms)
+            console.print(table)
+            progress = st.get("progress") or {}
+            if progress:
+                console.print(
+                    f"  rollout: step {progress.get('stepIndex')} of {plan.get('steps')}, "
+                    f"{progress.get('state')} {progress.get('reason', '')}",
+                    highlight=False,
+                )
+            if st.get("quarantine"):
+                q = st["quarantine"]
+                console.print(
+                    f"  [red]quarantined[/]: {q.get('version')} at {q.get('at')} by {q.get('by')}: "
+                    f"{q.get('reason')}"
+                )
+            for item in st["recent"]:
+                console.print(
+                    f"  {item.get('at', '')[:19]} {item.get('action')} {item.get('version') or ''} "
+                    f"{item.get('outcome')} {item.get('actor')}",
+                    highlight=False,
+                )
+
+
+@app.command(rich_help_panel="Operate")
+def history(
+    stack: StackOpt,
+    endpoint: MaybeEndpointOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Items per endpoint.")] = 20,
+    project_dir: ProjectOpt = None,
+    sandbox: SandboxOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """The audit trail, newest first: deploys, steps, drains, reverts, promotions, drills.
+
+    Examples:
+
+      mlrollback history --stack prod --endpoint fraud-scorer --limit 50
+    """
+    with cli_errors():
+        ctx = Context(stack, project_dir, sandbox)
+        rows: list[dict[str, Any]] = []
+        for ep in ctx.endpoints(endpoint):
+            items, _ = audit.query(
+                ctx.clients.dynamodb, ctx.settings.audit_table, ep.physical_name, limit=limit
+            )
+            rows += items
+        rows.sort(key=lambda r: r.get("at", ""), reverse=True)
+        if json_out:
+            print_json(rows)
+            return
+        table = Table(title=f"history of {stack}", title_justify="left")
+        for col in ("at", "endpoint", "action", "version", "outcome", "actor", "reason"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(
+                r.get("at", "")[:23],
+                r.get("endpoint", ""),
+                r.get("action", ""),
+                str(r.get("version") or ""),
+                r.get("outcome", ""),
+                r.get("actor", ""),
+                str(r.get("reason") or "")[:60],
+            )
+        console.print(table)
+
+
+@app.command(rich_help_panel="Operate")
+def rollback(
+    stack: StackOpt,
+    endpoint: EndpointOpt,
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", help="Why; goes to the audit trail and the alert.")
+    ],
+    yes: YesOpt = False,
+    project_dir: ProjectOpt = None,
+    sandbox: SandboxOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Drain the candidate now (weight 0, stable takes all): the same code as the alarm Lambda.
+
+    Records who and why, writes the quarantine record so `pulumi up` keeps it drained.
+
+    Examples:
+
+      mlrollback rollback --stack prod --endpoint fraud-scorer --reason "p99 doubled after 14:00" --yes
+    """
+    from rollback import controller
+
+    with cli_errors():
+        ctx = Context(stack, project_dir, sandbox)
+        ep = ctx.cfg.endpoint(endpoint)
+        if not reason.strip():
+            raise GateError("--reason must say why (it goes into the audit trail and the notification)")
+        if not yes and not typer.confirm(f"Drain the candidate of {ep.physical_name} now?"):
+            raise typer.Abort()
+        result = controller.drain(
+            ctx.clients, ctx.settings, ep.physical_name, actor=actor(), reason=reason, kind="manual"
+        )
+        if json_out:
+            print_json(result)
+        else:
+            console.print(f"{ep.physical_name}: {result.get('action', 'drain')} - {result.get('reason', '')}")
+
+
+@app.command(rich_help_panel="Guard")
+def preflight_cmd(
+    stack: StackOpt,
+    project_dir: ProjectOpt = None,
+    sandbox: SandboxOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fail (exit 8) when `pulumi up` would undo a drain, re-promote a quarantined version or reset
+    live weights mid-rollout; says what to change. CI runs it before every `pulumi up`.
+
+    Examples:
+
+      mlrollback preflight --stack prod && pulumi up --stack prod --yes
+    """
+    with cli_errors():
+        ctx = Context(stack, project_dir, sandbox)
+        findings: list[preflight.Finding] = []
+        for ep in ctx.cfg.endpoints:
+            declared = preflight.Declared(
+                endpoint=ep.name,
+                physical=ep.physical_name,
+                stable=ep.release.stable,
+                candidate=ep.release.candidate,
+                shadow=ep.release.shadow,
+                strategy=ep.strategy.type,
+                steps=tuple(float(s) for s in ep.strategy.candidate_steps()) if ep.release.candidate else (),
+            )
+            live = preflight.gather_live(ctx.clients.sagemaker, ctx.clients.ssm, stack, ep.physical_name)
+            findings += preflight.check_endpoint(declared, live)
+        errors = [f for f in findings if f.severity == "error"]
+        if json_out:
+            print_json({"stack": stack, "ok": not errors, "findings": [f.as_dict() for f in findings]})
+        else:
+            colour = {"error": "red", "warning": "yellow", "info": "green"}
+            for f in findings:
+                console.print(
+                    f"[{colour[f.severity]}]{f.severity}[/] {f.endpoint}: {f.message}", highlight=False
+                )
+                if f.fix and f.severity != "info":
+                    console.print(f"    fix: {f.fix}", highlight=False)
+        if errors:
+            raise GateError(
+                f"preflight failed for stack {stack}: {len(errors)} problem(s); pulumi up is not safe"
+            )
+
+
+app.registered_commands[-1].name = "preflight"
+
+
+@app.command(rich_help_panel="Change")
+def finalize(
+    stack: StackOpt,
+    endpoint: EndpointOpt,
+    project_dir: ProjectOpt = None,
+    sandbox: SandboxOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """When the rollout is ready-to-finalize, make the candidate the stable version in the stack file.
+
+    A reviewable change: commit it and apply it with `pulumi up`.
+
+    Examples:
+
+      mlrollback finalize --stack staging --endpoint fraud-scorer && git diff
+    """
+    from rollback import controller
+    from rollback.gitops import Release, StackDocument, write_atomic
+
+    with cli_errors():
+        ctx = Context(stack, project_dir, sandbox)
+        ep = ctx.cfg.endpoint(endpoint)
+        candidate = ep.release.candidate
+        if candidate is None:
+            raise GateError(f"{ep.name} has no candidate in {ctx.path.name}; nothing to finalize")
+        st = controller.endpoint_status(ctx.clients, ctx.settings, ep.physical_name)
+        state = (st.get("progress") or {}).get("state")
+        live_candidate = (st.get("plan") or {}).get("candidate")
+        if st.get("quarantine") and st["quarantine"].get("version") == candidate:
+            raise GateError(f"{candidate} is quarantined on {ep.physical_name}; it cannot become stable")
+        if state != "ready-to-finalize" or live_candidate != candidate:
+            raise GateError(
+                f"rollout of {candidate} on {ep.physical_name} is not finished (state {state or 'none'}, "
+                f"live candidate {live_candidate or 'none'}); wait until `mlrollback status` says "
+                "ready-to-finalize"
+            )
+        doc = StackDocument.load(ctx.path)
+        before = doc.release(ep.name)
+        doc.set_release(ep.name, Release(candidate, None, before.shadow))
+        _record(ctx, ep.physical_name, "finalize", candidate, f"{candidate} becomes stable", doc.diff())
+        write_atomic(ctx.path, doc.render())
+        if json_out:
+            print_json({"endpoint": ep.physical_name, "stable": candidate, "diff": doc.diff()})
+        else:
+            console.print(doc.diff(), highlight=False, markup=False)
+            console.print(f"{ctx.path.name}: {candidate} is now stable; commit and run `pulumi up`")
+
+
+@app.command("clear-quarantine", rich_help_panel="Change")
+def clear_quarantine(
+    stack: StackOpt,
+    endpoint: EndpointOpt,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why the version may serve again.")] = "",
+    yes: YesOpt = False,
+    project_dir: ProjectOpt = None,
+    sandbox: SandboxOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete the quarantine record, so the next `pulumi up` may give the candidate traffic again.
+
+    Examples:
+
+      mlrollback clear-quarantine --stack dev --endpoint fraud-scorer --reason "fixed in image 2.0.1" --yes
+    """
+    from rollback import controller
+
+    with cli_errors():
+        ctx = Context(stack, project_dir, sandbox)
+        ep = ctx.cfg.endpoint(endpoint)
+        if not yes and not typer.confirm(f"Clear the quarantine of {ep.physical_name}?"):
+            raise typer.Abort()
+        result = controller.clear_quarantine(
+            ctx.clients, ctx.settings, ep.physical_name, actor=actor(), reason=reason or "cleared by operator"
+        )
+        if json_out:
+            print_json(result)
+        else:
+            console.print(
+                f"{ep.physical_name}: quarantine cleared; run `mlrollback preflight --stack {stack}`"
+            )
+
+
+def _record(
+    ctx: Context, physical: str, action: str, version: str | None, reason: str, diff: str, **detail: Any
+) -> None:
+    """Audit a stack-file change before it is written: no change without its record."""
+    item = audit.AuditItem(
+        endpoint=physical,
+        action=action,
+        actor=actor(),
+        reason=reason,
+        version=version,
+        detail={"file": str(ctx.path.relative_to(ctx.root)), "diff": diff, **detail},
+    )
+    audit.append(ctx.clients.dynamodb, ctx.settings.audit_table, item)
+
+
+def ensure_not_busy(ctx: Context, physical: str) -> None:
+    """ConflictError when the endpoint is mid-update (a revert applying, a drain in flight)."""
+    try:
+        desc = ctx.clients.sagemaker.describe_endpoint(EndpointName=physical)
+    except ctx.clients.sagemaker.exceptions.ClientError:
+        return  # not deployed yet: nothing to conflict with
+    status = desc.get("EndpointStatus")
+    if status in ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"):
+        raise ConflictError(f"{physical} is {status}; another operation is in progress, retry when InService")
