@@ -9,7 +9,7 @@
 * :func:`run_stack_file` does the same for an ``environments/Pulumi.<stack>.yaml`` file.
 
 Resources are recorded with their inputs as the engine sees them (camelCase keys, Outputs
-resolved), which is what tests assert on.
+resolved, secret wrappers removed), which is what tests assert on.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+from pulumi.runtime import rpc as _rpc
 from pulumi.runtime import settings as _settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
@@ -36,6 +37,17 @@ PROGRAM = Path(__file__).resolve().parent / "__main__.py"
 
 #: Account of SageMaker's prebuilt images per region (subset; others fall back to us-east-1's id).
 _PREBUILT_ACCOUNTS = {"us-east-1": "683313688378", "eu-west-1": "141502667606", "us-west-2": "246618743249"}
+
+
+def unsecret(value: Any) -> Any:
+    """``value`` with Pulumi secret wrappers removed (the provider marks e.g. SSM values secret)."""
+    if isinstance(value, dict):
+        if value.get(_rpc._special_sig_key) == _rpc._special_secret_sig:
+            return unsecret(value.get("value"))
+        return {k: unsecret(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unsecret(v) for v in value]
+    return value
 
 
 @dataclass
@@ -186,7 +198,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         )
         outputs = {**args.inputs, **out}
         self.resources.append(
-            Resource(args.typ, args.name, dict(args.inputs), physical, outputs, bool(args.custom))
+            Resource(args.typ, args.name, unsecret(dict(args.inputs)), physical, outputs, bool(args.custom))
         )
         return physical, outputs
 
