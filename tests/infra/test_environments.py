@@ -1,0 +1,84 @@
+"""The committed dev, staging and prod stacks: valid, different where they should be, fully wired."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from infra.config import load_stack_file
+from infra.testing import run_stack_file
+
+ENVIRONMENTS = Path(__file__).resolve().parents[2] / "environments"
+
+
+def stack_run(stack: str):
+    return run_stack_file(ENVIRONMENTS / f"Pulumi.{stack}.yaml")
+
+
+def variants(run_, endpoint):
+    config = run_.named(f"{endpoint}-config").inputs
+    return {v["variantName"]: v for v in config["productionVariants"]}
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_every_environment_declares_stable_v1_and_candidate_v2_with_full_machinery(stack):
+    r = stack_run(stack)
+    by_role = variants(r, f"fraud-scorer-{stack}")
+    assert by_role["stable"]["modelName"] == f"fraud-scorer-{stack}-model-v1"
+    assert by_role["candidate"]["modelName"] == f"fraud-scorer-{stack}-model-v2"
+    assert by_role["stable"]["initialVariantWeight"] + by_role["candidate"]["initialVariantWeight"] == 100
+    for name in ("rollback", "stepper"):
+        assert r.named(f"mlrollback-{stack}-{name}").inputs["name"] == f"mlrollback-{stack}-{name}"
+    assert r.named(f"mlrollback-{stack}-audit").inputs["pointInTimeRecovery"] == {"enabled": True}
+    pattern = json.loads(r.named(f"mlrollback-{stack}-alarm-rule").inputs["eventPattern"])
+    assert f"fraud-scorer-{stack}-candidate-errors" in pattern["detail"]["alarmName"]
+    assert r.exports["auditTableName"] == f"mlrollback-{stack}-audit"
+    assert r.warnings == []
+
+
+def test_dev_is_small_fast_and_unrehearsed():
+    cfg = load_stack_file(ENVIRONMENTS / "Pulumi.dev.yaml")
+    (ep,) = cfg.endpoints
+    assert (ep.instance_type, ep.instance_count) == ("ml.t2.medium", 1)
+    assert ep.strategy.steps == (10, 50, 100)
+    assert ep.triggers.metrics == "custom" and ep.triggers.period_seconds == 10
+    assert not cfg.rehearsal.required and not cfg.production
+    alarm = stack_run("dev").named("fraud-scorer-dev-candidate-errors").inputs
+    assert {q["metric"]["period"] for q in alarm["metricQueries"] if "metric" in q} == {10}
+
+
+def test_staging_is_prod_like_with_builtin_metrics_and_required_rehearsal():
+    cfg = load_stack_file(ENVIRONMENTS / "Pulumi.staging.yaml")
+    prod = load_stack_file(ENVIRONMENTS / "Pulumi.prod.yaml")
+    assert cfg.rehearsal.required is True
+    assert cfg.endpoints[0].instance_type == prod.endpoints[0].instance_type
+    assert all(ep.triggers.metrics == "builtin" and ep.triggers.period_seconds == 60 for ep in cfg.endpoints)
+    latency = stack_run("staging").named("fraud-scorer-staging-stable-latency").inputs
+    assert (latency["namespace"], latency["period"]) == ("AWS/SageMaker", 60)
+
+
+def test_prod_is_production_conservative_and_protected():
+    cfg = load_stack_file(ENVIRONMENTS / "Pulumi.prod.yaml")
+    fraud = cfg.endpoint("fraud-scorer")
+    assert cfg.production is True
+    assert all(ep.instance_count >= 2 for ep in cfg.endpoints)
+    assert fraud.strategy.steps == (5, 10, 25, 50, 100)
+    assert (
+        fraud.strategy.bake_minutes
+        >= load_stack_file(ENVIRONMENTS / "Pulumi.staging.yaml").endpoints[0].strategy.bake_minutes
+    )
+    r = stack_run("prod")
+    assert variants(r, "fraud-scorer-prod")["candidate"]["initialVariantWeight"] == 5
+    assert r.named("mlrollback-prod-audit").inputs["deletionProtectionEnabled"] is True
+    policy = r.named("fraud-scorer-prod-endpoint").inputs["deploymentConfig"]["blueGreenUpdatePolicy"]
+    assert policy["trafficRoutingConfiguration"]["canarySize"]["value"] == 5
+    assert policy["trafficRoutingConfiguration"]["waitIntervalInSeconds"] == 900
+
+
+def test_prod_churn_predictor_runs_its_new_version_in_shadow():
+    r = stack_run("prod")
+    config = r.named("churn-predictor-prod-config").inputs
+    assert [v["variantName"] for v in config["productionVariants"]] == ["stable"]
+    assert [v["variantName"] for v in config["shadowProductionVariants"]] == ["shadow"]
