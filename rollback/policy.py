@@ -130,8 +130,8 @@ class StepDecision:
     """What the stepper does for one endpoint on this tick.
 
     ``action`` is one of: ``none`` (nothing to do, no write), ``start`` (new or changed plan:
-    progress at step 0), ``wait`` (bake period not over), ``evaluate`` (bake over: fetch alarm
-    states and request count, then decide again), ``advance``, ``finalize`` (last step baked:
+    progress at step 0), ``wait`` (bake period not over), ``evaluate`` (fetch alarm states, or
+    the request count once the bake is over, then decide again), ``advance``, ``finalize`` (last step baked:
     ready to finalize), ``pause`` (too little traffic), ``hold`` (an alarm is not OK yet or the
     endpoint is not in the planned state), ``halt`` (a candidate alarm is in ALARM), ``halt-quarantined``.
     """
@@ -161,9 +161,10 @@ def decide_step(
 ) -> StepDecision:
     """Decide the next stepper action for one endpoint (see :class:`StepDecision`).
 
-    Never rolls back for lack of data: too little traffic pauses. Alarm states and the request
-    count are only needed once the bake period is over, so the controller fetches them in one
-    batch for the endpoints that answered ``evaluate``.
+    Never rolls back for lack of data: too little traffic pauses. The controller asks in up to
+    three rounds, fetching facts in one batch for all endpoints that answered ``evaluate``:
+    first with no facts, then with alarm states (checked on every tick, so a firing candidate
+    alarm halts the rollout even mid-bake), then with the request count once the bake is over.
     """
     if not plan.advances:
         return StepDecision("none", "plan has no candidate or a single step: nothing to advance")
@@ -180,14 +181,16 @@ def decide_step(
         return StepDecision("halt-quarantined", f"candidate {plan.candidate} is quarantined", index)
     if progress.state in ("halted", "ready-to-finalize"):
         return StepDecision("none", f"rollout is {progress.state}", index)
-    elapsed = (now - progress.step_started_at).total_seconds()
-    if elapsed < plan.bake_seconds:
-        return StepDecision("wait", f"step {index} baking: {elapsed:.0f}s of {plan.bake_seconds:.0f}s", index)
-    if alarm_states is None or requests is None:
-        return StepDecision("evaluate", "bake period over: checking alarms and traffic", index)
+    if alarm_states is None:
+        return StepDecision("evaluate", "checking candidate alarms", index)
     firing = tuple(a for a in plan.candidate_alarms if alarm_states.get(a) == "ALARM")
     if firing:
         return StepDecision("halt", f"candidate alarm(s) in ALARM: {', '.join(firing)}", index, None, firing)
+    elapsed = (now - progress.step_started_at).total_seconds()
+    if elapsed < plan.bake_seconds:
+        return StepDecision("wait", f"step {index} baking: {elapsed:.0f}s of {plan.bake_seconds:.0f}s", index)
+    if requests is None:
+        return StepDecision("evaluate", "bake period over: counting candidate requests", index)
     not_ok = [
         f"{a}={alarm_states.get(a, 'missing')}" for a in plan.candidate_alarms if alarm_states.get(a) != "OK"
     ]

@@ -1,9 +1,10 @@
 """The rollout stepper: advance every endpoint's candidate one planned step per bake period.
 
 One tick costs, for N endpoints with plans: ceil(2N/10) GetParametersByPath pages for plans
-and progress, one more page set for quarantine records, and only for endpoints whose bake
-period is over: one batched DescribeAlarms per 100 alarms and one GetMetricData per distinct
-bake window (up to 500 endpoints each). Writes happen only when something changes, so an idle
+and progress, one more page set for quarantine records, one batched DescribeAlarms per 100
+alarms of active rollouts (checked every tick, so a firing alarm halts even mid-bake), and, only
+for endpoints whose bake period is over, one GetMetricData per distinct bake window (up to 500
+endpoints each). Writes happen only when something changes, so an idle
 tick writes nothing. Standard library + boto3 only: on the Lambda import path.
 """
 
@@ -362,31 +363,35 @@ def step(
     )
     endpoints, results = _read(settings, params, quarantines, only)
 
-    first: dict[str, policy.StepDecision] = {}
-    for ep in endpoints:
-        first[ep.name] = policy.decide_step(ep.plan, ep.progress, now, quarantined=ep.quarantined)
-    evaluating = [ep for ep in endpoints if first[ep.name].action == "evaluate"]
-    alarms: dict[str, dict[str, Any]] = {}
+    decisions = {
+        ep.name: policy.decide_step(ep.plan, ep.progress, now, quarantined=ep.quarantined) for ep in endpoints
+    }
+    active = [ep for ep in endpoints if decisions[ep.name].action == "evaluate"]
+    alarms = _alarms(clients, [a for ep in active for a in ep.plan.candidate_alarms], retry) if active else {}
+    states = {name: alarm.get("StateValue", "") for name, alarm in alarms.items()}
+    for ep in active:
+        decisions[ep.name] = policy.decide_step(ep.plan, ep.progress, now, alarm_states=states)
+    baked = [ep for ep in active if decisions[ep.name].action == "evaluate"]
     counts: dict[str, float] = {}
-    if evaluating:
-        alarms = _alarms(clients, [a for ep in evaluating for a in ep.plan.candidate_alarms], retry)
+    if baked:
         windows = {}
-        for ep in evaluating:
+        for ep in baked:
             assert ep.progress is not None
             start, end = policy.bake_window(ep.plan, ep.progress, now)
             windows[ep.name] = (ep.plan, start, end)
         counts = _request_counts(clients, windows, retry)
-    states = {name: alarm.get("StateValue", "") for name, alarm in alarms.items()}
 
     for ep in endpoints:
-        decision = first[ep.name]
+        decision = decisions[ep.name]
         live = None
+        extra: dict[str, Any] = {}
         try:
-            if decision.action == "evaluate":
+            if ep in baked:
+                requests = counts.get(ep.name, 0.0)
+                extra["requests"] = requests
                 decision = policy.decide_step(
-                    ep.plan, ep.progress, now, alarm_states=states, requests=counts.get(ep.name, 0.0)
+                    ep.plan, ep.progress, now, alarm_states=states, requests=requests
                 )
-                out_extra = {"requests": counts.get(ep.name, 0.0)}
                 if decision.action in ("advance", "finalize"):
                     state = describe_endpoint(clients, ep.name, retry, wait_ready=False)
                     if state.status != "InService":
@@ -400,14 +405,12 @@ def step(
                             ep.progress,
                             now,
                             alarm_states=states,
-                            requests=counts.get(ep.name, 0.0),
+                            requests=requests,
                             live_weights=live,
                         )
-            else:
-                out_extra = {}
             results[ep.name] = {
                 **_apply(clients, settings, ep, decision, now, actor, retry, alarms, live),
-                **out_extra,
+                **extra,
             }
         except Exception as exc:  # one endpoint's failure must not stop the others
             log(logging.ERROR, "stepper failed for endpoint", endpoint=ep.name, error=str(exc))

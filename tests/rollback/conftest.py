@@ -308,12 +308,14 @@ def alarm_event(
                 "metrics": metrics,
             },
             "previousState": {
-                "reason": "Threshold Crossed: 1 out of the last 6 datapoints was not greater than the threshold (5.0)",
+                "reason": "Threshold Crossed: 1 out of the last 6 datapoints was not greater than "
+                "the threshold (5.0)",
                 "timestamp": "2019-10-01T13:56:40.985+0000",
                 "value": "OK",
             },
             "state": {
-                "reason": "Threshold Crossed: 3 out of the last 6 datapoints were greater than the threshold (5.0)",
+                "reason": "Threshold Crossed: 3 out of the last 6 datapoints were greater than "
+                "the threshold (5.0)",
                 "reasonData": "{}",
                 "timestamp": stamp,
                 "value": state,

@@ -1,0 +1,211 @@
+"""The rollout stepper against moto, with a virtual clock and real CloudWatch metric data."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from rollback import names
+from rollback.clock import VirtualClock
+from rollback.controller import step
+from tests.rollback.conftest import World
+
+ACTOR = "lambda:mlrollback-dev-stepper"
+
+
+def send_traffic(world: World, vclock: VirtualClock, physical: str, requests: float) -> None:
+    """Candidate invocations, as the client library publishes them (1-second resolution)."""
+    world.raw["cloudwatch"].put_metric_data(
+        Namespace=names.CUSTOM_METRIC_NAMESPACE,
+        MetricData=[
+            {
+                "MetricName": "Invocations",
+                "Dimensions": [
+                    {"Name": "EndpointName", "Value": physical},
+                    {"Name": "VariantName", "Value": names.CANDIDATE},
+                ],
+                "Timestamp": vclock.now() - timedelta(seconds=1),
+                "Value": requests,
+                "Unit": "Count",
+                "StorageResolution": 1,
+            }
+        ],
+    )
+
+
+def tick(world: World, **kwargs) -> dict:
+    return step(world.clients, world.settings, actor=ACTOR, **kwargs)["endpoints"]
+
+
+def progress(world: World, physical: str) -> dict:
+    return json.loads(
+        world.raw["ssm"].get_parameter(Name=world.settings.progress_parameter(physical))["Parameter"]["Value"]
+    )
+
+
+def share(world: World, physical: str) -> float:
+    w = world.weights(physical)
+    return round(100 * w["candidate"] / (w["candidate"] + w["stable"]), 2)
+
+
+def run(world: World, vclock: VirtualClock, minutes: int, per_minute: float, on_minute=None) -> list[float]:
+    """Tick once a minute with steady traffic; returns the candidate share seen each minute."""
+    seen = []
+    for minute in range(minutes):
+        vclock.advance(60)
+        if per_minute:
+            send_traffic(world, vclock, world.endpoint, per_minute)
+        if on_minute:
+            on_minute(minute)
+        tick(world)
+        seen.append(share(world, world.endpoint))
+    return seen
+
+
+def test_healthy_canary_walks_every_step_then_is_ready_to_finalize(
+    world: World, vclock: VirtualClock
+) -> None:
+    world.put_plan(world.endpoint)
+    world.set_alarm(names.alarm_name(world.endpoint, names.CANDIDATE, "errors"), "OK")
+    assert tick(world)[world.endpoint]["action"] == "start"
+
+    seen = run(world, vclock, minutes=25, per_minute=50)
+
+    assert sorted(set(seen)) == [10.0, 25.0, 50.0, 100.0]
+    assert seen.index(25.0) == 4  # first advance once the 300 s bake is over (minute 5)
+    assert progress(world, world.endpoint)["state"] == "ready-to-finalize"
+    steps = [i for i in world.audit_items() if i["action"] == "step"]
+    assert len(steps) == 4  # three advances + ready-to-finalize
+    assert any(i["detail"].get("state") == "ready-to-finalize" for i in steps)
+    assert world.quarantine() is None
+
+
+def test_alarm_midway_halts_the_rollout_and_drains_once(world: World, vclock: VirtualClock) -> None:
+    world.put_plan(world.endpoint)
+    alarm = names.alarm_name(world.endpoint, names.CANDIDATE, "errors")
+    world.set_alarm(alarm, "OK")
+    tick(world)
+
+    def fire_at_minute_7(minute: int) -> None:
+        if minute == 7:
+            world.set_alarm(alarm, "ALARM")
+
+    seen = run(world, vclock, minutes=20, per_minute=50, on_minute=fire_at_minute_7)
+
+    assert seen[6] == 25.0 and seen[7:] == [0.0] * 13
+    assert progress(world, world.endpoint)["state"] == "halted"
+    drains = [i for i in world.audit_items() if i["action"] == "drain"]
+    assert len(drains) == 1 and drains[0]["alarm"] == alarm
+    assert world.quarantine()["version"] == "v2"
+    assert len(world.messages()) == 1
+
+
+def test_no_traffic_pauses_and_never_rolls_back(world: World, vclock: VirtualClock) -> None:
+    world.put_plan(world.endpoint)
+    world.set_alarm(names.alarm_name(world.endpoint, names.CANDIDATE, "errors"), "OK")
+    tick(world)
+
+    seen = run(world, vclock, minutes=15, per_minute=0)
+
+    assert seen == [10.0] * 15
+    record = progress(world, world.endpoint)
+    assert record["state"] == "paused" and "0 of 100 requests" in record["reason"]
+    pauses = [i for i in world.audit_items() if i["action"] == "pause"]
+    assert len(pauses) == 1
+    assert world.quarantine() is None
+
+
+def test_traffic_returning_after_a_pause_resumes_the_rollout(world: World, vclock: VirtualClock) -> None:
+    world.put_plan(world.endpoint)
+    world.set_alarm(names.alarm_name(world.endpoint, names.CANDIDATE, "errors"), "OK")
+    tick(world)
+    run(world, vclock, minutes=6, per_minute=0)
+    assert progress(world, world.endpoint)["state"] == "paused"
+
+    seen = run(world, vclock, minutes=3, per_minute=60)
+
+    assert seen[-1] == 25.0
+    assert progress(world, world.endpoint)["state"] == "baking"
+
+
+def test_new_plan_id_restarts_progress_at_step_zero(world: World, vclock: VirtualClock) -> None:
+    world.put_plan(world.endpoint)
+    world.set_alarm(names.alarm_name(world.endpoint, names.CANDIDATE, "errors"), "OK")
+    tick(world)
+    run(world, vclock, minutes=6, per_minute=50)
+    assert progress(world, world.endpoint)["stepIndex"] == 1
+
+    world.put_plan(world.endpoint, candidate="v3", planId="plan00000002")
+    result = tick(world)[world.endpoint]
+
+    assert result["action"] == "start"
+    record = progress(world, world.endpoint)
+    assert (record["planId"], record["stepIndex"]) == ("plan00000002", 0)
+
+
+def test_quarantined_candidate_is_never_advanced(world: World, vclock: VirtualClock) -> None:
+    world.put_plan(world.endpoint)
+    world.set_alarm(names.alarm_name(world.endpoint, names.CANDIDATE, "errors"), "OK")
+    tick(world)
+    world.raw["ssm"].put_parameter(
+        Name=world.settings.quarantine_parameter(world.endpoint),
+        Type="String",
+        Value=json.dumps({"endpoint": world.endpoint, "version": "v2", "kind": "manual", "by": "cli:bob"}),
+    )
+
+    seen = run(world, vclock, minutes=12, per_minute=50)
+
+    assert seen == [10.0] * 12
+    assert progress(world, world.endpoint)["state"] == "halted"
+
+
+def test_live_weights_changed_by_someone_else_hold_the_rollout(world: World, vclock: VirtualClock) -> None:
+    world.put_plan(world.endpoint)
+    world.set_alarm(names.alarm_name(world.endpoint, names.CANDIDATE, "errors"), "OK")
+    tick(world)
+    world.raw["sagemaker"].update_endpoint_weights_and_capacities(
+        EndpointName=world.endpoint,
+        DesiredWeightsAndCapacities=[
+            {"VariantName": "stable", "DesiredWeight": 60.0, "DesiredInstanceCount": 1},
+            {"VariantName": "candidate", "DesiredWeight": 40.0, "DesiredInstanceCount": 1},
+        ],
+    )
+
+    seen = run(world, vclock, minutes=7, per_minute=50)
+
+    assert seen == [40.0] * 7
+    assert "differs from step 0" in progress(world, world.endpoint)["reason"]
+
+
+def test_idle_tick_over_many_endpoints_is_cheap_and_writes_nothing(
+    world: World, vclock: VirtualClock
+) -> None:
+    for i in range(24):
+        physical = world.add_endpoint(f"model{i}")
+        world.put_plan(physical)
+    world.put_plan(world.endpoint)
+    tick(world)  # starts all 25
+    world.log.reset()
+
+    vclock.advance(60)
+    results = tick(world)
+
+    assert {r["action"] for r in results.values()} == {"wait"}
+    ops = world.log.ops()
+    # 25 plans + 25 progress records = 50 parameters = 5 pages of 10 (moto adds an empty sixth);
+    # one page of (no) quarantines; 25 candidate alarms = 1 DescribeAlarms; no per-endpoint call.
+    assert set(ops) == {"GetParametersByPath", "DescribeAlarms"}
+    assert ops["GetParametersByPath"] <= 7 and ops["DescribeAlarms"] == 1
+
+
+def test_broken_plan_is_reported_and_other_endpoints_still_step(world: World, vclock: VirtualClock) -> None:
+    other = world.add_endpoint("other")
+    world.put_plan(world.endpoint)
+    world.raw["ssm"].put_parameter(
+        Name=world.settings.plan_parameter(other), Type="String", Value='{"endpoint": "x"}', Overwrite=True
+    )
+
+    results = tick(world)
+
+    assert results[world.endpoint]["action"] == "start"
+    assert results[other]["action"] == "error" and "missing key 'steps'" in results[other]["reason"]
