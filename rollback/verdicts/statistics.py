@@ -62,7 +62,7 @@ def two_proportion_ztest(
     p_value = 2 * stats.norm.sf(abs(z))
     se = math.sqrt(p_a * (1 - p_a) / trials_a + p_b * (1 - p_b) / trials_b)
     half = stats.norm.ppf(1 - alpha / 2) * se
-    return Comparison(z, float(p_value), effect, effect - half, effect + half)
+    return Comparison(float(z), float(p_value), effect, float(effect - half), float(effect + half))
 
 
 def welch_ttest(
@@ -81,7 +81,9 @@ def welch_ttest(
     df = (se2_a + se2_b) ** 2 / (se2_a**2 / (n_a - 1) + se2_b**2 / (n_b - 1)) if se > 0 else math.inf
     effect = mean_b - mean_a
     half = stats.t.ppf(1 - alpha / 2, df) * se
-    return Comparison(float(result.statistic), float(result.pvalue), effect, effect - half, effect + half, df)
+    return Comparison(
+        float(result.statistic), float(result.pvalue), effect, float(effect - half), float(effect + half), float(df)
+    )
 
 
 def sample_size_proportions(baseline: float, mde: float, alpha: float = 0.05, power: float = 0.8) -> int:
