@@ -26,6 +26,7 @@ import bisect
 import json
 import math
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -162,8 +163,9 @@ def evaluate_expression(expression: str, values: dict[str, float | None]) -> flo
     comparisons, ``FILL(m, v)``, ``IF(cond, a, b)``, ``MAX``/``MIN``/``ABS``. Division by zero
     gives a missing datapoint, as CloudWatch drops such values.
     """
+    python_form = re.sub(r"\bAND\b", " and ", re.sub(r"\bOR\b", " or ", expression))
     try:
-        tree = ast.parse(expression, mode="eval")
+        tree = ast.parse(python_form, mode="eval")
     except SyntaxError as exc:
         raise SandboxError(f"metric math expression {expression!r} is not understood: {exc.msg}") from None
 
@@ -191,6 +193,12 @@ def evaluate_expression(expression: str, values: dict[str, float | None]) -> flo
             if left is None or right is None:
                 return None
             return 1.0 if _MATH_CMP[type(node.ops[0])](left, right) else 0.0
+        if isinstance(node, ast.BoolOp):
+            parts = [ev(v) for v in node.values]
+            if any(p is None for p in parts):
+                return None
+            hit = any(parts) if isinstance(node.op, ast.Or) else all(parts)
+            return 1.0 if hit else 0.0
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             fn = node.func.id.upper()
             args = node.args

@@ -42,6 +42,25 @@ Outputs = dict[str, Any]
 Applier = Callable[["ApplyContext", str, dict[str, Any], "dict[str, Any] | None"], tuple[str, Outputs]]
 
 
+_SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def unsecret(value: Any) -> Any:
+    """Unwrap Pulumi secret envelopes (``{<sig key>: <secret sig>, "value": ...}``) recursively.
+
+    Inputs the provider schema marks secret (e.g. ``ssm.Parameter.value``) reach the mocks wrapped;
+    AWS gets the plain value.
+    """
+    if isinstance(value, dict):
+        if value.get(_SECRET_SIG_KEY) == _SECRET_SIG:
+            return unsecret(value.get("value"))
+        return {k: unsecret(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unsecret(v) for v in value]
+    return value
+
+
 def _plain(value: Any) -> Any:
     """Integral floats (how the mock runtime delivers every number) back to int for botocore."""
     if isinstance(value, float) and value.is_integer():
@@ -701,7 +720,7 @@ class SandboxMocks:
                     "add one in rollback/sandbox/applier.py or remove the resource from the program"
                 )
             prev = self.state.get(key)
-            physical_id, computed = applier(self.ctx, args.name, dict(args.inputs), prev)
+            physical_id, computed = applier(self.ctx, args.name, unsecret(dict(args.inputs)), prev)
         except BaseException as exc:  # recorded and re-raised by apply_program after the run
             if not isinstance(exc, SandboxError):
                 exc = SandboxError(f"applying {args.typ} {args.name!r} to the sandbox failed: {exc}")

@@ -17,10 +17,14 @@ Lambda functions in Docker. The sandbox does both itself, as AWS would:
 from __future__ import annotations
 
 import importlib
+import io
 import json
+import logging
 import re
+import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
@@ -33,6 +37,7 @@ from rollback.sandbox.alarms import AlarmChange
 from rollback.sandbox.emulator import ACCOUNT_ID, Emulator, environment
 
 _RATE_RE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
+_LAST_ENV: dict[str, dict[str, str]] = {}
 _UNIT_SECONDS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
 
 
@@ -156,6 +161,7 @@ class Invocation:
     result: Any = None
     error: str | None = None
     calls: list[str] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
 
 
 class _CallCounter:
@@ -194,8 +200,20 @@ class EventBus:
         self._next_fire: dict[str, float] = {}
         self.invocations: list[Invocation] = []
         self.dead_letters: list[dict[str, Any]] = []
+        self._rule_cache: list[dict[str, Any]] | None = None
+        self._target_cache: dict[str, list[dict[str, Any]]] = {}
+
+    def invalidate(self) -> None:
+        """Forget cached rules and targets (call after the program was applied again)."""
+        self._rule_cache = None
+        self._target_cache.clear()
 
     def _rules(self) -> list[dict[str, Any]]:
+        if self._rule_cache is None:
+            self._rule_cache = self._list_rules()
+        return self._rule_cache
+
+    def _list_rules(self) -> list[dict[str, Any]]:
         events = self._emu.client("events")
         rules: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {}
@@ -239,8 +257,11 @@ class EventBus:
         return done
 
     def _deliver(self, rule: dict[str, Any], event: dict[str, Any]) -> list[Invocation]:
-        events = self._emu.client("events")
-        targets = events.list_targets_by_rule(Rule=rule["Name"]).get("Targets", [])
+        targets = self._target_cache.get(rule["Name"])
+        if targets is None:
+            events = self._emu.client("events")
+            targets = events.list_targets_by_rule(Rule=rule["Name"]).get("Targets", [])
+            self._target_cache[rule["Name"]] = targets
         done: list[Invocation] = []
         for target in targets:
             arn = target["Arn"]
@@ -309,6 +330,12 @@ class EventBus:
             **self._emu.env(),
             "AWS_LAMBDA_FUNCTION_NAME": name,
         }
+        # A warm container keeps clients made from its environment; a different environment
+        # (another function, another emulator) is a cold start: the module forgets its cache.
+        module = sys.modules.get(handler.__module__)
+        if module is not None and hasattr(module, "reset") and _LAST_ENV.get(handler.__module__) != env:
+            module.reset()
+        _LAST_ENV[handler.__module__] = dict(env)
         context = SimpleNamespace(
             function_name=name,
             function_version="$LATEST",
@@ -319,7 +346,8 @@ class EventBus:
             get_remaining_time_in_millis=lambda: int(config.get("Timeout", 3)) * 1000,
         )
         counter = _CallCounter()
-        with environment(env), counter as calls:
+        logs = io.StringIO()
+        with environment(env), counter as calls, _captured_logs(logs):
             try:
                 result = handler(event, context)
                 inv = Invocation(
@@ -336,8 +364,25 @@ class EventBus:
                     error=f"{type(exc).__name__}: {exc}",
                     calls=list(calls),
                 )
+        inv.logs = logs.getvalue().splitlines()
         self.invocations.append(inv)
         return inv
+
+
+@contextmanager
+def _captured_logs(buffer: io.StringIO) -> Iterator[None]:
+    """What a function prints or logs goes to ``buffer`` (its CloudWatch Logs), not our stdout."""
+    logger = logging.getLogger("mlrollback")
+    for h in logger.handlers:
+        if isinstance(h, logging.StreamHandler):
+            h.setStream(buffer)
+    try:
+        with redirect_stdout(buffer):
+            yield
+    finally:
+        for h in logger.handlers:
+            if isinstance(h, logging.StreamHandler) and h.stream is buffer:
+                h.setStream(sys.stdout)
 
 
 def _resolve_handler(handler: str, function: str) -> Callable[[Any, Any], Any]:

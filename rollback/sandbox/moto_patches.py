@@ -13,6 +13,7 @@ backends can be extended in place. What moto 5.x lacks and the product relies on
 - ``LastModifiedTime`` moves when weights change (the runtime's stale-event check reads it).
 - ``InvokeEndpoint`` routes by variant weight (or ``TargetVariant``) to a simulated model per
   variant and answers ``ModelError`` (HTTP 424) when that model fails, instead of static data.
+- Metric timestamps compare as UTC whether moto stored them naive or aware.
 - Time: sagemaker and cloudwatch backends read the sandbox's virtual clock, so modification
   times, alarm state timestamps and metric timestamps share one time line.
 
@@ -73,7 +74,35 @@ def install() -> None:
     sm_models.utcnow = _utcnow  # type: ignore[attr-defined]
     _patch_sagemaker()
     _patch_runtime()
+    _patch_cloudwatch()
     _installed = True
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+def _patch_cloudwatch() -> None:
+    """Metric timestamps arrive aware (API) or naive (moto's own providers): compare them as UTC."""
+    from moto.cloudwatch.models import CloudWatchBackend
+
+    original_all = CloudWatchBackend.get_all_metrics
+    original_get = CloudWatchBackend.get_metric_data
+
+    def get_all_metrics(self: Any) -> Any:
+        metrics = original_all(self)
+        for datum in metrics:
+            if datum.timestamp.tzinfo is None:
+                datum.timestamp = datum.timestamp.replace(tzinfo=UTC)
+        return metrics
+
+    def get_metric_data(
+        self: Any, queries: Any, start_time: datetime, end_time: datetime, *a: Any, **kw: Any
+    ) -> Any:
+        return original_get(self, queries, _aware(start_time), _aware(end_time), *a, **kw)
+
+    CloudWatchBackend.get_all_metrics = get_all_metrics  # type: ignore[method-assign]
+    CloudWatchBackend.get_metric_data = get_metric_data  # type: ignore[method-assign]
 
 
 def _variant_from_config(declared: dict[str, Any]) -> dict[str, Any]:

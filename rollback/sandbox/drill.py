@@ -1,0 +1,449 @@
+"""The sandbox drill: deploy, release a candidate, send traffic, play a scenario, report.
+
+:func:`run_drill` is the library entry point behind ``mlrollback drill --sandbox``. It starts an
+emulator, installs a virtual clock (``rollback.clock.use`` and the patched moto backends), runs the
+real program twice (stable only, then the release = an update), and then advances simulated time
+one second per tick: predictions are routed by live weight to simulated variants, metrics are
+published, alarms are evaluated at their period boundaries, alarm transitions and the schedule
+are delivered by EventBridge rules to the deployed Lambda handlers, called in-process.
+
+Scenarios and what they expect (``expectation_met`` decides the CLI exit code):
+
+=================  =====================================================  =======================
+scenario           what happens after the release                         expected
+=================  =====================================================  =======================
+bad-canary         the candidate returns 5xx for half the requests, slow  rolled back
+healthy            both variants healthy                                   stepper reaches
+                                                                           ready-to-finalize
+fault-injection    healthy, then ``SetAlarmState`` ALARM on the            rolled back
+                   candidate errors alarm (what a staging drill does)
+no-traffic         no prediction at all                                    paused, no rollback
+flapping           isolated bad periods, fewer than M in any N             no rollback
+=================  =====================================================  =======================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rollback import clock as rclock
+from rollback import names
+from rollback.errors import SandboxError
+from rollback.sandbox import moto_patches
+from rollback.sandbox.alarms import AlarmEvaluator
+from rollback.sandbox.applier import apply_program, project_root
+from rollback.sandbox.emulator import Emulator
+from rollback.sandbox.eventbus import EventBus
+from rollback.sandbox.traffic import ModelBehaviour, SimulatedCloud
+
+SCENARIOS: tuple[str, ...] = ("bad-canary", "healthy", "fault-injection", "no-traffic", "flapping")
+WARMUP_SECONDS = 60
+AFTER_ROLLBACK_SECONDS = 15
+MAX_RATE = 200
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class _Marks:
+    release: float = 0.0
+    first_bad: float | None = None
+    fault: float | None = None
+    alarm: float | None = None
+    alarm_name: str | None = None
+    rollback: float | None = None
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def stack_file(stack: str, project_dir: Path | None = None) -> Path:
+    """``environments/Pulumi.<stack>.yaml`` of the project; a clear error when it is missing."""
+    root = project_dir or project_root()
+    path = root / "environments" / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        known = sorted(p.name.split(".")[1] for p in (root / "environments").glob("Pulumi.*.yaml"))
+        raise SandboxError(
+            f"{path}: no such stack file; known stacks: {', '.join(known) or 'none'} "
+            "(pass --stack with one of them)"
+        )
+    return path
+
+
+def _without_candidate(config: dict[str, str], endpoint: str) -> dict[str, str]:
+    endpoints = json.loads(config["mlrollback:endpoints"])
+    for item in endpoints:
+        if item.get("name") == endpoint:
+            item.setdefault("release", {}).pop("candidate", None)
+    return {**config, "mlrollback:endpoints": json.dumps(endpoints)}
+
+
+def _percent(weights: dict[str, float]) -> dict[str, float]:
+    total = sum(weights.values())
+    if total <= 0:
+        return {k: 0.0 for k in weights}
+    return {k: round(100.0 * v / total, 2) for k, v in weights.items()}
+
+
+def traffic_rate(bake_seconds: float, first_step_percent: float, min_requests: int) -> int:
+    """Predictions per second so the candidate's first step sees 1.5x its minimum in one bake."""
+    share = max(first_step_percent, 1.0) / 100.0
+    need = math.ceil(1.5 * min_requests / max(bake_seconds * share, 1.0))
+    return max(5, min(MAX_RATE, need))
+
+
+def run_drill(
+    stack: str = "dev",
+    scenario: str = "bad-canary",
+    *,
+    project_dir: Path | None = None,
+    endpoint: str | None = None,
+    progress: Progress | None = None,
+    seed: int = 7,
+    state_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Run one drill in a fresh sandbox and return the report (see docs/sandbox.md for fields)."""
+    if scenario not in SCENARIOS:
+        raise SandboxError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    from infra.config import load_stack_file, pulumi_config_from_stack_file
+
+    wall0 = time.perf_counter()
+    notify = progress or (lambda _stage, _data: None)
+    path = stack_file(stack, project_dir)
+    cfg = load_stack_file(path, stack)
+    candidates = [e for e in cfg.endpoints if e.release.candidate and (endpoint in (None, e.name))]
+    if not candidates:
+        wanted = f"endpoint {endpoint!r}" if endpoint else "any endpoint"
+        raise SandboxError(f"{path}: {wanted} has no release.candidate to drill; declare one and run again")
+    ep = candidates[0]
+    physical = ep.physical_name
+    config_map = pulumi_config_from_stack_file(path)
+    region = config_map.get("aws:region", "us-east-1")
+
+    start = datetime.now(UTC).replace(second=0, microsecond=0)
+    vclock = rclock.VirtualClock(start)
+    previous_clock = rclock.use(vclock)
+    moto_patches.set_clock(vclock)
+    tmp = None
+    if state_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="mlrollback-drill-")
+        state_dir = Path(tmp.name)
+    emu = Emulator(region)
+    try:
+        notify("emulator", {"message": "starting the embedded AWS emulator"})
+        emu.start()
+        cloud = SimulatedCloud(emu, vclock.now, seed=seed)
+        moto_patches.set_invoke_hook(cloud.route)
+        evaluator = AlarmEvaluator(emu.backend("cloudwatch"), vclock.now)
+        bus = EventBus(emu, vclock.now)
+        state_path = state_dir / "state.json"
+
+        notify("deploy", {"message": f"deploying {stack}: stable {ep.release.stable} only"})
+        apply_program(emu, stack=stack, config=_without_candidate(config_map, ep.name), state_path=state_path)
+        notify("release", {"message": f"releasing candidate {ep.release.candidate} ({ep.strategy.type})"})
+        runner = _Runner(emu, vclock, cloud, evaluator, bus, stack, physical, scenario, ep, notify)
+        runner.run_for(WARMUP_SECONDS, traffic=True)
+        release_result = apply_program(emu, stack=stack, config=config_map, state_path=state_path)
+        bus.invalidate()
+        runner.marks.release = vclock.now().timestamp()
+        weights_before = _percent(cloud.weights(physical))
+        runner.play()
+        weights_after = _percent(cloud.weights(physical))
+        report = runner.report(weights_before, weights_after)
+        report["warnings"] = release_result.warnings
+        report["resources_applied"] = len(release_result.resources)
+    finally:
+        moto_patches.set_invoke_hook(None)
+        moto_patches.set_clock(None)
+        rclock.use(previous_clock)
+        emu.stop()
+        if tmp is not None:
+            tmp.cleanup()
+    report["wall_seconds"] = round(time.perf_counter() - wall0, 2)
+    return report
+
+
+class _Runner:
+    """The tick loop of one drill (one simulated second per tick)."""
+
+    def __init__(
+        self,
+        emu: Emulator,
+        vclock: rclock.VirtualClock,
+        cloud: SimulatedCloud,
+        evaluator: AlarmEvaluator,
+        bus: EventBus,
+        stack: str,
+        endpoint: str,
+        scenario: str,
+        ep: Any,
+        notify: Progress,
+    ) -> None:
+        self.emu, self.clock, self.cloud, self.evaluator, self.bus = emu, vclock, cloud, evaluator, bus
+        self.stack, self.endpoint, self.scenario, self.ep, self.notify = stack, endpoint, scenario, ep, notify
+        self.marks = _Marks()
+        steps = list(ep.strategy.steps) or [100]
+        self.bake = float(ep.strategy.bake_minutes) * 60.0
+        self.period = int(ep.triggers.period_seconds)
+        self.n_periods = int(ep.triggers.evaluation_periods)
+        self.rate = traffic_rate(self.bake, steps[0], int(ep.strategy.min_requests_per_step))
+        self.max_seconds = min(4 * 3600.0, self.bake * (len(steps) + 1) + 240.0)
+        self.predictions = 0
+        self.failed = 0
+        self._http = emu.client("sagemaker-runtime")
+        self._ticks = 0
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run_for(self, seconds: float, traffic: bool) -> None:
+        end = self.clock.now().timestamp() + seconds
+        while self.clock.now().timestamp() < end:
+            self.tick(traffic)
+
+    def _since_release(self) -> float:
+        return self.clock.now().timestamp() - self.marks.release
+
+    def _behaviour(self) -> None:
+        good = ModelBehaviour()
+        cand = good
+        if self.scenario == "bad-canary":
+            cand = ModelBehaviour(error_rate=0.5, latency_ms=1500.0, jitter_ms=200.0)
+        elif self.scenario == "flapping":
+            # One bad period every N+1 periods: never M bad datapoints within N.
+            index = int(self._since_release() // self.period)
+            if index % (self.n_periods + 1) == 1:
+                cand = ModelBehaviour(error_rate=1.0, latency_ms=40.0)
+        self.cloud.behave(self.endpoint, names.STABLE, good)
+        self.cloud.behave(self.endpoint, names.CANDIDATE, cand)
+
+    def tick(self, traffic: bool) -> None:
+        now = self.clock.now().timestamp()
+        released = self.marks.release > 0
+        if released:
+            self._behaviour()
+        served: dict[str, list[int]] = {}
+        if traffic:
+            for i in range(self.rate):
+                if i == 0 and self._ticks % 10 == 0:
+                    ok, variant = self._invoke_http()
+                else:
+                    out = self.cloud.route(self.endpoint)
+                    ok, variant = out.ok, out.variant
+                self.predictions += 1
+                self.failed += 0 if ok else 1
+                counts = served.setdefault(variant, [0, 0])
+                counts[0] += 1
+                counts[1] += 0 if ok else 1
+                if released and not ok and self.marks.first_bad is None:
+                    self.marks.first_bad = now
+                    self.notify("first-bad", {"at": now - self.marks.release})
+        self.cloud.flush()
+        self.clock.advance(1.0)
+        self._ticks += 1
+        changes = self.evaluator.tick()
+        for change in changes:
+            self.marks.events.append(
+                {
+                    "t": round(self.clock.now().timestamp() - self.marks.release, 1),
+                    "alarm": change.name,
+                    "state": change.new_state,
+                }
+            )
+            parsed = names.parse_alarm_name(change.name)
+            candidate_alarm = parsed is not None and parsed[:2] == (self.endpoint, names.CANDIDATE)
+            if released and change.new_state == "ALARM" and candidate_alarm and self.marks.alarm is None:
+                self.marks.alarm = change.at.timestamp()
+                self.marks.alarm_name = change.name
+                self.notify("alarm", {"alarm": change.name, "at": self.marks.alarm - self.marks.release})
+        self.bus.publish_alarm_changes(changes)
+        self.bus.run_schedules()
+        weights = _percent(self.cloud.weights(self.endpoint))
+        if released:
+            cand = served.get(names.CANDIDATE, [0, 0])
+            self.marks.timeline.append(
+                {
+                    "t": round(self._since_release(), 1),
+                    "weights": weights,
+                    "candidateRequests": cand[0],
+                    "candidateErrorRate": round(cand[1] / cand[0], 4) if cand[0] else None,
+                    "errorRate": round(
+                        sum(v[1] for v in served.values()) / max(1, sum(v[0] for v in served.values())), 4
+                    ),
+                }
+            )
+            if weights.get(names.CANDIDATE, 0.0) == 0.0 and self.marks.rollback is None:
+                self.marks.rollback = self.clock.now().timestamp()
+                self.notify("rollback", {"at": self.marks.rollback - self.marks.release})
+
+    def _invoke_http(self) -> tuple[bool, str]:
+        """Every tenth tick, one prediction goes through the real InvokeEndpoint HTTP API."""
+        try:
+            resp = self._http.invoke_endpoint(EndpointName=self.endpoint, Body=b'{"amount": 12.5}')
+            return True, resp.get("InvokedProductionVariant", names.STABLE)
+        except self._http.exceptions.ModelError as exc:
+            variant = (
+                exc.response.get("ResponseMetadata", {})
+                .get("HTTPHeaders", {})
+                .get("x-amzn-invoked-production-variant", names.CANDIDATE)
+            )
+            return False, variant
+
+    def progress_state(self) -> dict[str, Any] | None:
+        ssm = self.emu.client("ssm")
+        try:
+            text = ssm.get_parameter(Name=names.rollout_progress_parameter(self.stack, self.endpoint))
+        except ssm.exceptions.ParameterNotFound:
+            return None
+        try:
+            return dict(json.loads(text["Parameter"]["Value"]))
+        except ValueError:
+            return None
+
+    def play(self) -> None:
+        traffic = self.scenario != "no-traffic"
+        fault_at = self.period * 2 if self.scenario == "fault-injection" else None
+        last_progress_check = 0.0
+        self.progress: dict[str, Any] | None = None
+        while self._since_release() < self.max_seconds:
+            if fault_at is not None and self.marks.fault is None and self._since_release() >= fault_at:
+                self._inject_fault()
+            self.tick(traffic)
+            if self.marks.rollback is not None:
+                self.run_for(AFTER_ROLLBACK_SECONDS, traffic)
+                break
+            if self._since_release() - last_progress_check >= 30:
+                last_progress_check = self._since_release()
+                self.progress = self.progress_state()
+                state = (self.progress or {}).get("state")
+                self.notify("tick", {"t": self._since_release(), "state": state})
+                if self.scenario == "healthy" and state == "ready-to-finalize":
+                    break
+                if (
+                    self.scenario == "no-traffic"
+                    and state == "paused"
+                    and self._since_release() > self.bake + 120
+                ):
+                    break
+                if self.scenario == "flapping" and self._since_release() > max(
+                    self.bake + 120, 3 * (self.n_periods + 1) * self.period
+                ):
+                    break
+        self.progress = self.progress_state()
+
+    def _inject_fault(self) -> None:
+        alarm = names.alarm_name(self.endpoint, names.CANDIDATE, "errors")
+        self.marks.fault = self.clock.now().timestamp()
+        self.emu.client("cloudwatch").set_alarm_state(
+            AlarmName=alarm,
+            StateValue="ALARM",
+            StateReason="mlrollback drill: injected fault (SetAlarmState)",
+        )
+        self.notify("fault", {"alarm": alarm, "at": self.marks.fault - self.marks.release})
+
+    # -- the report -----------------------------------------------------------------------------
+
+    def report(self, weights_before: dict[str, float], weights_after: dict[str, float]) -> dict[str, Any]:
+        m = self.marks
+        origin = m.fault if m.fault is not None else m.first_bad
+        rolled_back = m.rollback is not None
+        ttr = round(m.rollback - origin, 1) if rolled_back and origin is not None else None
+        detection = round(m.alarm - origin, 1) if m.alarm is not None and origin is not None else None
+        rollback_calls = [
+            inv for inv in self.bus.invocations if inv.function == names.rollback_function_name(self.stack)
+        ]
+        audit = self._audit_items()
+        notifications = self._notifications()
+        state = (self.progress or {}).get("state")
+        expected = {
+            "bad-canary": rolled_back,
+            "fault-injection": rolled_back,
+            "healthy": not rolled_back and state == "ready-to-finalize",
+            "no-traffic": not rolled_back and state == "paused",
+            "flapping": not rolled_back,
+        }[self.scenario]
+        return {
+            "scenario": self.scenario,
+            "stack": self.stack,
+            "endpoint": self.endpoint,
+            "strategy": self.ep.strategy.type,
+            "metrics": self.ep.triggers.metrics,
+            "rolled_back": rolled_back,
+            "ttr_seconds": ttr,
+            "detection_seconds": detection,
+            "predictions_total": self.predictions,
+            "predictions_failed": self.failed,
+            "weights_before": weights_before,
+            "weights_after": weights_after,
+            "handler_api_calls": sum(inv.api_calls for inv in rollback_calls if inv.ok),
+            "handler_invocations": [
+                {
+                    "function": inv.function,
+                    "at": round(inv.at.timestamp() - m.release, 1),
+                    "ok": inv.ok,
+                    "apiCalls": inv.api_calls,
+                    "error": inv.error,
+                    "result": inv.result,
+                }
+                for inv in self.bus.invocations
+            ],
+            "audit_items": len(audit),
+            "audit": audit,
+            "notifications": len(notifications),
+            "notification_subjects": notifications,
+            "quarantine": self._quarantine(),
+            "rollout_state": state,
+            "alarm": m.alarm_name,
+            "simulated_seconds": round(self._since_release(), 1),
+            "traffic_rate_per_second": self.rate,
+            "alarm_events": m.events,
+            "timeline": m.timeline,
+            "expectation_met": expected,
+        }
+
+    def _audit_items(self) -> list[dict[str, Any]]:
+        table = names.audit_table_name(self.stack)
+        ddb = self.emu.client("dynamodb")
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "KeyConditionExpression": "#e = :e",
+            "ExpressionAttributeNames": {"#e": "endpoint"},
+            "ExpressionAttributeValues": {":e": {"S": self.endpoint}},
+        }
+        while True:
+            page = ddb.query(**kwargs)
+            for item in page.get("Items", []):
+                items.append(
+                    {
+                        k: item[k].get("S")
+                        for k in ("at", "action", "outcome", "actor", "variant", "version")
+                        if k in item
+                    }
+                )
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _notifications(self) -> list[str]:
+        backend = self.emu.backend("sns")
+        arn = self.emu.arn("sns", names.topic_name(self.stack))
+        topic = backend.topics.get(arn)
+        return [n[2] or "" for n in topic.sent_notifications] if topic else []
+
+    def _quarantine(self) -> dict[str, Any] | None:
+        ssm = self.emu.client("ssm")
+        try:
+            p = ssm.get_parameter(Name=names.quarantine_parameter(self.stack, self.endpoint))
+        except ssm.exceptions.ParameterNotFound:
+            return None
+        try:
+            return dict(json.loads(p["Parameter"]["Value"]))
+        except ValueError:
+            return {"raw": p["Parameter"]["Value"]}
