@@ -221,9 +221,12 @@ class StackDocument:
             lines.insert(last_line + 1, " " * key_col + f"{key_text}: {value_text}{newline}")
         self._reparse("".join(lines))
 
-    def diff(self) -> str:
-        """Unified diff of the file on disk versus the edited document (empty when unchanged)."""
-        name = str(self.path)
+    def diff(self, label: str | None = None) -> str:
+        """Unified diff of the file on disk versus the edited document (empty when unchanged).
+
+        ``label`` names the file in the headers (e.g. relative to the project root, as git shows it).
+        """
+        name = label or str(self.path)
         return "".join(
             difflib.unified_diff(
                 self.original.splitlines(keepends=True),

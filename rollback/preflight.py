@@ -237,4 +237,3 @@ def gather_live(sagemaker: Any, ssm: Any, stack: str, physical: str) -> Live:
         progress=_get_json_parameter(ssm, names.rollout_progress_parameter(stack, physical)),
         quarantine=_get_json_parameter(ssm, names.quarantine_parameter(stack, physical)),
     )
-

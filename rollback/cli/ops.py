@@ -6,6 +6,7 @@ Thin: parse options, call :mod:`rollback.controller` / :mod:`rollback.preflight`
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -258,7 +259,7 @@ def preflight_cmd(
                     f"[{colour[f.severity]}]{f.severity}[/] {f.endpoint}: {f.message}", highlight=False
                 )
                 if f.fix and f.severity != "info":
-                    console.print(f"    fix: {f.fix}", highlight=False)
+                    console.print(f"    fix: {f.fix}", highlight=False, soft_wrap=True)
         if errors:
             raise GateError(
                 f"preflight failed for stack {stack}: {len(errors)} problem(s); pulumi up is not safe"
@@ -307,12 +308,13 @@ def finalize(
         doc = StackDocument.load(ctx.path)
         before = doc.release(ep.name)
         doc.set_release(ep.name, Release(candidate, None, before.shadow))
-        _record(ctx, ep.physical_name, "finalize", candidate, f"{candidate} becomes stable", doc.diff())
+        diff = doc.diff(str(ctx.path.relative_to(ctx.root)))
+        _record(ctx, ep.physical_name, "finalize", candidate, f"{candidate} becomes stable", diff)
         write_atomic(ctx.path, doc.render())
         if json_out:
-            print_json({"endpoint": ep.physical_name, "stable": candidate, "diff": doc.diff()})
+            print_json({"endpoint": ep.physical_name, "stable": candidate, "diff": diff})
         else:
-            console.print(doc.diff(), highlight=False, markup=False)
+            sys.stdout.write(diff)
             console.print(f"{ctx.path.name}: {candidate} is now stable; commit and run `pulumi up`")
 
 

@@ -1,0 +1,268 @@
+"""Stack changes as commits: ``revert`` (roll a stack back to a version) and ``promote`` (staging -> prod).
+
+Both rewrite ``environments/Pulumi.<stack>.yaml`` (comment-preserving, atomic), record the change
+in the stack's audit trail before writing it, print the diff, and with ``--apply`` run
+``pulumi up`` (Automation API) or the sandbox applier.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from typing import Annotated, Any
+
+import typer
+
+from rollback import audit, clock, names
+from rollback.cli.app import app as cli_app
+from rollback.cli.app import cli_errors as errors
+from rollback.cli.app import console, print_json
+from rollback.cli.ops import (
+    Context,
+    EndpointOpt,
+    JsonOpt,
+    ProjectOpt,
+    SandboxOpt,
+    StackOpt,
+    _record,
+    ensure_not_busy,
+)
+from rollback.errors import GateError, MLRollbackError, NotFoundError
+from rollback.gitops import Release, StackDocument, write_atomic
+from rollback.schema import check_versions
+
+ApplyOpt = Annotated[bool, typer.Option("--apply", help="Then run `pulumi up` (or the sandbox applier).")]
+SkipSchemaOpt = Annotated[
+    bool, typer.Option("--skip-schema-check", help="Do not refuse when a version declares no schema.")
+]
+
+
+def _schema_gate(ctx: Context, endpoint: str, baseline: str, targets: list[str], skip_unknown: bool) -> None:
+    doc = StackDocument.load(ctx.path)
+    paths = {v: spec.get("schema") for v, spec in doc.versions(endpoint).items()}
+    problems = []
+    for target in dict.fromkeys(t for t in targets if t):
+        result = check_versions(baseline, target, paths, ctx.root)
+        if result.differences or (result.unknown and not skip_unknown):
+            problems.append(result.explain())
+    if problems:
+        raise GateError("\n".join(problems))
+
+
+def _apply(ctx: Context, physical: str) -> dict[str, Any]:
+    ensure_not_busy(ctx, physical)
+    if ctx.sandbox:
+        import rollback.sandbox as sandbox
+
+        applier = getattr(sandbox, "apply_stack", None)
+        if applier is None:
+            raise MLRollbackError(
+                "this sandbox has no applier (rollback.sandbox.apply_stack); run `mlrollback sandbox up`"
+            )
+        return applier(ctx.root, ctx.stack)
+    from rollback import pulumi_ops
+
+    return pulumi_ops.up(
+        ctx.root, ctx.stack, on_output=lambda line: console.print(line, markup=False, end="")
+    )
+
+
+def _find_deployment(ctx: Context, physical: str, deployment: str) -> Release:
+    """The release recorded by the audit item whose id (after '#') or idempotency key is ``deployment``."""
+    cursor = None
+    for _ in range(50):
+        items, cursor = audit.query(
+            ctx.clients.dynamodb, ctx.settings.audit_table, physical, limit=100, cursor=cursor
+        )
+        for item in items:
+            ids = {str(item.get("at", "")).rsplit("#", 1)[-1], str(item.get("idempotencyKey", ""))}
+            release = (item.get("detail") or {}).get("release")
+            if deployment in ids and isinstance(release, dict) and release.get("stable"):
+                return Release(release["stable"], release.get("candidate"), release.get("shadow"))
+        if cursor is None:
+            break
+    raise NotFoundError(
+        f"no audit item with id {deployment!r} and a recorded release on {physical}; "
+        f"see `mlrollback history --stack {ctx.stack}`"
+    )
+
+
+@cli_app.command(rich_help_panel="Change")
+def revert(
+    stack: StackOpt,
+    endpoint: EndpointOpt,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Serve this catalog version as stable, no candidate.")
+    ] = None,
+    to_deployment: Annotated[
+        str | None,
+        typer.Option("--to-deployment", help="Restore the release recorded by this audit item id."),
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why, for the audit trail.")] = "stack revert",
+    apply: ApplyOpt = False,
+    skip_schema_check: SkipSchemaOpt = False,
+    project_dir: ProjectOpt = None,
+    sandbox: SandboxOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Roll the stack back as a reviewable change to environments/Pulumi.<stack>.yaml.
+
+    Without --to/--to-deployment the candidate is dropped (stable keeps serving). Refuses a
+    target whose input/output schema is not compatible with what clients use today.
+
+    Examples:
+
+      mlrollback revert --stack prod --endpoint fraud-scorer            # drop the candidate
+
+      mlrollback revert --stack prod --endpoint fraud-scorer --to v1 --apply
+
+      mlrollback revert --stack prod --endpoint fraud-scorer --to-deployment 01J9...
+    """
+    with errors():
+        if to and to_deployment:
+            raise GateError("give either --to or --to-deployment, not both")
+        ctx = Context(stack, project_dir, sandbox)
+        ep = ctx.cfg.endpoint(endpoint)
+        doc = StackDocument.load(ctx.path)
+        current = doc.release(ep.name)
+        if to_deployment:
+            target = _find_deployment(ctx, ep.physical_name, to_deployment)
+        elif to:
+            target = Release(to, None, current.shadow if current.shadow != to else None)
+        else:
+            target = Release(current.stable, None, current.shadow)
+        if target == current:
+            console.print(
+                f"{ep.name} already serves {current.stable} with no other change; nothing to revert"
+            )
+            return
+        _schema_gate(ctx, ep.name, current.stable, [target.stable, target.candidate or ""], skip_schema_check)
+        doc.set_release(ep.name, target)
+        diff = doc.diff(str(ctx.path.relative_to(ctx.root)))
+        _record(
+            ctx, ep.physical_name, "revert", target.stable, reason, diff,
+            release=target.as_dict(), previous=current.as_dict(),
+        )  # fmt: skip
+        write_atomic(ctx.path, doc.render())
+        applied = _apply(ctx, ep.physical_name) if apply else None
+        if json_out:
+            print_json(
+                {"endpoint": ep.physical_name, "release": target.as_dict(), "diff": diff, "applied": applied}
+            )
+            return
+        sys.stdout.write(diff)
+        if not apply:
+            console.print(f"review, commit and run `pulumi up --stack {stack}` (or rerun with --apply)")
+
+
+def _gates(src: Context, dst: Context, endpoint: str, version: str, max_age_hours: float) -> list[str]:
+    """Every promotion gate that fails, as one sentence each (empty: promote)."""
+    from rollback import controller
+
+    failed: list[str] = []
+    sep = src.cfg.endpoint(endpoint)
+    st = controller.endpoint_status(src.clients, src.settings, sep.physical_name)
+    alarming = [a["name"] for a in st["alarms"] if a.get("state") == "ALARM"]
+    if alarming:
+        failed.append(f"{src.stack}: alarms in ALARM on {sep.physical_name}: {', '.join(alarming)}")
+    q = st.get("quarantine")
+    if q and q.get("version") == version:
+        failed.append(f"{src.stack}: {version} is quarantined ({q.get('reason')})")
+    plan, progress = st.get("plan") or {}, st.get("progress") or {}
+    if sep.release.candidate == version:
+        if plan.get("candidate") != version or progress.get("state") != "ready-to-finalize":
+            failed.append(
+                f"{src.stack}: rollout of {version} is not finished "
+                f"(state {progress.get('state') or 'none'}); "
+                "wait for ready-to-finalize"
+            )
+    elif not (sep.release.stable == version and plan.get("stable") == version and not plan.get("candidate")):
+        failed.append(
+            f"{src.stack}: {version} is not deployed there (neither a finished candidate nor stable)"
+        )
+    since = clock.now() - timedelta(hours=max_age_hours)
+    items, _ = audit.query(
+        src.clients.dynamodb, src.settings.audit_table, sep.physical_name, limit=200, since=since
+    )
+    drills = [i for i in items if i.get("action") == "drill" and i.get("version") == version]
+    if not any(i.get("outcome") == "done" and (i.get("detail") or {}).get("passed", True) for i in drills):
+        failed.append(
+            f"{src.stack}: no passing drill of {version} in the last {max_age_hours:g} h; "
+            f"run `mlrollback drill --stack {src.stack}`"
+        )
+    dep = dst.cfg.endpoint(endpoint)
+    dst_q = controller.endpoint_status(dst.clients, dst.settings, dep.physical_name).get("quarantine")
+    if dst_q and dst_q.get("version") == version:
+        failed.append(f"{dst.stack}: {version} is quarantined there ({dst_q.get('reason')})")
+    return failed
+
+
+@cli_app.command(rich_help_panel="Change")
+def promote(
+    from_stack: Annotated[str, typer.Option("--from", help="Source stack, e.g. staging.")],
+    to_stack: Annotated[str, typer.Option("--to", help="Target stack, e.g. prod.")],
+    endpoint: EndpointOpt,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="Version to promote (default: the source's candidate, else stable)."),
+    ] = None,
+    max_age_hours: Annotated[
+        float | None,
+        typer.Option("--max-age-hours", help="Newest acceptable drill (default: rehearsal.maxAgeHours)."),
+    ] = None,
+    apply: ApplyOpt = False,
+    skip_schema_check: SkipSchemaOpt = False,
+    project_dir: ProjectOpt = None,
+    sandbox: SandboxOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Copy the source's healthy, rehearsed version into the target stack's release as candidate.
+
+    Gates: no source alarm in ALARM, the source rollout finished, a passing drill of that version
+    in the source audit trail within --max-age-hours, not quarantined, schema-compatible with the
+    target's stable. The target keeps its own strategy.
+
+    Examples:
+
+      mlrollback promote --from staging --to prod --endpoint fraud-scorer
+
+      mlrollback promote --from staging --to prod --endpoint fraud-scorer --apply --json
+    """
+    with errors():
+        src = Context(from_stack, project_dir, sandbox)
+        dst = Context(to_stack, project_dir, sandbox)
+        sep = src.cfg.endpoint(endpoint)
+        version = version or sep.release.candidate or sep.release.stable
+        age = max_age_hours if max_age_hours is not None else float(src.cfg.rehearsal.max_age_hours)
+        failed = _gates(src, dst, endpoint, version, age)
+        if failed:
+            raise GateError("promotion refused:\n" + "\n".join(f"  - {f}" for f in failed))
+        doc = StackDocument.load(dst.path)
+        current = doc.release(endpoint)
+        if version in (current.stable, current.candidate):
+            console.print(f"{to_stack} already serves {version} on {endpoint}; nothing to promote")
+            return
+        source_doc = StackDocument.load(src.path)
+        doc.add_version(endpoint, version, source_doc.versions(endpoint)[version])
+        _schema_gate(dst, endpoint, current.stable, [], skip_schema_check)  # target file readable
+        paths = {v: s.get("schema") for v, s in doc.versions(endpoint).items()}
+        result = check_versions(current.stable, version, paths, dst.root)
+        if result.differences or (result.unknown and not skip_schema_check):
+            raise GateError(result.explain())
+        target = Release(current.stable, version, current.shadow)
+        doc.set_release(endpoint, target)
+        diff = doc.diff(str(dst.path.relative_to(dst.root)))
+        physical = names.endpoint_name(to_stack, endpoint)
+        _record(
+            dst, physical, "promote", version, f"promoted from {from_stack}", diff,
+            release=target.as_dict(), previous=current.as_dict(), source=from_stack,
+        )  # fmt: skip
+        write_atomic(dst.path, doc.render())
+        applied = _apply(dst, physical) if apply else None
+        if json_out:
+            print_json({"endpoint": physical, "version": version, "diff": diff, "applied": applied})
+            return
+        sys.stdout.write(diff)
+        console.print(
+            f"{version} is the candidate of {physical}; commit and run `pulumi up --stack {to_stack}`"
+        )
