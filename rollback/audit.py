@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,7 +62,7 @@ class AuditItem:
         if self.outcome not in OUTCOMES:
             raise ValueError(f"audit outcome {self.outcome!r} is not one of {OUTCOMES}")
         if not self.at:
-            self.at = f"{clock.iso(clock.now())}#{uuid.uuid4().hex[:12]}"
+            self.at = f"{clock.iso(clock.now())}#{os.urandom(6).hex()}"
 
     def to_record(self) -> dict[str, Any]:
         """Plain JSON-able form (camelCase keys, as in docs/contracts.md), None values dropped."""
