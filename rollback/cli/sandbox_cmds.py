@@ -1,0 +1,196 @@
+"""``mlrollback drill`` (``--sandbox`` or real AWS) and ``mlrollback sandbox up|status|down``.
+
+Thin: parse, call :mod:`rollback.sandbox` (or :func:`rollback.drill.run_drill` against AWS),
+render. ``--json`` prints only the JSON report on stdout; exit code 0 when the scenario's
+expectation held, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from rollback.cli.app import app, console, err_console, find_project_root, print_json
+from rollback.errors import MLRollbackError, SandboxError
+
+sandbox_app = typer.Typer(
+    help="A local AWS emulator with the stack deployed, kept running in the background "
+    "(point boto3, the AWS CLI or `mlrollback ... --sandbox` at it).",
+    no_args_is_help=True,
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+_SCENARIO_HELP = "bad-canary | healthy | fault-injection | no-traffic | flapping"
+
+
+def _summary(report: dict[str, Any]) -> Table:
+    table = Table(title=f"drill {report['scenario']} on {report['stack']} ({report.get('endpoint')})")
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    for key in (
+        "rolled_back",
+        "ttr_seconds",
+        "detection_seconds",
+        "predictions_total",
+        "predictions_failed",
+        "weights_before",
+        "weights_after",
+        "rollout_state",
+        "handler_api_calls",
+        "audit_items",
+        "notifications",
+        "wall_seconds",
+        "expectation_met",
+    ):
+        value = report.get(key)
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    return table
+
+
+@app.command()
+def drill(
+    stack: Annotated[
+        str, typer.Option("--stack", "-s", help="Stack: environments/Pulumi.<stack>.yaml")
+    ] = "dev",
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Run on the embedded local AWS emulator")
+    ] = False,
+    scenario: Annotated[str, typer.Option("--scenario", help=_SCENARIO_HELP)] = "bad-canary",
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="Logical endpoint (default: first)")
+    ] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report", help="Write report.json + drill.png here")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON report")] = False,
+    project_dir: Annotated[Path | None, typer.Option("--project-dir", help="Project root")] = None,
+    i_know_this_is_prod: Annotated[bool, typer.Option("--i-know-this-is-prod", hidden=True)] = False,
+) -> None:
+    """Rehearse a rollback and measure time-to-rollback.
+
+    Examples:
+
+      mlrollback drill --stack dev --sandbox                      # bad canary, local emulator
+
+      mlrollback drill --stack dev --sandbox --scenario healthy --report reports/
+
+      mlrollback drill --stack staging                            # real AWS (fault injection)
+    """
+    root = find_project_root(project_dir)
+    if not sandbox:
+        try:
+            from rollback import drill as aws_drill
+        except ModuleNotFoundError:
+            raise MLRollbackError(
+                "the real-AWS drill (rollback/drill.py) is not available in this installation; "
+                "run the local one with --sandbox"
+            ) from None
+        from rollback.cli.app import clients_for, load_stack
+
+        cfg = load_stack(root, stack)
+        report = aws_drill.run_drill(
+            clients_for(root, None, sandbox=False),
+            cfg,
+            endpoint,
+            timeout_seconds=900,
+            i_know_this_is_prod=i_know_this_is_prod,
+        )
+    else:
+        from rollback.sandbox.drill import run_drill
+
+        if as_json:
+            report = run_drill(stack, scenario, project_dir=root, endpoint=endpoint)
+        else:
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console) as bar:
+                task = bar.add_task(f"drill {scenario} on {stack}", total=None)
+
+                def show(stage: str, data: dict[str, Any]) -> None:
+                    text = data.get("message") or ", ".join(f"{k}={v}" for k, v in data.items())
+                    bar.update(task, description=f"{stage}: {text}")
+
+                report = run_drill(stack, scenario, project_dir=root, endpoint=endpoint, progress=show)
+    if report_dir is not None:
+        from rollback.sandbox.report import write_report
+
+        json_path, png_path = write_report(report, report_dir)
+        if not as_json:
+            console.print(f"report: {json_path}  picture: {png_path}")
+    if as_json:
+        print_json(report)
+    else:
+        console.print(_summary(report))
+        verdict = (
+            "[green]expectation met[/]" if report.get("expectation_met") else "[red]expectation NOT met[/]"
+        )
+        console.print(verdict)
+    raise typer.Exit(0 if report.get("expectation_met") else 1)
+
+
+@sandbox_app.command("up")
+def sandbox_up(
+    stack: Annotated[str, typer.Option("--stack", "-s", help="Stack to deploy into the emulator")] = "dev",
+    project_dir: Annotated[Path | None, typer.Option("--project-dir", help="Project root")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Start the emulator in the background with the stack deployed.
+
+    Then: export AWS_ENDPOINT_URL=$(cat .mlrollback/sandbox/endpoint_url) and use boto3 / aws CLI,
+    or `mlrollback status --stack dev --sandbox`.
+    """
+    from rollback.sandbox.daemon import start_background
+
+    root = find_project_root(project_dir)
+    info = start_background(root, stack)
+    if as_json:
+        print_json(info)
+    else:
+        console.print(f"sandbox for [bold]{stack}[/] running at {info['endpoint_url']} (pid {info['pid']})")
+        console.print(
+            f"export AWS_ENDPOINT_URL={info['endpoint_url']} AWS_ACCESS_KEY_ID=testing "
+            f"AWS_SECRET_ACCESS_KEY=testing AWS_REGION={info['region']}"
+        )
+
+
+@sandbox_app.command("status")
+def sandbox_status(
+    project_dir: Annotated[Path | None, typer.Option("--project-dir", help="Project root")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Is a background sandbox running here, and where. Exit 3 when none is."""
+    from rollback.sandbox.daemon import pid_alive, read_info
+    from rollback.sandbox.emulator import ping
+
+    root = find_project_root(project_dir)
+    info = read_info(root)
+    running = bool(info) and pid_alive(int(info["pid"])) and ping(str(info["endpoint_url"]))
+    status = {"running": running, **(info or {})}
+    if as_json:
+        print_json(status)
+    elif running:
+        console.print(f"running: stack {info['stack']} at {info['endpoint_url']} (pid {info['pid']})")  # type: ignore[index]
+    else:
+        console.print("no sandbox running (start one with `mlrollback sandbox up --stack dev`)")
+    raise typer.Exit(0 if running else 3)
+
+
+@sandbox_app.command("down")
+def sandbox_down(
+    project_dir: Annotated[Path | None, typer.Option("--project-dir", help="Project root")] = None,
+) -> None:
+    """Stop the background sandbox and forget its state."""
+    from rollback.sandbox.daemon import stop_background
+
+    root = find_project_root(project_dir)
+    info = stop_background(root)
+    if info is None:
+        console.print("no sandbox was running")
+    else:
+        console.print(f"stopped sandbox for {info.get('stack')} (pid {info['pid']})")
+
+
+__all__ = ["SandboxError", "drill", "sandbox_app"]
