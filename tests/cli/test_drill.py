@@ -1,0 +1,89 @@
+"""The real-stack rehearsal against moto: refusals, timeout, and a drain seen and undone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.config import load_stack_file
+from rollback import audit, controller, names
+from rollback.aws import Clients
+from rollback.drill import run_drill
+from rollback.errors import GateError
+from tests.cli.conftest import audit_table, deploy_endpoint
+
+
+def _clients(aws: dict[str, Any]) -> Clients:
+    return Clients(**aws)
+
+
+def test_drill_refuses_a_production_stack_without_the_flag(project: Path, aws: dict[str, Any]) -> None:
+    cfg = load_stack_file(project / "environments/Pulumi.prod.yaml", "prod")
+    with pytest.raises(GateError, match="--i-know-this-is-prod"):
+        run_drill(_clients(aws), cfg, "fraud-scorer", timeout_seconds=1, i_know_this_is_prod=False)
+
+
+def test_drill_that_sees_no_drain_records_a_failed_drill_and_resets_the_alarm(
+    project: Path, aws: dict[str, Any]
+) -> None:
+    table = audit_table(aws, "staging")
+    physical = deploy_endpoint(aws, "staging", weights={"stable": 90, "candidate": 10})
+    cfg = load_stack_file(project / "environments/Pulumi.staging.yaml", "staging")
+    report = run_drill(
+        _clients(aws), cfg, "fraud-scorer", timeout_seconds=0.2, i_know_this_is_prod=False, poll_seconds=0.05
+    )
+    assert report["rolled_back"] is False and report["ttr_seconds"] is None
+    alarm = names.alarm_name(physical, "candidate", "errors")
+    assert aws["cloudwatch"].describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["StateValue"] == "OK"
+    items, _ = audit.query(aws["dynamodb"], table, physical)
+    assert [(i["action"], i["outcome"], i["version"]) for i in items] == [("drill", "failed", "v2")]
+
+
+def test_drill_measures_the_drain_then_restores_weights_and_clears_quarantine(
+    project: Path, aws: dict[str, Any]
+) -> None:
+    table = audit_table(aws, "staging")
+    physical = deploy_endpoint(aws, "staging", weights={"stable": 90, "candidate": 10})
+    cfg = load_stack_file(project / "environments/Pulumi.staging.yaml", "staging")
+    clients = _clients(aws)
+
+    def lambda_reacts(_message: str, _elapsed: float) -> None:
+        # Stands in for the deployed rollback Lambda reacting to the forced alarm.
+        if aws["sagemaker"].describe_endpoint(EndpointName=physical)["ProductionVariants"][1][
+            "CurrentWeight"
+        ]:
+            controller.drain(
+                clients,
+                controller.Settings.for_stack("staging"),
+                physical,
+                actor="lambda:test",
+                reason="alarm",
+                kind="auto",
+            )
+
+    report = run_drill(
+        clients,
+        cfg,
+        "fraud-scorer",
+        timeout_seconds=10,
+        i_know_this_is_prod=False,
+        progress=lambda_reacts,
+        poll_seconds=0.01,
+    )
+    assert report["rolled_back"] is True and report["ttr_seconds"] is not None
+    assert report["weights_after"]["candidate"] == 0
+    weights = {
+        v["VariantName"]: v["CurrentWeight"]
+        for v in aws["sagemaker"].describe_endpoint(EndpointName=physical)["ProductionVariants"]
+    }
+    assert weights == {"stable": 90.0, "candidate": 10.0}
+    assert (
+        aws["ssm"].get_parameters_by_path(Path=names.quarantine_prefix("staging"), Recursive=True)[
+            "Parameters"
+        ]
+        == []
+    )
+    drills = [i for i in audit.query(aws["dynamodb"], table, physical)[0] if i["action"] == "drill"]
+    assert drills[0]["outcome"] == "done" and drills[0]["detail"]["passed"] is True
