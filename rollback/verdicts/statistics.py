@@ -82,7 +82,12 @@ def welch_ttest(
     effect = mean_b - mean_a
     half = stats.t.ppf(1 - alpha / 2, df) * se
     return Comparison(
-        float(result.statistic), float(result.pvalue), effect, float(effect - half), float(effect + half), float(df)
+        float(result.statistic),
+        float(result.pvalue),
+        effect,
+        float(effect - half),
+        float(effect + half),
+        float(df),
     )
 
 
