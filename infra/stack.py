@@ -94,6 +94,19 @@ def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any
     identity = aws.get_caller_identity()
     partition = aws.get_partition().partition
     scope = AwsScope(partition=partition, region=cfg.region, account=identity.account_id)
+    # Every (synchronous) invoke happens before the first resource is registered: a sync invoke
+    # pumps the event loop, and with registrations pending that made the program quadratic.
+    quarantines = {ep.name: read_quarantine(cfg.stack, ep) for ep in cfg.endpoints}
+    image_cache: dict[tuple[str | None, str | None, str | None], ImageRef] = {}
+    images: dict[str, dict[str, ImageRef]] = {}
+    for ep in cfg.endpoints:
+        images[ep.name] = {}
+        for version in ep.versions_in_use():
+            spec = ep.versions[version]
+            cache_key = (spec.image, spec.repository, spec.framework_version)
+            if cache_key not in image_cache:
+                image_cache[cache_key] = resolve_image(cfg, ep, version, scope)
+            images[ep.name][version] = image_cache[cache_key]
     tags = {"mlrollback:stack": cfg.stack, "mlrollback:environment": cfg.environment}
     root = code_root or str(project_root_dir() or Path(__file__).resolve().parent.parent)
 
@@ -127,7 +140,7 @@ def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any
     endpoint_names: dict[str, pulumi.Output[str]] = {}
     quarantined: list[str] = []
     for ep in cfg.endpoints:
-        q = read_quarantine(cfg.stack, ep)
+        q = quarantines[ep.name]
         if q.quarantined:
             quarantined.append(ep.physical_name)
         versions = {
@@ -146,7 +159,7 @@ def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any
                 endpoint=ep,
                 scope=scope,
                 weights=declared_weights(ep, quarantined=q.quarantined),
-                images={v: resolve_image(cfg, ep, v, scope) for v in ep.versions_in_use()},
+                images=images[ep.name],
                 bucket_name=registry.bucket_name,
                 bucket_arn=registry.bucket_arn,
                 kms_key_arn=registry.kms_key_arn,
