@@ -25,7 +25,7 @@ import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rollback import audit, clock, names, notify, policy, records
@@ -145,7 +145,13 @@ def is_retryable(exc: BaseException) -> bool:
     code = _code(exc)
     if code in THROTTLE_CODES:
         return True
-    message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
+    response = getattr(exc, "response", {})
+    if code == "TransactionCanceledException":
+        # Two racing transactions on one guard item: DynamoDB cancels one with TransactionConflict;
+        # the retry then sees the winner's guard and reports a duplicate.
+        reasons = {r.get("Code") for r in response.get("CancellationReasons") or []}
+        return "TransactionConflict" in reasons
+    message = response.get("Error", {}).get("Message", "")
     return code == "ValidationException" and bool(_BUSY_MESSAGE.search(message))
 
 
@@ -184,8 +190,8 @@ class EndpointState:
 
 
 def _as_utc(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value.astimezone(clock.now().tzinfo) if value.tzinfo else None
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
     return None
 
 
