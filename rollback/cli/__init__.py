@@ -1,9 +1,9 @@
 """The ``mlrollback`` operator CLI (typer + rich). Never imported on the Lambda path.
 
 Commands live in modules of this package, each registering on :data:`app`:
-``ops`` (status, history, rollback, preflight, drill, finalize), ``gitops`` (revert, promote),
-``sandbox_cmds`` (sandbox up/status/down and ``drill --sandbox``), ``verdicts``
-(shadow-report, ab-report). A module that is not there yet is simply not registered.
+``ops`` (status, history, rollback, preflight, finalize, clear-quarantine), ``gitops`` (revert, promote),
+``sandbox_cmds`` (sandbox up/status/down and ``drill``, with or without ``--sandbox``), ``verdicts``
+(shadow-report, ab-report, drift-report). A module that is not there yet is simply not registered.
 """
 
 from __future__ import annotations
