@@ -343,9 +343,7 @@ def _finish(
             )
         except Exception as mark_exc:  # the original error is the one to surface
             log(logging.ERROR, "could not record pending follow-ups", key=key, error=str(mark_exc))
-        if isinstance(exc, RetryExhaustedError):
-            raise
-        raise RetryExhaustedError(f"follow-up after the audit item failed: {exc}") from exc
+        raise
     return done
 
 
@@ -408,7 +406,22 @@ def drain_candidate(
         "alarm": alarm,
         "idempotencyKey": idempotency_key,
     }
-    state = describe_endpoint(clients, endpoint, retry, wait_ready=True)
+    try:
+        state = describe_endpoint(clients, endpoint, retry, wait_ready=True)
+    except (RetryExhaustedError, ConflictError) as exc:
+        failed = audit.AuditItem(
+            endpoint=endpoint,
+            action="drain",
+            actor=actor,
+            reason=reason,
+            variant=names.CANDIDATE,
+            version=version,
+            alarm=alarm,
+            idempotency_key=idempotency_key,
+            detail={"kind": kind},
+        )
+        _record_failure(clients, settings, failed, exc)
+        raise
     decision = policy.decide_alarm(state.weights, names.CANDIDATE, "ALARM")
     pct_before = policy.percents(state.weights)
 

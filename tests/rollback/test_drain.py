@@ -225,7 +225,8 @@ def test_endpoint_updating_until_retries_run_out_raises_and_records_nothing_as_d
     assert len(vclock.slept) == 3 and sum(vclock.slept) <= 0.5 + 1 + 2
     assert world.weights() == {"stable": 90.0, "candidate": 10.0}
     assert world.quarantine() is None and world.messages() == []
-    assert all(i["outcome"] != "done" for i in world.audit_items())
+    [failed] = world.audit_items()
+    assert failed["outcome"] == "failed" and "stayed Updating" in failed["detail"]["error"]
 
 
 def test_throttled_update_is_retried_then_exhaustion_records_a_failed_item(world: World) -> None:
