@@ -371,18 +371,23 @@ class EventBus:
 
 @contextmanager
 def _captured_logs(buffer: io.StringIO) -> Iterator[None]:
-    """What a function prints or logs goes to ``buffer`` (its CloudWatch Logs), not our stdout."""
+    """What a function prints or logs goes to ``buffer`` (its CloudWatch Logs), not our stdout.
+
+    Streams are swapped by assignment, not ``setStream``: that would flush the previous stream,
+    which may be a closed capture (e.g. a finished CLI test runner).
+    """
     logger = logging.getLogger("mlrollback")
-    for h in logger.handlers:
-        if isinstance(h, logging.StreamHandler):
-            h.setStream(buffer)
+    saved = [(h, h.stream) for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+    for h, _ in saved:
+        h.stream = buffer
     try:
         with redirect_stdout(buffer):
             yield
     finally:
         for h in logger.handlers:
             if isinstance(h, logging.StreamHandler) and h.stream is buffer:
-                h.setStream(sys.stdout)
+                # A handler created during this call bound to our buffer: point it at the real stdout.
+                h.stream = dict(saved).get(h, sys.__stdout__)
 
 
 def _resolve_handler(handler: str, function: str) -> Callable[[Any, Any], Any]:
