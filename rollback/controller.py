@@ -315,14 +315,15 @@ def _finish(
             done.append("quarantine")
         if "notify" in remaining:
             n = remaining["notify"]
-            if settings.topic_arn:
+            topic = n.get("topic") or settings.topic_arn
+            if topic:
                 message = notify.Message(subject=n["subject"], body=json.loads(n["body"]))
                 call(
                     "Publish",
                     notify.publish,
                     retry,
                     sns=clients.sns,
-                    topic_arn=settings.topic_arn,
+                    topic_arn=topic,
                     message=message,
                 )
                 done.append("notify")
@@ -515,8 +516,9 @@ def drain_candidate(
         return _result(
             "duplicate", "another delivery of this state change already recorded the drain", **base
         )
+    topic = topic_arn_for(settings, state.raw.get("EndpointArn"))
     pending = _followups(
-        settings, endpoint, version, alarm, reason, actor, kind, pct_before, pct_after, item.at
+        settings, topic, endpoint, version, alarm, reason, actor, kind, pct_before, pct_after, item.at
     )
     done = _finish(clients, settings, idempotency_key, pending, retry)
     return _result(
@@ -530,8 +532,23 @@ def drain_candidate(
     )
 
 
+def topic_arn_for(settings: Settings, endpoint_arn: str | None) -> str | None:
+    """The stack's topic ARN: from settings, else built from the endpoint's ARN (no extra call).
+
+    The CLI knows the stack but not the account; the endpoint ARN from DescribeEndpoint carries
+    partition, region and account, and the topic name comes from :mod:`rollback.names`.
+    """
+    if settings.topic_arn:
+        return settings.topic_arn
+    parts = (endpoint_arn or "").split(":")
+    if len(parts) < 6 or not parts[4]:
+        return None
+    return f"arn:{parts[1]}:sns:{parts[3]}:{parts[4]}:{names.topic_name(settings.stack)}"
+
+
 def _followups(
     settings: Settings,
+    topic_arn: str | None,
     endpoint: str,
     version: str,
     alarm: str | None,
@@ -566,7 +583,7 @@ def _followups(
     )
     return {
         "quarantine": {"name": settings.quarantine_parameter(endpoint), "value": quarantine.to_json()},
-        "notify": {"subject": message.subject, "body": message.to_json()},
+        "notify": {"subject": message.subject, "body": message.to_json(), "topic": topic_arn},
     }
 
 
@@ -644,7 +661,8 @@ def _already_drained(
     )
     if not written:
         return _result("duplicate", "another delivery of this state change already recorded it", **base)
-    pending = _followups(settings, endpoint, version, alarm, reason, actor, kind, pct, pct, item.at)
+    topic = topic_arn_for(settings, state.raw.get("EndpointArn"))
+    pending = _followups(settings, topic, endpoint, version, alarm, reason, actor, kind, pct, pct, item.at)
     done = _finish(clients, settings, key, pending, retry)
     return _result(
         "completed",
@@ -730,7 +748,17 @@ def _stable_alarm(
         actor=actor,
     )
     done = _finish(
-        clients, settings, key, {"notify": {"subject": message.subject, "body": message.to_json()}}, retry
+        clients,
+        settings,
+        key,
+        {
+            "notify": {
+                "subject": message.subject,
+                "body": message.to_json(),
+                "topic": topic_arn_for(settings, state.raw.get("EndpointArn")),
+            }
+        },
+        retry,
     )
     return _result("notified", decision.reason, **base, weightsBefore=pct, weightsAfter=pct, followUps=done)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rollback import names
-from rollback.controller import drain, handle_alarm
+from rollback.controller import Settings, drain, handle_alarm
 from rollback.errors import EventError, RetryExhaustedError
 from rollback.events import parse_alarm_event
 from tests.rollback.conftest import Faulty, World, alarm_event, instant_retry
@@ -331,3 +331,12 @@ def test_manual_drain_uses_the_same_path_and_records_the_actor(world: World) -> 
     assert world.quarantine()["kind"] == "manual"
     with pytest.raises(ValueError, match="needs a reason"):
         drain(world.clients, world.settings, world.endpoint, actor="cli:alice", reason=" ")
+
+
+def test_manual_drain_without_a_topic_setting_notifies_the_stack_topic(world: World) -> None:
+    cli_settings = Settings.for_stack("dev")  # the CLI knows the stack, not the account
+
+    drain(world.clients, cli_settings, world.endpoint, actor="cli:alice", reason="bad outputs")
+
+    [message] = world.messages()
+    assert message["body"]["by"] == "cli:alice" and message["body"]["kind"] == "manual"
