@@ -128,7 +128,9 @@ def drill(
             "[green]expectation met[/]" if report.get("expectation_met") else "[red]expectation NOT met[/]"
         )
         console.print(verdict)
-    raise typer.Exit(0 if report.get("expectation_met") else 1)
+    if not report.get("expectation_met"):
+        # SystemExit, not typer.Exit: with standalone_mode=False click returns Exit's code instead of exiting.
+        raise SystemExit(1)
 
 
 @sandbox_app.command("up")
@@ -175,7 +177,8 @@ def sandbox_status(
         console.print(f"running: stack {info['stack']} at {info['endpoint_url']} (pid {info['pid']})")  # type: ignore[index]
     else:
         console.print("no sandbox running (start one with `mlrollback sandbox up --stack dev`)")
-    raise typer.Exit(0 if running else 3)
+    if not running:
+        raise SystemExit(3)
 
 
 @sandbox_app.command("down")

@@ -136,6 +136,8 @@ def serve(stack: str, root: Path) -> None:
         now = lambda: datetime.now(UTC)  # noqa: E731
         cloud = SimulatedCloud(emu, now)
         moto_patches.set_invoke_hook(cloud.route)
+        # A new emulator starts empty: the previous daemon's applier state describes nothing here.
+        (base / "applied.json").unlink(missing_ok=True)
         result = apply_program(emu, stack=stack, config=config, state_path=base / "applied.json")
         evaluator = AlarmEvaluator(emu.backend("cloudwatch"), now)
         bus = EventBus(emu, now)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-import urllib.request
+import socket
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -132,10 +133,14 @@ def reset_backends() -> None:
 
 
 def ping(endpoint_url: str, timeout: float = 1.0) -> bool:
-    """True when a moto server answers at ``endpoint_url`` (used by ``sandbox status``)."""
+    """True when something accepts connections at ``endpoint_url`` (used by ``sandbox status``).
+
+    A TCP connect, not an API call: moto's state dump grows with the deployed stack.
+    """
+    parsed = urllib.parse.urlparse(endpoint_url)
     try:
-        with urllib.request.urlopen(f"{endpoint_url}/moto-api/data.json", timeout=timeout) as resp:
-            return bool(resp.status == 200)
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 80), timeout=timeout):
+            return True
     except OSError:
         return False
 
