@@ -18,7 +18,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -26,6 +26,7 @@ from typing import Any, Final
 import yaml
 
 from rollback import names
+from rollback.drift import ENV_DRIFT_JOBS
 from rollback.errors import ConfigError
 
 PROJECT: Final = "mlrollback"
@@ -59,6 +60,21 @@ TERMINATION_WAIT_SECONDS: Final = 120
 WAIT_INTERVAL_RANGE: Final = (0, 3600)
 #: All-at-once is for fast, low-risk changes: the guardrail bake is capped at this.
 ALL_AT_ONCE_MAX_WAIT_SECONDS: Final = 60
+
+#: Data capture lands under ``s3://<artifacts bucket>/<this>/<endpoint>/<variant>/yyyy/mm/dd/hh/``.
+DATA_CAPTURE_PREFIX: Final = "data-capture"
+#: The drift job runs every this many minutes; its alarm period and window bounds follow it.
+DRIFT_SCHEDULE_MINUTES: Final = 15
+#: Drift windows: at least one schedule interval (no input is skipped between runs), at most a day
+#: for the candidate (the job reads every capture object of the window within its 300 s timeout).
+DRIFT_WINDOW_RANGE: Final = (DRIFT_SCHEDULE_MINUTES, 24 * 60)
+DRIFT_BASELINE_WINDOW_RANGE: Final = (DRIFT_SCHEDULE_MINUTES, 7 * 24 * 60)
+#: The job reads at most this many capture records per side (rollback.drift / rollback.capture).
+DRIFT_MAX_SAMPLES: Final = 50_000
+#: Lambda's limit on a function's environment, measured on the JSON of the variables map.
+LAMBDA_ENVIRONMENT_LIMIT_BYTES: Final = 4096
+#: Longest partition name (``aws-us-gov``): the environment bound assumes the longest ARNs.
+_LONGEST_PARTITION: Final = "aws-us-gov"
 
 _S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -137,10 +153,19 @@ class QualityTrigger:
 
 @dataclass(frozen=True)
 class DriftTrigger:
-    """Input drift score threshold and whether breaching it rolls back or only notifies."""
+    """Input drift score threshold, what breaching it does, and how the scheduled job measures it.
+
+    ``baseline_uri`` is a training sample (CSV or JSON lines); without it the job compares the
+    candidate with the stable variant's captures of the last ``baseline_window_minutes``.
+    """
 
     max_score: float
     action: str = "rollback"
+    baseline_uri: str | None = None
+    baseline_skip_columns: int = 0
+    min_samples: int = 500
+    window_minutes: int = 60
+    baseline_window_minutes: int = 24 * 60
 
 
 @dataclass(frozen=True)
@@ -497,19 +522,7 @@ def _parse_triggers(raw: Any, key: str, problems: _Problems) -> Triggers:
             problems.add(q.key, f"min {qmin} must be below max {qmax}")
         quality = QualityTrigger(metric=q.str_("metric", "quality") or "quality", min=qmin, max=qmax)
 
-    drift = None
-    if r.data.get("drift") is not None:
-        d = _Reader(r.data["drift"], r.k("drift"), problems)
-        d.unknown({"maxScore", "action"})
-        score = d.num("maxScore", None)
-        if score is None:
-            problems.add(d.k("maxScore"), "is required with drift (e.g. 0.2 for PSI)")
-        elif score <= 0:
-            problems.add(d.k("maxScore"), f"{score} must be > 0")
-        action = d.str_("action", "rollback") or "rollback"
-        if action not in DRIFT_ACTIONS:
-            problems.add(d.k("action"), f"unknown action {action!r}; use rollback or notify")
-        drift = DriftTrigger(max_score=score or 0.0, action=action)
+    drift = _parse_drift(r.data["drift"], r.k("drift"), problems) if r.data.get("drift") is not None else None
 
     return Triggers(
         metrics=metrics,
@@ -520,6 +533,57 @@ def _parse_triggers(raw: Any, key: str, problems: _Problems) -> Triggers:
         p99_latency_ms=latency if latency is not None else 1000,
         quality=quality,
         drift=drift,
+    )
+
+
+def _parse_drift(raw: Any, key: str, problems: _Problems) -> DriftTrigger:
+    d = _Reader(raw, key, problems)
+    d.unknown(
+        {
+            "maxScore",
+            "action",
+            "baselineUri",
+            "baselineSkipColumns",
+            "minSamples",
+            "windowMinutes",
+            "baselineWindowMinutes",
+        }
+    )
+    score = d.num("maxScore", None)
+    if score is None:
+        problems.add(d.k("maxScore"), "is required with drift (e.g. 0.2 for PSI)")
+    elif score <= 0:
+        problems.add(d.k("maxScore"), f"{score} must be > 0")
+    action = d.str_("action", "rollback") or "rollback"
+    if action not in DRIFT_ACTIONS:
+        problems.add(d.k("action"), f"unknown action {action!r}; use rollback or notify")
+    baseline = d.str_("baselineUri")
+    if baseline and not (_S3_URI_RE.match(baseline) and baseline.endswith((".csv", ".jsonl", ".json"))):
+        problems.add(
+            d.k("baselineUri"),
+            f"{baseline!r} is not an S3 URI of a .csv, .jsonl or .json (JSON lines) training sample",
+        )
+    skip = d.int_("baselineSkipColumns", 0, 0)
+    if skip and not baseline:
+        problems.add(
+            d.k("baselineSkipColumns"), "only applies to a baselineUri CSV; add baselineUri or remove it"
+        )
+    min_samples = d.int_("minSamples", 500, 1, DRIFT_MAX_SAMPLES)
+    window = d.int_("windowMinutes", 60, *DRIFT_WINDOW_RANGE)
+    baseline_window = d.int_("baselineWindowMinutes", 24 * 60, *DRIFT_BASELINE_WINDOW_RANGE)
+    if baseline and "baselineWindowMinutes" in d.data:
+        problems.add(
+            d.k("baselineWindowMinutes"),
+            "only applies without baselineUri (stable captures as the baseline); remove one of them",
+        )
+    return DriftTrigger(
+        max_score=score or 0.0,
+        action=action,
+        baseline_uri=baseline,
+        baseline_skip_columns=skip,
+        min_samples=min_samples,
+        window_minutes=window,
+        baseline_window_minutes=baseline_window,
     )
 
 
@@ -643,6 +707,11 @@ def _parse_endpoint(
     dc = _Reader(r.data.get("dataCapture"), r.k("dataCapture"), problems)
     dc.unknown({"samplingPercent"})
     capture = _percent(dc, "samplingPercent", 20, lo_open=False)
+    if triggers.drift is not None and capture == 0:
+        problems.add(
+            dc.k("samplingPercent"),
+            "is 0 but triggers.drift needs captured inputs; set a share > 0 or remove triggers.drift",
+        )
 
     tags_raw = r.data.get("tags") or {}
     tags: dict[str, str] = {}
@@ -753,6 +822,9 @@ def validate(
             else:
                 seen[ep.name] = i
             endpoints.append(ep)
+
+    if endpoints and region and not problems.items:
+        _check_drift_environment(stack, region, bucket if not create else None, endpoints, problems)
 
     problems.raise_if_any()
     return StackConfig(
@@ -928,3 +1000,103 @@ def declared_weights(ep: EndpointConfig, *, quarantined: bool = False) -> dict[s
     first = ep.strategy.candidate_steps()[0]
     cand = 0 if quarantined else first
     return {names.STABLE: 100 - cand, names.CANDIDATE: cand}
+
+
+# ----------------------------------------------------------------------------------------------
+# Lambda environments and the drift jobs (docs/contracts.md "Lambda functions", docs/verdicts.md)
+# ----------------------------------------------------------------------------------------------
+
+
+def lambda_environment(stack: str, audit_table: Any, topic_arn: Any) -> dict[str, Any]:
+    """The contract environment every mlrollback Lambda gets (values may be Pulumi Outputs)."""
+    return {
+        names.ENV_STACK: stack,
+        names.ENV_AUDIT_TABLE: audit_table,
+        names.ENV_TOPIC_ARN: topic_arn,
+        names.ENV_QUARANTINE_PREFIX: names.quarantine_prefix(stack),
+        names.ENV_ROLLOUT_PREFIX: names.rollout_prefix(stack),
+    }
+
+
+def capture_uri(bucket: str) -> str:
+    """The endpoints' data-capture ``DestinationS3Uri`` in the artifacts bucket ``bucket``."""
+    return f"s3://{bucket}/{DATA_CAPTURE_PREFIX}"
+
+
+def drift_job(ep: EndpointConfig, capture: str) -> dict[str, Any]:
+    """One entry of ``MLROLLBACK_DRIFT_JOBS`` (keys as ``rollback.drift.DriftJob.from_dict`` parses them).
+
+    The job scores the candidate: that is the variant whose drift alarm can drain it.
+    """
+    d = ep.triggers.drift
+    if d is None:
+        raise ValueError(f"endpoint {ep.name!r} has no triggers.drift")
+    job: dict[str, Any] = {
+        "endpoint": ep.physical_name,
+        "captureUri": capture,
+        "variant": names.CANDIDATE,
+        "maxScore": d.max_score,
+        "minSamples": d.min_samples,
+        "windowMinutes": d.window_minutes,
+    }
+    if d.baseline_uri:
+        job["baselineUri"] = d.baseline_uri
+        if d.baseline_skip_columns:
+            job["baselineSkipColumns"] = d.baseline_skip_columns
+    else:
+        job["baselineWindowMinutes"] = d.baseline_window_minutes
+    return job
+
+
+def drift_endpoints(endpoints: Sequence[EndpointConfig]) -> list[EndpointConfig]:
+    """Endpoints that configure ``triggers.drift`` (the drift function exists only if there is one)."""
+    return [ep for ep in endpoints if ep.triggers.drift is not None]
+
+
+def drift_jobs_json(endpoints: Sequence[EndpointConfig], bucket: str) -> str:
+    """``MLROLLBACK_DRIFT_JOBS``: compact JSON (the 4 KB environment limit counts every byte)."""
+    capture = capture_uri(bucket)
+    jobs = [drift_job(ep, capture) for ep in drift_endpoints(endpoints)]
+    return json.dumps(jobs, separators=(",", ":"))
+
+
+def environment_size(variables: Mapping[str, str]) -> int:
+    """Bytes Lambda counts against its 4 KB limit: the JSON of the variables map."""
+    return len(json.dumps(dict(variables), separators=(",", ":")).encode("utf-8"))
+
+
+def drift_environment_bound(
+    stack: str, region: str, bucket: str | None, endpoints: Sequence[EndpointConfig]
+) -> int:
+    """Upper bound of the drift function's environment size, computable before anything exists.
+
+    A created bucket's name is only known after creation: assume the longest S3 bucket name (63),
+    and the longest partition in the topic ARN, so a config that passes here always fits.
+    """
+    topic = f"arn:{_LONGEST_PARTITION}:sns:{region}:{'0' * 12}:{names.topic_name(stack)}"
+    env = lambda_environment(stack, names.audit_table_name(stack), topic)
+    env[ENV_DRIFT_JOBS] = drift_jobs_json(endpoints, bucket or "b" * 63)
+    return environment_size(env)
+
+
+def _check_drift_environment(
+    stack: str, region: str, bucket: str | None, endpoints: list[EndpointConfig], problems: _Problems
+) -> None:
+    drifting = drift_endpoints(endpoints)
+    if not drifting:
+        return
+    size = drift_environment_bound(stack, region, bucket, drifting)
+    if size <= LAMBDA_ENVIRONMENT_LIMIT_BYTES:
+        return
+    fit = 0
+    while fit < len(drifting) and (
+        drift_environment_bound(stack, region, bucket, drifting[: fit + 1]) <= LAMBDA_ENVIRONMENT_LIMIT_BYTES
+    ):
+        fit += 1
+    problems.add(
+        f"{PROJECT}:endpoints",
+        f"{len(drifting)} endpoints configure triggers.drift; their jobs need up to {size} bytes of "
+        f"environment on the drift function ({ENV_DRIFT_JOBS}), more than Lambda's "
+        f"{LAMBDA_ENVIRONMENT_LIMIT_BYTES}-byte limit. Configure drift on at most {fit} of them, "
+        "shorten their baselineUri values, or split the endpoints across stacks",
+    )

@@ -17,9 +17,10 @@ import pulumi_aws as aws
 
 from infra.components.alarms import Alarms, AlarmsArgs
 from infra.components.autorollback import AutoRollback, AutoRollbackArgs
+from infra.components.drift import DriftJob, DriftJobArgs
 from infra.components.endpoint import AwsScope, Endpoint, EndpointArgs, ImageRef
 from infra.components.registry import Registry, RegistryArgs
-from infra.config import EndpointConfig, StackConfig, declared_weights, project_root_dir
+from infra.config import EndpointConfig, StackConfig, declared_weights, drift_endpoints, project_root_dir
 from rollback import names
 
 _ECR_RE = re.compile(
@@ -113,6 +114,7 @@ def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any
     registry = Registry(
         f"mlrollback-{cfg.stack}-registry",
         RegistryArgs(
+            stack=cfg.stack,
             partition=partition,
             endpoint_names=[ep.physical_name for ep in cfg.endpoints],
             existing_bucket=None if cfg.artifacts.create else cfg.artifacts.bucket,
@@ -136,6 +138,28 @@ def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any
             tags=tags,
         ),
     )
+
+    functions: dict[str, pulumi.Output[str]] = {
+        "rollback": auto.rollback_function_name,
+        "stepper": auto.stepper_function_name,
+    }
+    drifting = drift_endpoints(cfg.endpoints)
+    if drifting:  # no drift configured: no function, schedule or permission to pay for
+        drift = DriftJob(
+            f"mlrollback-{cfg.stack}-drift",
+            DriftJobArgs(
+                stack=cfg.stack,
+                scope=scope,
+                endpoints=drifting,
+                bucket_name=registry.bucket_name,
+                bucket_arn=registry.bucket_arn,
+                kms_key_arn=registry.kms_key_arn,
+                environment=auto.environment,
+                code_root=str(root),
+                tags=tags,
+            ),
+        )
+        functions["drift"] = drift.function_name
 
     endpoint_names: dict[str, pulumi.Output[str]] = {}
     quarantined: list[str] = []
@@ -174,10 +198,7 @@ def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any
     return {
         "endpointNames": endpoint_names,
         "alarmNames": watched,
-        "functionNames": {
-            "rollback": auto.rollback_function_name,
-            "stepper": auto.stepper_function_name,
-        },
+        "functionNames": functions,
         "topicArn": auto.topic_arn,
         "auditTableName": auto.table_name,
         "artifactsBucket": registry.bucket_name,

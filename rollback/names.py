@@ -109,6 +109,27 @@ def schedule_rule_name(stack: str) -> str:
     return f"mlrollback-{stack}-rollout-stepper"
 
 
+def drift_function_name(stack: str) -> str:
+    """Lambda function that scores input drift of candidates (``rollback.drift.on_drift_schedule``)."""
+    return f"mlrollback-{stack}-drift"
+
+
+def drift_schedule_rule_name(stack: str) -> str:
+    """EventBridge rule that invokes the drift job on a schedule."""
+    return f"mlrollback-{stack}-drift-schedule"
+
+
+def model_package_group_name(stack: str, endpoint_physical: str) -> str:
+    """SageMaker model package group holding the model versions served by one endpoint.
+
+    The physical endpoint name already carries the stack, so the group is named after it (the
+    name deployed stacks already use); ``stack`` is checked so a foreign endpoint is caught early.
+    """
+    if not endpoint_physical.endswith(f"-{stack}"):
+        raise ValueError(f"endpoint {endpoint_physical!r} does not belong to stack {stack!r}")
+    return endpoint_physical
+
+
 def dead_letter_queue_name(stack: str) -> str:
     """SQS queue that keeps alarm events the rollback Lambda could not handle."""
     return f"mlrollback-{stack}-rollback-dlq"

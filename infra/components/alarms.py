@@ -16,13 +16,17 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import EndpointConfig
+from infra.config import DRIFT_SCHEDULE_MINUTES, EndpointConfig
 from rollback import names
 
 ROLES: tuple[str, ...] = (names.STABLE, names.CANDIDATE)
 BUILTIN_NAMESPACE = "AWS/SageMaker"
-#: Drift is computed by a scheduled job, not per request: one datapoint per 5 minutes.
-DRIFT_PERIOD_SECONDS = 300
+#: Drift is scored by a scheduled job (``infra.components.drift``), one datapoint per run: the
+#: alarm period is the schedule interval.
+DRIFT_PERIOD_SECONDS = DRIFT_SCHEDULE_MINUTES * 60
+#: Two periods, one breaching datapoint: schedule jitter can leave one period without a datapoint,
+#: which (missing data is not breaching) must not flip a drifting candidate back to OK.
+DRIFT_EVALUATION_PERIODS = 2
 
 
 def marker_line(endpoint: str, role: str, kpi: str, version: str | None) -> str:
@@ -157,7 +161,7 @@ def alarm_spec(ep: EndpointConfig, role: str, kpi: str) -> dict[str, Any]:
             "statistic": "Maximum",
             "threshold": d.max_score,
             "comparison_operator": "GreaterThanThreshold",
-            "evaluation_periods": 1,
+            "evaluation_periods": DRIFT_EVALUATION_PERIODS,
             "datapoints_to_alarm": 1,
         }
     raise ValueError(f"unknown KPI {kpi!r}")

@@ -19,6 +19,7 @@ import pulumi_aws as aws
 
 from infra.components.endpoint import AwsScope
 from infra.components.iam import assume_role_policy, policy_document, statement
+from infra.config import lambda_environment
 from rollback import names
 
 LAMBDA_RUNTIME = "python3.12"
@@ -162,13 +163,7 @@ class AutoRollback(pulumi.ComponentResource):
         quarantine = scope.arn("ssm", f"parameter{names.quarantine_prefix(stack)}/*")
         rollout_path = scope.arn("ssm", f"parameter{names.rollout_prefix(stack)}")
         rollout = scope.arn("ssm", f"parameter{names.rollout_prefix(stack)}/*")
-        env = {
-            names.ENV_STACK: stack,
-            names.ENV_AUDIT_TABLE: table.name,
-            names.ENV_TOPIC_ARN: topic.arn,
-            names.ENV_QUARANTINE_PREFIX: names.quarantine_prefix(stack),
-            names.ENV_ROLLOUT_PREFIX: names.rollout_prefix(stack),
-        }
+        env = lambda_environment(stack, table.name, topic.arn)
         code = lambda_code(args.code_root)
 
         def common(log_group: aws.cloudwatch.LogGroup) -> list[dict[str, Any]]:
@@ -336,6 +331,8 @@ class AutoRollback(pulumi.ComponentResource):
         self.table_name = table.name
         self.rollback_function_name = rollback_fn.name
         self.stepper_function_name = stepper_fn.name
+        #: The contract environment, for other functions of the stack (the drift job).
+        self.environment = env
         self.register_outputs(
             {
                 "topicArn": self.topic_arn,

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from rollback import names
+
 
 @dataclass(frozen=True)
 class RegistryArgs:
@@ -17,6 +19,7 @@ class RegistryArgs:
     encryption stays the owner's business (the bucket's default encryption applies).
     """
 
+    stack: str
     partition: str
     endpoint_names: Sequence[str]
     existing_bucket: str | None = None
@@ -94,7 +97,7 @@ class Registry(pulumi.ComponentResource):
         for endpoint in args.endpoint_names:
             group = aws.sagemaker.ModelPackageGroup(
                 f"{name}-{endpoint}-models",
-                model_package_group_name=endpoint,
+                model_package_group_name=names.model_package_group_name(args.stack, endpoint),
                 model_package_group_description=f"Model versions served by endpoint {endpoint}",
                 tags=tags,
                 opts=child,

@@ -1,0 +1,186 @@
+"""DriftJob: the scheduled Lambda that scores candidates' input drift and publishes ``DriftScore``.
+
+EventBridge schedule -> ``rollback.drift.on_drift_schedule`` (same code archive as the rollback
+function), one job per endpoint with ``triggers.drift`` in ``MLROLLBACK_DRIFT_JOBS``. The score
+feeds the candidate drift alarm (``infra.components.alarms``): with ``action: rollback`` that alarm
+is in the rollback rule and drains the candidate, with ``notify`` it only publishes to SNS.
+
+The function has its own role: it reads captures and baselines and publishes one metric, and
+needs none of the rollback function's SageMaker, DynamoDB or SSM rights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import config as cfgmod
+from infra.components.autorollback import LAMBDA_RUNTIME, LOG_RETENTION_DAYS, lambda_code
+from infra.components.endpoint import AwsScope
+from infra.components.iam import assume_role_policy, policy_document, statement
+from infra.config import EndpointConfig
+from rollback import names
+from rollback.drift import ENV_DRIFT_JOBS
+
+DRIFT_HANDLER = "rollback.drift.on_drift_schedule"
+DRIFT_TIMEOUT_SECONDS = 300
+DRIFT_MEMORY_MB = 512
+
+
+def schedule_expression() -> str:
+    """``rate(15 minutes)``: the cadence the drift alarm's period is built on."""
+    return f"rate({cfgmod.DRIFT_SCHEDULE_MINUTES} minutes)"
+
+
+def _s3_object_arn(partition: str, uri: str) -> str:
+    return f"arn:{partition}:s3:::{uri.removeprefix('s3://')}"
+
+
+@dataclass(frozen=True)
+class DriftJobArgs:
+    """Inputs of :class:`DriftJob`.
+
+    ``endpoints`` are the endpoints with ``triggers.drift`` (at least one); ``environment`` is the
+    contract environment of every mlrollback Lambda (``infra.config.lambda_environment``).
+    ``kms_key_arn`` is the artifacts bucket key (None for a brought-in bucket).
+    """
+
+    stack: str
+    scope: AwsScope
+    endpoints: Sequence[EndpointConfig]
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    environment: Mapping[str, pulumi.Input[str]]
+    code_root: str
+    kms_key_arn: pulumi.Input[str] | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class DriftJob(pulumi.ComponentResource):
+    """Drift Lambda, its least-privilege role and log group, and the schedule that runs it."""
+
+    function_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: DriftJobArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlrollback:drift:DriftJob", name, None, opts)
+        if not args.endpoints:
+            raise ValueError("DriftJob needs at least one endpoint with triggers.drift")
+        child = pulumi.ResourceOptions(parent=self)
+        stack, scope = args.stack, args.scope
+        tags = dict(args.tags)
+        function_name = names.drift_function_name(stack)
+        endpoints = sorted(ep.physical_name for ep in args.endpoints)
+        bucket_arn = pulumi.Output.from_input(args.bucket_arn)
+        prefix = cfgmod.DATA_CAPTURE_PREFIX
+
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=f"/aws/lambda/{function_name}",
+            retention_in_days=LOG_RETENTION_DAYS,
+            tags=tags,
+            opts=child,
+        )
+        statements: list[dict[str, Any]] = [
+            # ListBucket is granted on the bucket, so the prefix condition is what keeps the job
+            # inside the capture folders of its own endpoints.
+            statement(
+                "ListCaptures",
+                ["s3:ListBucket"],
+                [bucket_arn],
+                Condition={"StringLike": {"s3:prefix": [f"{prefix}/{ep}/*" for ep in endpoints]}},
+            ),
+            statement(
+                "ReadCaptures",
+                ["s3:GetObject"],
+                [pulumi.Output.concat(bucket_arn, f"/{prefix}/{ep}/*") for ep in endpoints],
+            ),
+        ]
+        baselines = sorted(
+            {
+                _s3_object_arn(scope.partition, ep.triggers.drift.baseline_uri)
+                for ep in args.endpoints
+                if ep.triggers.drift is not None and ep.triggers.drift.baseline_uri
+            }
+        )
+        if baselines:
+            statements.append(statement("ReadBaselines", ["s3:GetObject"], baselines))
+        statements.append(
+            # PutMetricData has no resource-level permissions; the condition pins the namespace.
+            statement(
+                "PublishDriftScore",
+                ["cloudwatch:PutMetricData"],
+                ["*"],
+                Condition={"StringEquals": {"cloudwatch:namespace": names.CUSTOM_METRIC_NAMESPACE}},
+            )
+        )
+        if args.kms_key_arn is not None:
+            # Captures (and baselines kept in the artifacts bucket) are SSE-KMS with the bucket key.
+            statements.append(statement("CaptureKey", ["kms:Decrypt"], [args.kms_key_arn]))
+        statements.append(
+            statement(
+                "Logs",
+                ["logs:CreateLogStream", "logs:PutLogEvents"],
+                [pulumi.Output.concat(log_group.arn, ":*")],
+            )
+        )
+        role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
+            description=f"mlrollback {stack}: drift Lambda",
+            tags=tags,
+            opts=child,
+        )
+        policy = aws.iam.RolePolicy(
+            f"{name}-policy", role=role.id, policy=policy_document(statements), opts=child
+        )
+
+        jobs = pulumi.Output.from_input(args.bucket_name).apply(
+            lambda bucket: cfgmod.drift_jobs_json(list(args.endpoints), bucket)
+        )
+        function = aws.lambda_.Function(
+            f"{name}-function",
+            name=function_name,
+            role=role.arn,
+            runtime=LAMBDA_RUNTIME,
+            handler=DRIFT_HANDLER,
+            code=lambda_code(args.code_root),
+            timeout=DRIFT_TIMEOUT_SECONDS,
+            memory_size=DRIFT_MEMORY_MB,
+            environment={"variables": {**args.environment, ENV_DRIFT_JOBS: jobs}},
+            logging_config={"log_format": "JSON", "log_group": log_group.name},
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, log_group]),
+        )
+
+        rule = aws.cloudwatch.EventRule(
+            f"{name}-schedule",
+            name=names.drift_schedule_rule_name(stack),
+            description=f"Score input drift of mlrollback {stack} candidates",
+            schedule_expression=schedule_expression(),
+            tags=tags,
+            opts=child,
+        )
+        aws.cloudwatch.EventTarget(
+            f"{name}-target",
+            rule=rule.name,
+            arn=function.arn,
+            # A missed run is replaced by the next one: the alarm looks at two periods, and a
+            # late retry would only publish a score for a window the next run covers anyway.
+            retry_policy={"maximum_retry_attempts": 0, "maximum_event_age_in_seconds": 600},
+            opts=child,
+        )
+        aws.lambda_.Permission(
+            f"{name}-permission",
+            action="lambda:InvokeFunction",
+            function=function.name,
+            principal="events.amazonaws.com",
+            source_arn=rule.arn,
+            opts=child,
+        )
+
+        self.function_name = function.name
+        self.register_outputs({"functionName": self.function_name})
