@@ -1,0 +1,325 @@
+"""The scheduled drift job in the program: exists only with drift, env from config, least privilege."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra.config import (
+    DRIFT_SCHEDULE_MINUTES,
+    LAMBDA_ENVIRONMENT_LIMIT_BYTES,
+    drift_environment_bound,
+    environment_size,
+    validate,
+)
+from infra.testing import RecordingMocks, run_program
+from rollback import names
+from rollback.drift import ENV_DRIFT_JOBS, DriftJob
+from rollback.errors import ConfigError
+from tests.infra.helpers import REGION, config_map, endpoint_values, policy_statements, run, stack_values
+
+BUCKET = "mlrollback-dev-registry-artifacts-0000000"  # the mock's name for the created bucket
+DRIFT_TYPES = ("lambda/function:Function", "cloudwatch/eventRule:EventRule", "lambda/permission:Permission")
+
+
+def drifting(name: str = "fraud-scorer", **drift) -> dict:
+    """A fresh endpoint mapping with ``triggers.drift`` set to ``drift`` (maxScore 0.2 by default)."""
+    ep = endpoint_values(name)
+    ep["triggers"]["drift"] = {"maxScore": 0.2, **drift}
+    return ep
+
+
+def drift_function(run_):
+    return run_.named("mlrollback-dev-drift-function")
+
+
+def jobs_of(run_) -> list[dict]:
+    return json.loads(drift_function(run_).inputs["environment"]["variables"][ENV_DRIFT_JOBS])
+
+
+def statements_by_sid(run_) -> dict[str, dict]:
+    return {s["Sid"]: s for s in policy_statements(run_, "mlrollback-dev-drift-policy")}
+
+
+def rejected(values: dict) -> str:
+    """Run the program on ``values``; assert ConfigError and that nothing was registered."""
+    mocks = RecordingMocks()
+    with pytest.raises(ConfigError) as info:
+        run_program(config_map(values), stack="dev", mocks=mocks)
+    assert mocks.resources == [], [r.name for r in mocks.resources]
+    return str(info.value)
+
+
+# --- existence ----------------------------------------------------------------------------------
+
+
+def test_no_drift_trigger_means_no_drift_function_schedule_or_permission():
+    r = run(stack_values(endpoint_values("a"), endpoint_values("b")))
+    functions = [f.inputs["name"] for f in r.of_type("lambda/function:Function")]
+    assert functions == ["mlrollback-dev-rollback", "mlrollback-dev-stepper"]
+    rules = [x.inputs["name"] for x in r.of_type("cloudwatch/eventRule:EventRule")]
+    assert names.drift_schedule_rule_name("dev") not in rules
+    assert not [p for p in r.of_type("lambda/permission:Permission") if "drift" in p.name]
+    assert "drift" not in r.exports["functionNames"]
+
+
+def test_one_drifting_endpoint_creates_one_drift_function_and_exports_its_name():
+    r = run(stack_values(endpoint_values("a"), drifting("b", action="notify")))
+    for typ in DRIFT_TYPES:
+        assert len([x for x in r.of_type(typ) if "drift" in x.name]) == 1, typ
+    assert r.exports["functionNames"]["drift"] == "mlrollback-dev-drift"
+    assert names.drift_function_name("dev") == "mlrollback-dev-drift"
+
+
+# --- function and its environment ---------------------------------------------------------------
+
+
+def test_drift_function_runs_the_drift_handler_from_the_lambda_archive_with_room_for_the_job():
+    fn = drift_function(run(stack_values(drifting()))).inputs
+    assert fn["name"] == "mlrollback-dev-drift"
+    assert fn["handler"] == "rollback.drift.on_drift_schedule"
+    assert (fn["runtime"], fn["timeout"], fn["memorySize"]) == ("python3.12", 300, 512)
+    files = set(fn["code"].assets)
+    assert {"rollback/drift.py", "rollback/capture.py", "rollback/metrics.py"} <= files
+    assert not any(f.startswith(("rollback/cli/", "rollback/sandbox/")) for f in files)
+    assert fn["loggingConfig"]["logGroup"] == "/aws/lambda/mlrollback-dev-drift"
+
+
+def test_drift_environment_is_the_contract_environment_plus_one_job_per_drifting_endpoint():
+    values = stack_values(
+        endpoint_values("plain"),
+        drifting("fraud", action="notify", minSamples=800, windowMinutes=30, baselineWindowMinutes=720),
+        drifting(
+            "churn",
+            maxScore=0.3,
+            baselineUri="s3://training-data/churn/sample.csv",
+            baselineSkipColumns=1,
+        ),
+    )
+    r = run(values)
+    variables = drift_function(r).inputs["environment"]["variables"]
+    rollback_env = r.named("mlrollback-dev-rollback").inputs["environment"]["variables"]
+    assert {k: v for k, v in variables.items() if k != ENV_DRIFT_JOBS} == rollback_env
+    capture = f"s3://{BUCKET}/data-capture"
+    assert jobs_of(r) == [
+        {
+            "endpoint": "fraud-dev",
+            "captureUri": capture,
+            "variant": "candidate",
+            "maxScore": 0.2,
+            "minSamples": 800,
+            "windowMinutes": 30,
+            "baselineWindowMinutes": 720,
+        },
+        {
+            "endpoint": "churn-dev",
+            "captureUri": capture,
+            "variant": "candidate",
+            "maxScore": 0.3,
+            "minSamples": 500,
+            "windowMinutes": 60,
+            "baselineUri": "s3://training-data/churn/sample.csv",
+            "baselineSkipColumns": 1,
+        },
+    ]
+    # The capture URI is where the endpoints really write their captures.
+    config = r.named("fraud-dev-config").inputs["dataCaptureConfig"]
+    assert config["destinationS3Uri"] == capture
+
+
+def test_drift_jobs_are_accepted_by_the_jobs_own_parser():
+    values = stack_values(
+        drifting("fraud"), drifting("churn", baselineUri="s3://training-data/churn/sample.jsonl")
+    )
+    variables = drift_function(run(values)).inputs["environment"]["variables"]
+    from rollback.drift import load_jobs
+
+    jobs = load_jobs({ENV_DRIFT_JOBS: variables[ENV_DRIFT_JOBS]})
+    assert [(j.endpoint, j.variant, j.baseline_uri, j.max_score) for j in jobs] == [
+        ("fraud-dev", "candidate", None, 0.2),
+        ("churn-dev", "candidate", "s3://training-data/churn/sample.jsonl", 0.2),
+    ]
+    assert isinstance(jobs[0], DriftJob) and jobs[0].capture_uri == f"s3://{BUCKET}/data-capture"
+
+
+def test_brought_in_bucket_is_the_capture_bucket_of_the_jobs():
+    r = run(stack_values(drifting(), artifacts={"create": False, "bucket": "team-ml-artifacts"}))
+    assert [j["captureUri"] for j in jobs_of(r)] == ["s3://team-ml-artifacts/data-capture"]
+
+
+# --- IAM ----------------------------------------------------------------------------------------
+
+
+def test_drift_role_lists_actions_and_reads_only_its_endpoints_capture_prefixes():
+    r = run(stack_values(drifting("a"), endpoint_values("b"), drifting("c")))
+    statements = statements_by_sid(r)
+    for s in statements.values():
+        assert s["Effect"] == "Allow"
+        assert all("*" not in a for a in s["Action"]), s
+    bucket_arn = f"arn:aws:s3:::{BUCKET}"
+    listing = statements["ListCaptures"]
+    assert (listing["Action"], listing["Resource"]) == (["s3:ListBucket"], [bucket_arn])
+    assert listing["Condition"] == {
+        "StringLike": {"s3:prefix": ["data-capture/a-dev/*", "data-capture/c-dev/*"]}
+    }
+    reading = statements["ReadCaptures"]
+    assert (reading["Action"], reading["Resource"]) == (
+        ["s3:GetObject"],
+        [f"{bucket_arn}/data-capture/a-dev/*", f"{bucket_arn}/data-capture/c-dev/*"],
+    )
+    s3_resources = [
+        res for s in statements.values() if s["Action"][0].startswith("s3:") for res in s["Resource"]
+    ]
+    assert all(res == bucket_arn or res.startswith(f"{bucket_arn}/data-capture/") for res in s3_resources)
+    assert "ReadBaselines" not in statements  # no baselineUri configured
+
+
+def test_drift_role_publishes_only_to_the_custom_namespace_and_decrypts_only_the_bucket_key():
+    r = run(stack_values(drifting()))
+    statements = statements_by_sid(r)
+    wildcard = [sid for sid, s in statements.items() if "*" in s["Resource"]]
+    assert wildcard == ["PublishDriftScore"]  # PutMetricData has no resource-level permissions
+    metrics = statements["PublishDriftScore"]
+    assert metrics["Action"] == ["cloudwatch:PutMetricData"]
+    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "MLRollback/Endpoints"}}
+    key = statements["CaptureKey"]
+    assert (key["Action"], key["Resource"]) == (
+        ["kms:Decrypt"],
+        [r.named("mlrollback-dev-registry-key").outputs["arn"]],
+    )
+    logs = statements["Logs"]
+    assert logs["Resource"] == [r.named("mlrollback-dev-drift-logs").outputs["arn"] + ":*"]
+    actions = {a for s in statements.values() for a in s["Action"]}
+    assert not any(a.startswith(("sagemaker:", "dynamodb:", "ssm:", "sns:", "s3:Put")) for a in actions)
+
+
+def test_drift_role_reads_exactly_the_configured_baseline_objects():
+    r = run(
+        stack_values(
+            drifting("a", baselineUri="s3://training-data/a/sample.csv"),
+            drifting("b", baselineUri="s3://training-data/b/sample.jsonl"),
+        )
+    )
+    baselines = statements_by_sid(r)["ReadBaselines"]
+    assert (baselines["Action"], baselines["Resource"]) == (
+        ["s3:GetObject"],
+        ["arn:aws:s3:::training-data/a/sample.csv", "arn:aws:s3:::training-data/b/sample.jsonl"],
+    )
+
+
+def test_brought_in_bucket_scopes_the_drift_role_to_that_bucket_without_a_key_grant():
+    r = run(stack_values(drifting(), artifacts={"create": False, "bucket": "team-ml-artifacts"}))
+    statements = statements_by_sid(r)
+    assert statements["ListCaptures"]["Resource"] == ["arn:aws:s3:::team-ml-artifacts"]
+    assert statements["ReadCaptures"]["Resource"] == [
+        "arn:aws:s3:::team-ml-artifacts/data-capture/fraud-scorer-dev/*"
+    ]
+    assert "CaptureKey" not in statements
+
+
+# --- schedule -----------------------------------------------------------------------------------
+
+
+def test_schedule_rule_runs_the_drift_function_every_fifteen_minutes_and_only_it_may_invoke():
+    r = run(stack_values(drifting()))
+    rule = r.named("mlrollback-dev-drift-schedule")
+    assert rule.inputs["name"] == "mlrollback-dev-drift-schedule" == names.drift_schedule_rule_name("dev")
+    assert rule.inputs["scheduleExpression"] == "rate(15 minutes)"
+    target = r.named("mlrollback-dev-drift-target").inputs
+    assert target["rule"] == "mlrollback-dev-drift-schedule"
+    assert target["arn"] == drift_function(r).outputs["arn"]
+    permission = r.named("mlrollback-dev-drift-permission").inputs
+    assert permission["action"] == "lambda:InvokeFunction"
+    assert permission["principal"] == "events.amazonaws.com"
+    assert permission["function"] == "mlrollback-dev-drift"
+    assert permission["sourceArn"] == rule.outputs["arn"]
+
+
+# --- alarm --------------------------------------------------------------------------------------
+
+
+def drift_alarm(run_, role="candidate"):
+    return run_.named(f"fraud-scorer-dev-{role}-drift").inputs
+
+
+def test_drift_alarm_watches_the_published_score_once_per_job_run_and_never_on_missing_data():
+    alarm = drift_alarm(run(stack_values(drifting())))
+    assert (alarm["namespace"], alarm["metricName"], alarm["statistic"]) == (
+        "MLRollback/Endpoints",
+        "DriftScore",
+        "Maximum",
+    )
+    assert alarm["dimensions"] == {"EndpointName": "fraud-scorer-dev", "VariantName": "candidate"}
+    assert alarm["period"] == DRIFT_SCHEDULE_MINUTES * 60 == 900
+    assert (alarm["evaluationPeriods"], alarm["datapointsToAlarm"]) == (2, 1)
+    assert (alarm["threshold"], alarm["comparisonOperator"]) == (0.2, "GreaterThanThreshold")
+    assert alarm["treatMissingData"] == "notBreaching"
+
+
+def test_rollback_drift_alarm_drains_through_the_alarm_rule_and_notify_goes_to_sns_only():
+    rollback = run(stack_values(drifting(action="rollback")))
+    pattern = json.loads(rollback.named("mlrollback-dev-alarm-rule").inputs["eventPattern"])
+    assert "fraud-scorer-dev-candidate-drift" in pattern["detail"]["alarmName"]
+    assert drift_alarm(rollback).get("alarmActions") is None
+    notify = run(stack_values(drifting(action="notify")))
+    pattern = json.loads(notify.named("mlrollback-dev-alarm-rule").inputs["eventPattern"])
+    assert "fraud-scorer-dev-candidate-drift" not in pattern["detail"]["alarmName"]
+    assert drift_alarm(notify)["alarmActions"] == [notify.named("mlrollback-dev-topic").outputs["arn"]]
+
+
+# --- config -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("drift", "capture", "fragment"),
+    [
+        ({"windowMinutes": 5}, 20, "triggers.drift.windowMinutes: 5 is out of range; use 15-1440"),
+        ({"minSamples": 0}, 20, "triggers.drift.minSamples: 0 is out of range"),
+        ({"baselineUri": "training.csv"}, 20, "triggers.drift.baselineUri: 'training.csv' is not an S3 URI"),
+        (
+            {"baselineUri": "s3://b-1/x.parquet"},
+            20,
+            "of a .csv, .jsonl or .json (JSON lines) training sample",
+        ),
+        ({"baselineSkipColumns": 1}, 20, "triggers.drift.baselineSkipColumns: only applies to a baselineUri"),
+        (
+            {"baselineUri": "s3://b-1/x.csv", "baselineWindowMinutes": 60},
+            20,
+            "triggers.drift.baselineWindowMinutes: only applies without baselineUri",
+        ),
+        ({"bins": 5}, 20, "triggers.drift.bins: unknown key"),
+        ({}, 0, "dataCapture.samplingPercent: is 0 but triggers.drift needs captured inputs"),
+    ],
+)
+def test_bad_drift_settings_are_rejected_before_anything_is_registered(drift, capture, fragment):
+    ep = drifting(**drift)
+    ep["dataCapture"] = {"samplingPercent": capture}
+    message = rejected(stack_values(ep))
+    assert "mlrollback:endpoints[0]." in message
+    assert fragment in message
+
+
+def many_drifting(count: int) -> dict:
+    uri = "s3://training-data/" + "x" * 120 + "/sample.csv"
+    return stack_values(*[drifting(f"model-{i:02d}", baselineUri=uri) for i in range(count)])
+
+
+def test_drift_jobs_that_would_overflow_the_lambda_environment_fail_at_config_time():
+    message = rejected(many_drifting(20))
+    assert "mlrollback:endpoints: 20 endpoints configure triggers.drift" in message
+    assert f"more than Lambda's {LAMBDA_ENVIRONMENT_LIMIT_BYTES}-byte limit" in message
+    assert "Configure drift on at most" in message
+
+
+def test_the_most_drifting_endpoints_the_check_allows_really_fit_in_the_environment():
+    message = rejected(many_drifting(20))
+    fit = int(message.split("Configure drift on at most ")[1].split()[0])
+    assert 0 < fit < 20
+    rejected(many_drifting(fit + 1))  # one more is refused
+    r = run(many_drifting(fit))
+    variables = drift_function(r).inputs["environment"]["variables"]
+    assert len(json.loads(variables[ENV_DRIFT_JOBS])) == fit
+    actual = environment_size(variables)
+    cfg = validate(many_drifting(fit), stack="dev", region=REGION, source="x")
+    assert actual <= drift_environment_bound("dev", REGION, None, list(cfg.endpoints)) <= 4096
