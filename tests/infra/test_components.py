@@ -7,6 +7,7 @@ import json
 import pytest
 
 from infra.config import rollout_plan, validate
+from rollback import names
 from tests.infra.helpers import endpoint_values, policy_statements, run, stack_values
 
 STABLE_ALARMS = ["fraud-scorer-dev-stable-errors", "fraud-scorer-dev-stable-latency"]
@@ -58,6 +59,12 @@ def test_one_model_package_group_per_endpoint():
         g.inputs["modelPackageGroupName"] for g in r.of_type("sagemaker/modelPackageGroup:ModelPackageGroup")
     )
     assert groups == ["a-dev", "b-dev"]
+    assert groups == [names.model_package_group_name("dev", e) for e in ("a-dev", "b-dev")]
+
+
+def test_model_package_group_name_refuses_an_endpoint_of_another_stack():
+    with pytest.raises(ValueError, match="does not belong to stack 'dev'"):
+        names.model_package_group_name("dev", "a-prod")
 
 
 # --- Endpoint -----------------------------------------------------------------------------------

@@ -82,3 +82,20 @@ def test_prod_churn_predictor_runs_its_new_version_in_shadow():
     config = r.named("churn-predictor-prod-config").inputs
     assert [v["variantName"] for v in config["productionVariants"]] == ["stable"]
     assert [v["variantName"] for v in config["shadowProductionVariants"]] == ["shadow"]
+
+
+def test_staging_runs_the_drift_job_for_its_drift_configured_endpoint():
+    cfg = load_stack_file(ENVIRONMENTS / "Pulumi.staging.yaml")
+    drifting = [ep.physical_name for ep in cfg.endpoints if ep.triggers.drift is not None]
+    assert drifting == ["churn-predictor-staging"]
+    r = stack_run("staging")
+    fn = r.named("mlrollback-staging-drift-function").inputs
+    assert fn["handler"] == "rollback.drift.on_drift_schedule"
+    jobs = json.loads(fn["environment"]["variables"]["MLROLLBACK_DRIFT_JOBS"])
+    bucket = r.named("mlrollback-staging-registry-artifacts").outputs["bucket"]
+    assert [(j["endpoint"], j["captureUri"], j["maxScore"]) for j in jobs] == [
+        ("churn-predictor-staging", f"s3://{bucket}/data-capture", 0.2)
+    ]
+    schedule = r.named("mlrollback-staging-drift-schedule").inputs
+    assert schedule["scheduleExpression"] == "rate(15 minutes)"
+    assert r.exports["functionNames"]["drift"] == "mlrollback-staging-drift"
