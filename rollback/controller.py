@@ -30,7 +30,14 @@ from typing import Any
 
 from rollback import audit, clock, names, notify, policy, records
 from rollback.aws import Clients
-from rollback.errors import ConfigError, ConflictError, EventError, NotFoundError, RetryExhaustedError
+from rollback.errors import (
+    ConfigError,
+    ConflictError,
+    EventError,
+    FollowUpError,
+    NotFoundError,
+    RetryExhaustedError,
+)
 from rollback.events import AlarmEvent, parse_marker
 from rollback.logs import log
 from rollback.records import Quarantine
@@ -344,7 +351,10 @@ def _finish(
             )
         except Exception as mark_exc:  # the original error is the one to surface
             log(logging.ERROR, "could not record pending follow-ups", key=key, error=str(mark_exc))
-        raise
+        raise FollowUpError(
+            f"the drain is done and recorded, but {', '.join(sorted(remaining))} failed ({exc}); "
+            f"kept as pending on audit guard {key!r} for the next delivery to finish"
+        ) from exc
     return done
 
 

@@ -86,3 +86,13 @@ class SandboxError(MLRollbackError):
     """
 
     exit_code = 12
+
+
+class FollowUpError(MLRollbackError):
+    """The drain itself was done and recorded, but a follow-up (quarantine record, notification) failed.
+
+    The unfinished follow-ups are kept on the audit guard item; the next delivery of the same event
+    (EventBridge retry) or a retried command with the same idempotency key finishes them.
+    """
+
+    exit_code = 13

@@ -43,10 +43,16 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("GITHUB_ACTOR", raising=False)
     with mock_aws():
-        yield {s: boto3.client(s, region_name=REGION) for s in ("sagemaker", "ssm", "dynamodb", "cloudwatch")}
+        yield {
+            s: boto3.client(s, region_name=REGION)
+            for s in ("sagemaker", "ssm", "dynamodb", "cloudwatch", "sns")
+        }
 
 
-def audit_table(aws: dict[str, Any], stack: str) -> str:
+def audit_table(aws: dict[str, Any], stack: str, *, topic: bool = True) -> str:
+    """The stack's audit table and (unless ``topic=False``) alerts topic, as `pulumi up` leaves them."""
+    if topic:
+        aws["sns"].create_topic(Name=names.topic_name(stack))
     table = names.audit_table_name(stack)
     aws["dynamodb"].create_table(
         TableName=table,

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from rollback import audit, names
 from rollback.cli import app
+from rollback.errors import FollowUpError
 from rollback.gitops import Release, StackDocument
 from tests.cli.conftest import audit_table, deploy_endpoint
 
@@ -140,6 +141,18 @@ def test_rollback_drains_the_candidate_and_records_who_and_why(project: Path, aw
     assert {v["VariantName"]: v["CurrentWeight"] for v in variants}["candidate"] == 0
     drains = [i for i in _audit_items(aws, "dev", physical) if i["action"] == "drain"]
     assert [(d["actor"], d["reason"]) for d in drains] == [("cli:alice", "p99 doubled")]
+
+
+def test_rollback_whose_notification_fails_says_the_drain_is_done_and_what_is_pending(
+    project: Path, aws: dict[str, Any]
+) -> None:
+    audit_table(aws, "dev", topic=False)
+    physical = deploy_endpoint(aws, "dev", weights={"stable": 90, "candidate": 10})
+    result = _run("rollback", "-s", "dev", "-e", "fraud-scorer", "-r", "p99 doubled", "--yes")
+    assert result.exit_code == FollowUpError.exit_code, result.output
+    assert "drain is done and recorded, but notify failed" in result.output
+    variants = aws["sagemaker"].describe_endpoint(EndpointName=physical)["ProductionVariants"]
+    assert {v["VariantName"]: v["CurrentWeight"] for v in variants}["candidate"] == 0
 
 
 def test_rollback_without_yes_asks_and_a_no_changes_nothing(project: Path, aws: dict[str, Any]) -> None:

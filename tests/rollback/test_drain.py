@@ -8,7 +8,7 @@ import pytest
 
 from rollback import names
 from rollback.controller import Settings, drain, handle_alarm
-from rollback.errors import EventError, RetryExhaustedError
+from rollback.errors import EventError, FollowUpError, RetryExhaustedError
 from rollback.events import parse_alarm_event
 from tests.rollback.conftest import Faulty, World, alarm_event, instant_retry
 
@@ -256,8 +256,9 @@ def test_publish_failure_after_audit_is_finished_by_the_next_delivery(world: Wor
     world.clients.sns = sns
     event = alarm_event(candidate_alarm(world), world.endpoint, names.CANDIDATE)
 
-    with pytest.raises(RetryExhaustedError):
+    with pytest.raises(FollowUpError, match="drain is done and recorded, but notify failed") as failed:
         handle(world, event, retry=instant_retry(3))
+    assert isinstance(failed.value.__cause__, RetryExhaustedError)
     assert world.messages() == [] and world.quarantine() is not None
 
     retried = handle(world, event, retry=instant_retry(3))
