@@ -82,6 +82,7 @@ class AutoRollback(pulumi.ComponentResource):
     table_name: pulumi.Output[str]
     rollback_function_name: pulumi.Output[str]
     stepper_function_name: pulumi.Output[str]
+    environment: dict[str, Any]
 
     def __init__(self, name: str, args: AutoRollbackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlrollback:autorollback:AutoRollback", name, None, opts)
