@@ -37,27 +37,16 @@ def print_json(data: Any) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning package errors into one line + exit code."""
+    """Console-script entry point: run the app, turning package errors into one line + exit code.
+
+    Click's standalone mode already turns usage errors, ``--help``, aborts and ``typer.Exit(n)``
+    into exit codes; only this package's own errors are left to map.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except MLRollbackError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise SystemExit(exc.exit_code) from None
-    except typer.Abort:
-        err_console.print("aborted")
-        raise SystemExit(130) from None
-    except (typer.Exit, SystemExit) as exc:
-        code = getattr(exc, "exit_code", None)
-        if code is None:
-            code = getattr(exc, "code", 0)
-        raise SystemExit(code) from None
-    except Exception as exc:  # click usage errors come through here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise
 
 
 # -- shared plumbing for the command modules ------------------------------------------------------
