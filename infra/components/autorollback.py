@@ -161,6 +161,7 @@ class AutoRollback(pulumi.ComponentResource):
             scope.arn("sagemaker", f"endpoint-config/{e.lower()}-config-*") for e in args.endpoint_names
         ]
         alarm_arns = [scope.arn("cloudwatch", f"alarm:{a}") for a in sorted(args.watched_alarms)]
+        quarantine_path = scope.arn("ssm", f"parameter{names.quarantine_prefix(stack)}")
         quarantine = scope.arn("ssm", f"parameter{names.quarantine_prefix(stack)}/*")
         rollout_path = scope.arn("ssm", f"parameter{names.rollout_prefix(stack)}")
         rollout = scope.arn("ssm", f"parameter{names.rollout_prefix(stack)}/*")
@@ -181,6 +182,9 @@ class AutoRollback(pulumi.ComponentResource):
                 statement(
                     "Audit",
                     [
+                        # GetItem: a later delivery reads the idempotency guard to finish what an
+                        # earlier one left pending.
+                        "dynamodb:GetItem",
                         "dynamodb:PutItem",
                         "dynamodb:UpdateItem",
                         "dynamodb:ConditionCheckItem",
@@ -251,7 +255,10 @@ class AutoRollback(pulumi.ComponentResource):
             STEPPER_HANDLER,
             120,
             [
-                statement("Quarantine", ["ssm:GetParameter"], [quarantine]),
+                # The stepper reads every quarantine in one call, and its safety-net drain (a
+                # candidate alarm in ALARM whose event was lost) writes the quarantine record.
+                statement("QuarantinePath", ["ssm:GetParametersByPath"], [quarantine_path]),
+                statement("Quarantine", ["ssm:GetParameter", "ssm:PutParameter"], [quarantine]),
                 statement(
                     "Rollout",
                     ["ssm:GetParameter", "ssm:GetParametersByPath", "ssm:PutParameter"],
