@@ -7,16 +7,18 @@ in the stack's audit trail before writing it, print the diff, and with ``--apply
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from rollback import audit, clock, names
+from rollback.cli.app import actor, console, print_json
 from rollback.cli.app import app as cli_app
 from rollback.cli.app import cli_errors as errors
-from rollback.cli.app import console, print_json
 from rollback.cli.ops import (
     Context,
     EndpointOpt,
@@ -27,7 +29,7 @@ from rollback.cli.ops import (
     _record,
     ensure_not_busy,
 )
-from rollback.errors import GateError, MLRollbackError, NotFoundError
+from rollback.errors import ConfigError, GateError, MLRollbackError, NotFoundError
 from rollback.gitops import Release, StackDocument, write_atomic
 from rollback.schema import check_versions
 
@@ -67,23 +69,30 @@ def _apply(ctx: Context, physical: str) -> dict[str, Any]:
     )
 
 
+def _matches(item: dict[str, Any], deployment: str) -> bool:
+    """``deployment`` is the item's id (after '#'), its idempotency key, or (7+ hex) its recorded commit."""
+    if deployment in (str(item.get("at", "")).rsplit("#", 1)[-1], str(item.get("idempotencyKey", ""))):
+        return True
+    commit = str((item.get("detail") or {}).get("commit") or "")
+    return len(deployment) >= 7 and bool(commit) and commit.startswith(deployment)
+
+
 def _find_deployment(ctx: Context, physical: str, deployment: str) -> Release:
-    """The release recorded by the audit item whose id (after '#') or idempotency key is ``deployment``."""
+    """The release recorded by the audit item that ``deployment`` names (see :func:`_matches`)."""
     cursor = None
     for _ in range(50):
         items, cursor = audit.query(
             ctx.clients.dynamodb, ctx.settings.audit_table, physical, limit=100, cursor=cursor
         )
         for item in items:
-            ids = {str(item.get("at", "")).rsplit("#", 1)[-1], str(item.get("idempotencyKey", ""))}
             release = (item.get("detail") or {}).get("release")
-            if deployment in ids and isinstance(release, dict) and release.get("stable"):
+            if _matches(item, deployment) and isinstance(release, dict) and release.get("stable"):
                 return Release(release["stable"], release.get("candidate"), release.get("shadow"))
         if cursor is None:
             break
     raise NotFoundError(
-        f"no audit item with id {deployment!r} and a recorded release on {physical}; "
-        f"see `mlrollback history --stack {ctx.stack}`"
+        f"no audit item with id or commit {deployment!r} and a recorded release on {physical}; "
+        f"see the id column of `mlrollback history --stack {ctx.stack} --action deploy`"
     )
 
 
@@ -266,3 +275,61 @@ def promote(
         console.print(
             f"{version} is the candidate of {physical}; commit and run `pulumi up --stack {to_stack}`"
         )
+
+
+def git_head(root: Path) -> str | None:
+    """``git rev-parse HEAD`` in ``root``, or None outside a git checkout (or without git)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    head = done.stdout.strip()
+    return head if done.returncode == 0 and head else None
+
+
+@cli_app.command("record-deploy", rich_help_panel="Change")
+def record_deploy(
+    stack: StackOpt,
+    commit: Annotated[
+        str | None,
+        typer.Option(
+            "--commit",
+            help="Git commit that was deployed (default: `git rev-parse HEAD` of the project, if a repo).",
+        ),
+    ] = None,
+    project_dir: ProjectOpt = None,
+    sandbox: SandboxOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Record what the stack file declares as one `deploy` audit item per endpoint (after `pulumi up`).
+
+    CI runs it right after every `pulumi up`. With a commit (given or found by git) a re-run
+    records nothing new; the printed id is what `revert --to-deployment` takes (the commit works too).
+
+    Examples:
+
+      pulumi up --stack staging --yes && mlrollback record-deploy --stack staging
+
+      mlrollback record-deploy --stack prod --commit "$GITHUB_SHA" --json
+    """
+    from rollback.deploys import record_deploys
+
+    with errors():
+        ctx = Context(stack, project_dir, sandbox)
+        sha = commit.strip() if commit else git_head(ctx.root)
+        if commit is not None and not sha:
+            raise ConfigError("--commit is empty; pass the deployed commit SHA or leave --commit out")
+        records = record_deploys(ctx.clients, ctx.cfg, actor=actor(), commit=sha)
+        if json_out:
+            print_json({"stack": stack, "commit": sha, "deployments": records})
+            return
+        for r in records:
+            state = "recorded" if r["recorded"] else "already recorded"
+            release = ", ".join(f"{k} {v}" for k, v in r["release"].items() if v)
+            console.print(
+                f"{r['endpoint']}: {state} deploy {r['id']} ({release}, {r['strategy']})", highlight=False
+            )
+        if sha is None:
+            console.print("no git commit found (not a repository?): pass --commit to make re-runs idempotent")

@@ -25,7 +25,7 @@ from rollback.cli.app import (
     print_json,
     stack_path,
 )
-from rollback.errors import ConflictError, GateError
+from rollback.errors import ConfigError, ConflictError, GateError
 
 StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name: environments/Pulumi.<stack>.yaml.")]
 EndpointOpt = Annotated[
@@ -68,6 +68,24 @@ class Context:
 
     def endpoints(self, only: str | None) -> list[Any]:
         return [self.cfg.endpoint(only)] if only else list(self.cfg.endpoints)
+
+
+def _history(ctx: Context, physical: str, limit: int, action: str | None) -> list[dict[str, Any]]:
+    """Newest ``limit`` audit items of ``physical`` (only ``action`` ones, paging on when filtering)."""
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(50):  # bounded: at most 50 pages of 100 when a filter skips most items
+        items, cursor = audit.query(
+            ctx.clients.dynamodb,
+            ctx.settings.audit_table,
+            physical,
+            limit=limit if action is None else 100,
+            cursor=cursor,
+        )
+        rows += [i for i in items if action is None or i.get("action") == action]
+        if action is None or len(rows) >= limit or cursor is None:
+            break
+    return rows[:limit]
 
 
 def _pct(weights: dict[str, Any] | None, role: str) -> str:
@@ -144,34 +162,43 @@ def history(
     stack: StackOpt,
     endpoint: MaybeEndpointOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Items per endpoint.")] = 20,
+    action: Annotated[
+        str | None,
+        typer.Option("--action", "-a", help=f"Only items of this action ({', '.join(audit.ACTIONS)})."),
+    ] = None,
     project_dir: ProjectOpt = None,
     sandbox: SandboxOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """The audit trail, newest first: deploys, steps, drains, reverts, promotions, drills.
 
+    The id column is what `revert --to-deployment` takes (for deploy, revert and promote items).
+
     Examples:
 
       mlrollback history --stack prod --endpoint fraud-scorer --limit 50
+
+      mlrollback history --stack prod --action deploy
     """
     with cli_errors():
+        if action is not None and action not in audit.ACTIONS:
+            raise ConfigError(f"--action {action!r} is not one of: {', '.join(audit.ACTIONS)}")
         ctx = Context(stack, project_dir, sandbox)
         rows: list[dict[str, Any]] = []
         for ep in ctx.endpoints(endpoint):
-            items, _ = audit.query(
-                ctx.clients.dynamodb, ctx.settings.audit_table, ep.physical_name, limit=limit
-            )
-            rows += items
+            rows += _history(ctx, ep.physical_name, limit, action)
         rows.sort(key=lambda r: r.get("at", ""), reverse=True)
         if json_out:
             print_json(rows)
             return
         table = Table(title=f"history of {stack}", title_justify="left")
-        for col in ("at", "endpoint", "action", "version", "outcome", "actor", "reason"):
-            table.add_column(col)
+        for col in ("at", "id", "endpoint", "action", "version", "outcome", "actor", "reason"):
+            # ids are copied into `revert --to-deployment`: never wrap or cut them
+            table.add_column(col, no_wrap=col == "id", min_width=12 if col == "id" else None)
         for r in rows:
             table.add_row(
                 r.get("at", "")[:23],
+                str(r.get("at", "")).rsplit("#", 1)[-1],
                 r.get("endpoint", ""),
                 r.get("action", ""),
                 str(r.get("version") or ""),

@@ -230,7 +230,7 @@ def test_revert_to_a_recorded_deployment_restores_its_release(project: Path, aws
         "v1"
     )
     missing = _run("revert", "-s", "dev", "-e", "fraud-scorer", "--to-deployment", "nope")
-    assert missing.exit_code == 3 and "no audit item with id 'nope'" in _flat(missing)
+    assert missing.exit_code == 3 and "no audit item with id or commit 'nope'" in _flat(missing)
 
 
 def test_revert_apply_without_pulumi_cli_says_how_to_install_it(

@@ -39,3 +39,21 @@ def test_deploy_pipeline_drills_staging_before_an_approved_prod_promotion() -> N
         i for i, s in enumerate(jobs["promote-prod"]["steps"]) if s.get("with", {}).get("command") == "up"
     )
     assert promote < preflight < up
+
+
+def test_every_pulumi_up_is_followed_by_a_deploy_record_of_the_same_stack() -> None:
+    jobs = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())["jobs"]
+    ups = 0
+    for job in jobs.values():
+        steps = job["steps"]
+        for i, step in enumerate(steps):
+            if step.get("with", {}).get("command") != "up":
+                continue
+            ups += 1
+            stack = step["with"]["stack-name"]
+            later = [s.get("run", "") for s in steps[i + 1 :]]
+            record = next(j for j, r in enumerate(later) if "mlrollback record-deploy" in r)
+            assert f"--stack {stack}" in later[record]
+            # nothing but the commit of the promoted file may run between the up and its record
+            assert all("git push" not in r and "bin/mlrollback " not in r for r in later[:record])
+    assert ups == 2
