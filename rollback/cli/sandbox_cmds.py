@@ -38,6 +38,8 @@ def _summary(report: dict[str, Any]) -> Table:
         "detection_seconds",
         "predictions_total",
         "predictions_failed",
+        "predictions_failed_without_failover",
+        "failovers",
         "weights_before",
         "weights_after",
         "rollout_state",
@@ -68,6 +70,13 @@ def drill(
         Path | None, typer.Option("--report", help="Write report.json + drill.png here")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON report")] = False,
+    no_failover: Annotated[
+        bool,
+        typer.Option(
+            "--no-failover",
+            help="Sandbox: send plain calls (no retry on stable), to see what callers would lose",
+        ),
+    ] = False,
     project_dir: Annotated[Path | None, typer.Option("--project-dir", help="Project root")] = None,
     i_know_this_is_prod: Annotated[bool, typer.Option("--i-know-this-is-prod", hidden=True)] = False,
 ) -> None:
@@ -79,9 +88,13 @@ def drill(
 
       mlrollback drill --stack dev --sandbox --scenario healthy --report reports/
 
+      mlrollback drill --stack dev --sandbox --no-failover        # plain calls: callers see errors
+
       mlrollback drill --stack staging                            # real AWS (fault injection)
     """
     root = find_project_root(project_dir)
+    if no_failover and not sandbox:
+        raise SandboxError("--no-failover only applies to the sandbox drill; add --sandbox or drop it")
     if not sandbox:
         try:
             from rollback import drill as aws_drill
@@ -104,7 +117,7 @@ def drill(
         from rollback.sandbox.drill import run_drill
 
         if as_json:
-            report = run_drill(stack, scenario, project_dir=root, endpoint=endpoint)
+            report = run_drill(stack, scenario, project_dir=root, endpoint=endpoint, failover=not no_failover)
         else:
             with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console) as bar:
                 task = bar.add_task(f"drill {scenario} on {stack}", total=None)
@@ -113,7 +126,14 @@ def drill(
                     text = data.get("message") or ", ".join(f"{k}={v}" for k, v in data.items())
                     bar.update(task, description=f"{stage}: {text}")
 
-                report = run_drill(stack, scenario, project_dir=root, endpoint=endpoint, progress=show)
+                report = run_drill(
+                    stack,
+                    scenario,
+                    project_dir=root,
+                    endpoint=endpoint,
+                    progress=show,
+                    failover=not no_failover,
+                )
     if report_dir is not None:
         from rollback.sandbox.report import write_report
 

@@ -111,6 +111,7 @@ def stop_background(root: Path, timeout: float = 10.0) -> dict[str, Any] | None:
 def serve(stack: str, root: Path) -> None:
     """The daemon body: emulator + deployed stack + the real-time loop, until SIGTERM."""
     from infra.config import pulumi_config_from_stack_file
+    from rollback.metrics import MetricsPublisher
     from rollback.sandbox import moto_patches
     from rollback.sandbox.alarms import AlarmEvaluator
     from rollback.sandbox.applier import apply_program
@@ -134,7 +135,9 @@ def serve(stack: str, root: Path) -> None:
     emu.start()
     try:
         now = lambda: datetime.now(UTC)  # noqa: E731
-        cloud = SimulatedCloud(emu, now)
+        # Callers of the background sandbox are plain boto3 clients that publish no custom metrics,
+        # so the simulated endpoint counts them (the drill's client publishes its own instead).
+        cloud = SimulatedCloud(emu, now, publisher=MetricsPublisher(emu.client("cloudwatch")))
         moto_patches.set_invoke_hook(cloud.route)
         # A new emulator starts empty: the previous daemon's applier state describes nothing here.
         (base / "applied.json").unlink(missing_ok=True)

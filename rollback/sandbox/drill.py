@@ -7,6 +7,12 @@ one second per tick: predictions are routed by live weight to simulated variants
 published, alarms are evaluated at their period boundaries, alarm transitions and the schedule
 are delivered by EventBridge rules to the deployed Lambda handlers, called in-process.
 
+Predictions go through the real client, :class:`rollback.client.SafePredictor` (one failover to
+``stable`` with ``TargetVariant``), whose :class:`~rollback.metrics.MetricsPublisher` on the
+virtual clock is the one publisher of the fast custom metrics: it counts every attempt, so the
+candidate's errors reach the candidate alarm even when the failover hid them from the caller.
+``failover=False`` sends plain calls (``idempotent=False``: never retried) to show the difference.
+
 Scenarios and what they expect (``expectation_met`` decides the CLI exit code):
 
 =================  =====================================================  =======================
@@ -24,6 +30,7 @@ flapping           isolated bad periods, fewer than M in any N             no ro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
@@ -36,18 +43,24 @@ from typing import Any
 
 from rollback import clock as rclock
 from rollback import names
-from rollback.errors import SandboxError
+from rollback.client import SafePredictor
+from rollback.errors import PredictionError, SandboxError
+from rollback.metrics import MetricsPublisher, Timestamp
 from rollback.sandbox import moto_patches
 from rollback.sandbox.alarms import AlarmEvaluator
 from rollback.sandbox.applier import apply_program, project_root
 from rollback.sandbox.emulator import Emulator
 from rollback.sandbox.eventbus import EventBus
-from rollback.sandbox.traffic import ModelBehaviour, SimulatedCloud
+from rollback.sandbox.traffic import ModelBehaviour, SandboxRuntime, SimulatedCloud, SimulatedTime
 
 SCENARIOS: tuple[str, ...] = ("bad-canary", "healthy", "fault-injection", "no-traffic", "flapping")
 WARMUP_SECONDS = 60
 AFTER_ROLLBACK_SECONDS = 15
 MAX_RATE = 200
+#: The drill client's failover deadline: the bad canary fails after ~1.5 s (up to ~2.3 s), and a
+#: failure seen after the deadline is not retried; 3 s keeps every one of them retried.
+CLIENT_DEADLINE_SECONDS = 3.0
+_BODY = b'{"amount": 12.5}'
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -62,6 +75,32 @@ class _Marks:
     rollback: float | None = None
     timeline: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _AttemptCounter:
+    """The predictor's metrics sink: forwards every attempt to the publisher and counts it per variant.
+
+    The drill's timeline (candidate requests and error rate per second) and the time of the first
+    failed attempt come from here, i.e. from what the client itself recorded.
+    """
+
+    def __init__(self, publisher: MetricsPublisher) -> None:
+        self.publisher = publisher
+        self.served: dict[str, list[int]] = {}
+        self.failed_attempts = 0
+
+    def record_invocation(
+        self, endpoint: str, variant: str, latency_ms: float, error: bool, at: Timestamp = None
+    ) -> None:
+        self.publisher.record_invocation(endpoint, variant, latency_ms, error, at)
+        counts = self.served.setdefault(variant, [0, 0])
+        counts[0] += 1
+        counts[1] += 1 if error else 0
+        self.failed_attempts += 1 if error else 0
+
+    def take(self) -> dict[str, list[int]]:
+        served, self.served = self.served, {}
+        return served
 
 
 def stack_file(stack: str, project_dir: Path | None = None) -> Path:
@@ -108,8 +147,13 @@ def run_drill(
     progress: Progress | None = None,
     seed: int = 7,
     state_dir: Path | None = None,
+    failover: bool = True,
 ) -> dict[str, Any]:
-    """Run one drill in a fresh sandbox and return the report (see docs/sandbox.md for fields)."""
+    """Run one drill in a fresh sandbox and return the report (see docs/sandbox.md for fields).
+
+    ``failover=False``: predictions are plain calls (no retry on ``stable``), to show how many a
+    client without the failover would have lost.
+    """
     if scenario not in SCENARIOS:
         raise SandboxError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     from infra.config import load_stack_file, pulumi_config_from_stack_file
@@ -141,6 +185,18 @@ def run_drill(
         emu.start()
         cloud = SimulatedCloud(emu, vclock.now, seed=seed)
         moto_patches.set_invoke_hook(cloud.route)
+        publisher = MetricsPublisher(emu.client("cloudwatch"), clock=lambda: vclock.now().timestamp())
+        counter = _AttemptCounter(publisher)
+        sim_time = SimulatedTime()
+        runtime = SandboxRuntime(emu, cloud, sim_time)
+        predictor = SafePredictor(
+            physical,
+            runtime=runtime,
+            metrics=counter,
+            deadline_seconds=CLIENT_DEADLINE_SECONDS,
+            auto_inference_id=False,
+            clock=sim_time,
+        )
         evaluator = AlarmEvaluator(emu.backend("cloudwatch"), vclock.now)
         bus = EventBus(emu, vclock.now)
         state_path = state_dir / "state.json"
@@ -148,7 +204,8 @@ def run_drill(
         notify("deploy", {"message": f"deploying {stack}: stable {ep.release.stable} only"})
         apply_program(emu, stack=stack, config=_without_candidate(config_map, ep.name), state_path=state_path)
         notify("release", {"message": f"releasing candidate {ep.release.candidate} ({ep.strategy.type})"})
-        runner = _Runner(emu, vclock, cloud, evaluator, bus, stack, physical, scenario, ep, notify)
+        client = _Client(predictor, runtime, counter, failover)
+        runner = _Runner(emu, vclock, cloud, client, evaluator, bus, stack, physical, scenario, ep, notify)
         runner.run_for(WARMUP_SECONDS, traffic=True)
         release_result = apply_program(emu, stack=stack, config=config_map, state_path=state_path)
         bus.invalidate()
@@ -170,6 +227,16 @@ def run_drill(
     return report
 
 
+@dataclass
+class _Client:
+    """The application side of the drill: the real predictor, its runtime, its metrics sink."""
+
+    predictor: SafePredictor
+    runtime: SandboxRuntime
+    counter: _AttemptCounter
+    failover: bool
+
+
 class _Runner:
     """The tick loop of one drill (one simulated second per tick)."""
 
@@ -178,6 +245,7 @@ class _Runner:
         emu: Emulator,
         vclock: rclock.VirtualClock,
         cloud: SimulatedCloud,
+        client: _Client,
         evaluator: AlarmEvaluator,
         bus: EventBus,
         stack: str,
@@ -187,6 +255,7 @@ class _Runner:
         notify: Progress,
     ) -> None:
         self.emu, self.clock, self.cloud, self.evaluator, self.bus = emu, vclock, cloud, evaluator, bus
+        self.client = client
         self.stack, self.endpoint, self.scenario, self.ep, self.notify = stack, endpoint, scenario, ep, notify
         self.marks = _Marks()
         steps = list(ep.strategy.steps) or [100]
@@ -195,9 +264,6 @@ class _Runner:
         self.n_periods = int(ep.triggers.evaluation_periods)
         self.rate = traffic_rate(self.bake, steps[0], int(ep.strategy.min_requests_per_step))
         self.max_seconds = min(4 * 3600.0, self.bake * (len(steps) + 1) + 240.0)
-        self.predictions = 0
-        self.failed = 0
-        self._http = emu.client("sagemaker-runtime")
         self._ticks = 0
 
     # -- the loop -------------------------------------------------------------------------------
@@ -228,22 +294,19 @@ class _Runner:
         released = self.marks.release > 0
         if released:
             self._behaviour()
-        served: dict[str, list[int]] = {}
         if traffic:
+            failed_before = self.client.counter.failed_attempts
             for i in range(self.rate):
                 if i == 0 and self._ticks % 10 == 0:
-                    ok, variant = self._invoke_http()
-                else:
-                    out = self.cloud.route(self.endpoint)
-                    ok, variant = out.ok, out.variant
-                self.predictions += 1
-                self.failed += 0 if ok else 1
-                counts = served.setdefault(variant, [0, 0])
-                counts[0] += 1
-                counts[1] += 0 if ok else 1
-                if released and not ok and self.marks.first_bad is None:
-                    self.marks.first_bad = now
-                    self.notify("first-bad", {"at": now - self.marks.release})
+                    # Every tenth tick one prediction takes the real InvokeEndpoint HTTP API.
+                    self.client.runtime.use_http_once()
+                self._predict()
+            failed = self.client.counter.failed_attempts > failed_before
+            if released and failed and self.marks.first_bad is None:
+                self.marks.first_bad = now
+                self.notify("first-bad", {"at": now - self.marks.release})
+        served = self.client.counter.take()
+        self.client.counter.publisher.flush()
         self.cloud.flush()
         self.clock.advance(1.0)
         self._ticks += 1
@@ -282,18 +345,11 @@ class _Runner:
                 self.marks.rollback = self.clock.now().timestamp()
                 self.notify("rollback", {"at": self.marks.rollback - self.marks.release})
 
-    def _invoke_http(self) -> tuple[bool, str]:
-        """Every tenth tick, one prediction goes through the real InvokeEndpoint HTTP API."""
-        try:
-            resp = self._http.invoke_endpoint(EndpointName=self.endpoint, Body=b'{"amount": 12.5}')
-            return True, resp.get("InvokedProductionVariant", names.STABLE)
-        except self._http.exceptions.ModelError as exc:
-            variant = (
-                exc.response.get("ResponseMetadata", {})
-                .get("HTTPHeaders", {})
-                .get("x-amzn-invoked-production-variant", names.CANDIDATE)
-            )
-            return False, variant
+    def _predict(self) -> None:
+        """One prediction as an application makes it; a failure it would see is counted, not raised."""
+        # A failure the caller would see is counted in the predictor's stats (``failed``).
+        with contextlib.suppress(PredictionError):
+            self.client.predictor.predict(_BODY, idempotent=self.client.failover)
 
     def progress_state(self) -> dict[str, Any] | None:
         ssm = self.emu.client("ssm")
@@ -361,8 +417,10 @@ class _Runner:
         audit = self._audit_items()
         notifications = self._notifications()
         state = (self.progress or {}).get("state")
+        stats = self.client.predictor.stats
         expected = {
-            "bad-canary": rolled_back,
+            # With the failover, no caller may see the bad canary's errors.
+            "bad-canary": rolled_back and (stats.failed == 0 or not self.client.failover),
             "fault-injection": rolled_back,
             "healthy": not rolled_back and state == "ready-to-finalize",
             "no-traffic": not rolled_back and state == "paused",
@@ -377,8 +435,12 @@ class _Runner:
             "rolled_back": rolled_back,
             "ttr_seconds": ttr,
             "detection_seconds": detection,
-            "predictions_total": self.predictions,
-            "predictions_failed": self.failed,
+            "predictions_total": stats.predictions,
+            "predictions_failed": stats.failed,
+            "predictions_failed_without_failover": stats.first_attempt_failures,
+            "failovers": stats.failovers,
+            "failover": self.client.failover,
+            "http_predictions": self.client.runtime.http_calls,
             "weights_before": weights_before,
             "weights_after": weights_after,
             "handler_api_calls": sum(inv.api_calls for inv in rollback_calls if inv.ok),

@@ -4,17 +4,25 @@
 routes the HTTP API here too): it reads the endpoint's live variant weights from the emulator,
 picks a variant by weight (or the ``TargetVariant``), and asks that variant's
 :class:`ModelBehaviour` whether the prediction fails and how long it takes. Each prediction is
-recorded as metrics:
+recorded as the built-in ``AWS/SageMaker`` per-variant metrics (``Invocations``,
+``Invocation5XXErrors``, ``ModelLatency`` in microseconds), aggregated per minute and written into
+the emulator's CloudWatch once the minute is over, as SageMaker itself publishes them.
 
-- the fast custom metrics (``MLRollback/Endpoints``, 1-second resolution) through the project's
-  own :class:`rollback.metrics.MetricsPublisher` with the virtual clock, as the client library does;
-- the built-in ``AWS/SageMaker`` per-variant metrics (``Invocations``, ``Invocation5XXErrors``,
-  ``ModelLatency`` in microseconds), aggregated per minute and written into the emulator's
-  CloudWatch once the minute is over, as SageMaker itself publishes them.
+The fast custom metrics (``MLRollback/Endpoints``) are the client's job, as in production: the
+drill sends its predictions through :class:`rollback.client.SafePredictor`, whose
+:class:`~rollback.metrics.MetricsPublisher` (on the virtual clock) counts every attempt per
+variant. :class:`SandboxRuntime` is the ``sagemaker-runtime`` client the drill gives it: most calls
+are served by :meth:`SimulatedCloud.route` in-process (thousands per drill), the ones marked
+:meth:`~SandboxRuntime.use_http_once` go through the real InvokeEndpoint HTTP API of the
+emulator; both answer with the same shapes (``InvokedProductionVariant``, and on failure a
+``ModelError`` whose ``x-Amzn-Invoked-Production-Variant`` header names the failing variant).
+The background sandbox (:mod:`~rollback.sandbox.daemon`) is called by plain boto3 clients that
+publish nothing, so there the cloud is given a publisher and counts the custom metrics itself.
 """
 
 from __future__ import annotations
 
+import io
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -22,8 +30,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.config import Config
+
 from rollback.metrics import MetricsPublisher
-from rollback.sandbox.emulator import Emulator
+from rollback.sandbox.emulator import FAKE_CREDENTIALS, Emulator
 from rollback.sandbox.moto_patches import InvokeOutcome
 
 BUILTIN_NAMESPACE = "AWS/SageMaker"
@@ -46,15 +56,27 @@ class _Minute:
 
 
 class SimulatedCloud:
-    """Routes predictions by live weight to simulated variants and records their metrics."""
+    """Routes predictions by live weight to simulated variants and records their metrics.
 
-    def __init__(self, emulator: Emulator, now: Callable[[], datetime], seed: int = 7) -> None:
+    ``publisher`` (default none) also counts the custom metrics of every prediction; only for
+    callers that do not publish their own (the background sandbox's plain boto3 callers).
+    """
+
+    def __init__(
+        self,
+        emulator: Emulator,
+        now: Callable[[], datetime],
+        seed: int = 7,
+        publisher: MetricsPublisher | None = None,
+    ) -> None:
         self._emu = emulator
         self._now = now
         self.rng = random.Random(seed)
         self.behaviours: dict[tuple[str, str], ModelBehaviour] = {}
-        self.publisher = MetricsPublisher(emulator.client("cloudwatch"), clock=lambda: now().timestamp())
+        self.publisher = publisher
         self._minutes: dict[tuple[str, str, int], _Minute] = {}
+        #: The outcome of the latest routed prediction (the HTTP path reads its simulated latency).
+        self.last_outcome: InvokeOutcome | None = None
 
     def behave(self, endpoint: str, variant: str, behaviour: ModelBehaviour) -> None:
         """Set how ``variant`` of ``endpoint`` answers from now on."""
@@ -91,12 +113,14 @@ class SimulatedCloud:
         latency = max(1.0, self.rng.gauss(behaviour.latency_ms, behaviour.jitter_ms))
         self.record(endpoint, variant, latency, ok)
         body_out = '{"score": 0.12}' if ok else "model server error"
-        return InvokeOutcome(variant=variant, ok=ok, latency_ms=latency, body=body_out)
+        self.last_outcome = InvokeOutcome(variant=variant, ok=ok, latency_ms=latency, body=body_out)
+        return self.last_outcome
 
     def record(self, endpoint: str, variant: str, latency_ms: float, ok: bool) -> None:
-        """Record one invocation in both metric families."""
+        """Record one invocation in the built-in metrics (and the custom ones, given a publisher)."""
         now = self._now()
-        self.publisher.record_invocation(endpoint, variant, latency_ms, not ok, at=now)
+        if self.publisher is not None:
+            self.publisher.record_invocation(endpoint, variant, latency_ms, not ok, at=now)
         minute = int(now.timestamp() // 60) * 60
         bucket = self._minutes.setdefault((endpoint, variant, minute), _Minute())
         bucket.count += 1
@@ -104,8 +128,9 @@ class SimulatedCloud:
         bucket.latencies_us[round(latency_ms) * 1000.0] += 1
 
     def flush(self) -> None:
-        """Publish the custom metrics recorded so far, and the built-in ones of finished minutes."""
-        self.publisher.flush()
+        """Publish the built-in metrics of finished minutes (and the custom ones, given a publisher)."""
+        if self.publisher is not None:
+            self.publisher.flush()
         current = int(self._now().timestamp() // 60) * 60
         done = sorted(k for k in self._minutes if k[2] < current)
         if not done:
@@ -134,3 +159,100 @@ class SimulatedCloud:
             )
         # SageMaker publishes these itself (an AWS/ namespace a client could not write to).
         self._emu.backend("cloudwatch").put_metric_data(BUILTIN_NAMESPACE, data)
+
+
+class SimulatedTime:
+    """The prediction client's clock in the drill: it moves only by the simulated latencies.
+
+    :class:`~rollback.client.SafePredictor` measures attempt latency and its failover deadline
+    with its ``clock``; given this one, it sees each variant's simulated latency (the slow bad
+    canary is slow to it too) while the drill's virtual clock stays on its one-second ticks.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+    def spend(self, latency_ms: float) -> None:
+        """One call took ``latency_ms`` of simulated time."""
+        self.seconds += latency_ms / 1000.0
+
+
+class SandboxRuntime:
+    """A ``sagemaker-runtime`` client for :class:`~rollback.client.SafePredictor` in the drill.
+
+    ``invoke_endpoint`` answers like botocore does: a response dict with a readable ``Body`` and
+    ``InvokedProductionVariant``, or a modeled ``ModelError`` (HTTP 424) carrying the failing
+    variant in the ``x-amzn-invoked-production-variant`` header, or a ``ValidationError`` for an
+    unknown endpoint/variant. In-process by default (speed); after :meth:`use_http_once`, the next
+    call goes through the emulator's real HTTP API (same router behind it, see moto_patches).
+    """
+
+    def __init__(self, emulator: Emulator, cloud: SimulatedCloud, time: SimulatedTime) -> None:
+        import boto3
+
+        self._cloud = cloud
+        self._time = time
+        # No botocore retries: the predictor's single failover is the only retry, as make_runtime sets.
+        self._http = boto3.client(
+            "sagemaker-runtime",
+            region_name=emulator.region,
+            endpoint_url=emulator.endpoint_url,
+            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+        )
+        self.exceptions = self._http.exceptions
+        self._http_next = False
+        self.http_calls = 0
+        self.local_calls = 0
+
+    def use_http_once(self) -> None:
+        """Send the next call through the real InvokeEndpoint HTTP API."""
+        self._http_next = True
+
+    def invoke_endpoint(self, **params: Any) -> dict[str, Any]:
+        """InvokeEndpoint (``EndpointName``, ``Body``, optional ``TargetVariant``; the rest ignored)."""
+        if self._http_next:
+            self._http_next = False
+            self.http_calls += 1
+            self._cloud.last_outcome = None
+            try:
+                return dict(self._http.invoke_endpoint(**params))
+            finally:
+                if self._cloud.last_outcome is not None:
+                    self._time.spend(self._cloud.last_outcome.latency_ms)
+        self.local_calls += 1
+        endpoint = str(params["EndpointName"])
+        try:
+            outcome = self._cloud.route(endpoint, params.get("TargetVariant"), bytes(params.get("Body", b"")))
+        except LookupError as exc:
+            raise self._error("ValidationError", str(exc), 400, {}) from None
+        self._time.spend(outcome.latency_ms)
+        header = {"x-amzn-invoked-production-variant": outcome.variant}
+        if not outcome.ok:
+            raise self._error(
+                "ModelError",
+                f'Received server error (500) from primary with message "{outcome.body}"',
+                424,
+                header,
+            )
+        return {
+            "Body": io.BytesIO(outcome.body.encode()),
+            "ContentType": "application/json",
+            "InvokedProductionVariant": outcome.variant,
+            "ResponseMetadata": {"HTTPStatusCode": 200, "HTTPHeaders": header},
+        }
+
+    def _error(self, code: str, message: str, status: int, headers: dict[str, str]) -> Exception:
+        response: dict[str, Any] = {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {
+                "HTTPStatusCode": status,
+                "HTTPHeaders": {**headers, "x-amzn-errortype": code},
+            },
+        }
+        cls = getattr(self._http.exceptions, code, None) or self._http.exceptions.ClientError
+        return cls(response, "InvokeEndpoint")  # type: ignore[no-any-return]

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rollback.cli import app
+from rollback.errors import SandboxError
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +28,35 @@ def test_bad_canary_is_drained_quarantined_audited_and_notified_once(tmp_path: P
     assert report["weights_after"]["candidate"] == 0.0 and report["weights_after"]["stable"] == 100.0
     assert report["weights_before"]["candidate"] > 0
     assert 0 < report["ttr_seconds"] <= 30
-    assert report["predictions_failed"] > 0
+    # The client's failover to stable hid every candidate error from the callers...
+    assert report["predictions_failed"] == 0
+    assert report["predictions_failed_without_failover"] > 0
+    assert report["failovers"] == report["predictions_failed_without_failover"]
+    # ...while the per-attempt metrics still showed them to the candidate alarm.
+    assert report["alarm"] == "fraud-scorer-dev-candidate-errors"
+    assert report["quarantine"]["alarm"] == "fraud-scorer-dev-candidate-errors"
     assert report["quarantine"]["version"] == "v2" and report["quarantine"]["variant"] == "candidate"
     drains = [a for a in report["audit"] if a["action"] == "drain"]
     assert len(drains) == 1 and drains[0]["outcome"] == "done"
     assert report["notifications"] == 1
     assert "rolled back v2" in report["notification_subjects"][0]
     assert (tmp_path / "report.json").is_file() and (tmp_path / "drill.png").stat().st_size > 1000
+
+
+def test_bad_canary_without_failover_lets_callers_see_the_candidate_errors() -> None:
+    code, report = _drill("--no-failover")
+
+    assert code == 0 and report["rolled_back"] is True
+    assert report["failover"] is False and report["failovers"] == 0
+    assert report["predictions_failed"] > 0
+    assert report["predictions_failed"] == report["predictions_failed_without_failover"]
+
+
+def test_no_failover_without_sandbox_is_refused_with_a_clear_message() -> None:
+    result = CliRunner().invoke(app, ["drill", "--stack", "dev", "--no-failover"])
+
+    assert isinstance(result.exception, SandboxError) and result.exception.exit_code == 12
+    assert "--no-failover only applies to the sandbox drill" in str(result.exception)
 
 
 def test_healthy_rollout_walks_every_step_to_ready_to_finalize() -> None:
@@ -69,7 +92,8 @@ def test_flapping_below_m_of_n_never_rolls_back() -> None:
 
     assert code == 0
     assert report["rolled_back"] is False
-    assert report["predictions_failed"] > 0  # the isolated bad datapoints did happen
+    assert report["predictions_failed_without_failover"] > 0  # the isolated bad datapoints did happen
+    assert report["predictions_failed"] == 0  # and the failover answered them from stable
 
 
 def test_unknown_scenario_is_a_clear_error() -> None:
