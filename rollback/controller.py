@@ -597,6 +597,33 @@ def _followups(
     }
 
 
+def _handled_before(
+    clients: Clients,
+    settings: Settings,
+    key: str,
+    base: dict[str, Any],
+    retry: RetryPolicy,
+    duplicate_reason: str,
+) -> dict[str, Any] | None:
+    """The result for a state change whose guard item exists (finishing pending follow-ups), else None."""
+    guard = call(
+        "GetItem",
+        audit.get_guard,
+        retry,
+        dynamodb=clients.dynamodb,
+        table=settings.audit_table,
+        idempotency_key=key,
+    )
+    if guard is None:
+        return None
+    if guard.get("pending"):
+        done = _resume(clients, settings, key, guard, retry)
+        return _result(
+            "completed", "finished follow-ups an earlier delivery could not do", **base, followUps=done
+        )
+    return _result("duplicate", duplicate_reason, **base)
+
+
 def _already_drained(
     clients: Clients,
     settings: Settings,
@@ -613,21 +640,11 @@ def _already_drained(
     """Candidate at weight 0: a duplicate, a partly handled earlier delivery, or someone else's drain."""
     endpoint = state.name
     base = {"endpoint": endpoint, "variant": names.CANDIDATE, "alarm": alarm, "idempotencyKey": key}
-    guard = call(
-        "GetItem",
-        audit.get_guard,
-        retry,
-        dynamodb=clients.dynamodb,
-        table=settings.audit_table,
-        idempotency_key=key,
+    handled = _handled_before(
+        clients, settings, key, base, retry, "this state change was already handled; candidate is at weight 0"
     )
-    if guard is not None:
-        if guard.get("pending"):
-            done = _resume(clients, settings, key, guard, retry)
-            return _result(
-                "completed", "finished follow-ups an earlier delivery could not do", **base, followUps=done
-            )
-        return _result("duplicate", "this state change was already handled; candidate is at weight 0", **base)
+    if handled is not None:
+        return handled
     text = call(
         "GetParameter", records.get_text, retry, ssm=clients.ssm, name=settings.quarantine_parameter(endpoint)
     )
@@ -700,21 +717,9 @@ def _stable_alarm(
     """Stable's own alarm: record and notify once, never touch weights."""
     key = event.idempotency_key
     base = {"endpoint": endpoint, "variant": names.STABLE, "alarm": event.alarm_name, "idempotencyKey": key}
-    guard = call(
-        "GetItem",
-        audit.get_guard,
-        retry,
-        dynamodb=clients.dynamodb,
-        table=settings.audit_table,
-        idempotency_key=key,
-    )
-    if guard is not None:
-        if guard.get("pending"):
-            done = _resume(clients, settings, key, guard, retry)
-            return _result(
-                "completed", "finished follow-ups an earlier delivery could not do", **base, followUps=done
-            )
-        return _result("duplicate", "this state change was already handled", **base)
+    handled = _handled_before(clients, settings, key, base, retry, "this state change was already handled")
+    if handled is not None:
+        return handled
     state = describe_endpoint(clients, endpoint, retry, wait_ready=False)
     decision = policy.decide_alarm(state.weights, names.STABLE, event.state)
     marker = event.marker
