@@ -230,10 +230,12 @@ def _patch_runtime() -> None:
             outcome = _invoke_hook(endpoint_name, target, body)
         except LookupError as exc:
             payload = {"__type": "ValidationError", "message": str(exc)}
-            return 400, {"x-amzn-ErrorType": "ValidationError"}, json.dumps(payload)
-        headers = {"x-Amzn-Invoked-Production-Variant": outcome.variant}
+            # moto takes the HTTP status from the "status" header, not from the tuple's first item.
+            return 400, {"status": 400, "x-amzn-ErrorType": "ValidationError"}, json.dumps(payload)
+        # The variant header on errors too: clients (rollback.client) name the failing variant from it.
+        headers: dict[str, Any] = {"x-Amzn-Invoked-Production-Variant": outcome.variant}
         if outcome.ok:
-            return 200, {**headers, "Content-Type": "application/json"}, outcome.body
+            return 200, {**headers, "status": 200, "Content-Type": "application/json"}, outcome.body
         payload = {
             "__type": "ModelError",
             "message": f'Received server error (500) from primary with message "{outcome.body}"',
@@ -241,6 +243,6 @@ def _patch_runtime() -> None:
             "OriginalMessage": outcome.body,
             "LogStreamArn": f"arn:aws:logs:::log-group:/aws/sagemaker/Endpoints/{endpoint_name}",
         }
-        return 424, {**headers, "x-amzn-ErrorType": "ModelError"}, json.dumps(payload)
+        return 424, {**headers, "status": 424, "x-amzn-ErrorType": "ModelError"}, json.dumps(payload)
 
     SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint  # type: ignore[method-assign]
