@@ -12,9 +12,10 @@ checkout) every call records a new item, because nothing identifies "the same" d
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from rollback import audit, names
+from rollback import audit, clock, names
 
 
 def deploy_key(stack: str, commit: str, physical: str) -> str:
@@ -84,3 +85,47 @@ def record_deploys(
             }
         )
     return out
+
+
+def deploy_records(
+    dynamodb: Any, table: str, physical: str, *, max_items: int = 1000
+) -> list[dict[str, Any]]:
+    """The ``deploy`` audit items of ``physical``, newest first (at most ``max_items`` audit items read)."""
+    out: list[dict[str, Any]] = []
+    cursor = None
+    read = 0
+    while read < max_items:
+        items, cursor = audit.query(dynamodb, table, physical, limit=100, cursor=cursor)
+        read += len(items)
+        out += [i for i in items if i.get("action") == "deploy"]
+        if cursor is None:
+            break
+    return out
+
+
+def _at(item: dict[str, Any]) -> datetime:
+    return clock.parse_iso(str(item["at"]).split("#", 1)[0])
+
+
+def shadow_window(
+    deploys: list[dict[str, Any]], version: str, now: datetime
+) -> tuple[datetime, datetime] | None:
+    """When ``version`` last served as the shadow variant, from deploy records (newest first).
+
+    The window starts at the oldest of the newest run of consecutive deploys declaring ``version``
+    as shadow, and ends at the next deploy that declared something else (or ``now`` if none did).
+    Captures of the ``shadow`` variant in that window are answers of ``version`` and nothing else.
+    None when no deploy record declares ``version`` as shadow.
+    """
+
+    def is_shadow(item: dict[str, Any]) -> bool:
+        return ((item.get("detail") or {}).get("release") or {}).get(names.SHADOW) == version
+
+    newest = next((i for i, item in enumerate(deploys) if is_shadow(item)), None)
+    if newest is None:
+        return None
+    end = _at(deploys[newest - 1]) if newest > 0 else now
+    oldest = newest
+    while oldest + 1 < len(deploys) and is_shadow(deploys[oldest + 1]):
+        oldest += 1
+    return _at(deploys[oldest]), end

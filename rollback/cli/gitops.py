@@ -206,6 +206,73 @@ def _gates(src: Context, dst: Context, endpoint: str, version: str, max_age_hour
     return failed
 
 
+def _shadow_gate(
+    src: Context, endpoint: str, version: str, capture_uri: str | None, max_age_hours: float
+) -> tuple[list[str], dict[str, Any] | None]:
+    """The shadow-verdict gate: (failed gates, verdict summary for the audit item or None).
+
+    The window is when ``version`` last served as the source's shadow variant, taken from the
+    deploy records (``record-deploy``), so the captures judged are that version's answers only.
+    """
+    import boto3
+
+    from infra.config import capture_uri as default_capture_uri
+    from rollback.capture import MAX_WINDOW
+    from rollback.deploys import deploy_records, shadow_window
+    from rollback.verdicts.shadow import evaluate_shadow
+
+    sep = src.cfg.endpoint(endpoint)
+    if capture_uri is None:
+        if not src.cfg.artifacts.bucket:
+            raise ConfigError(
+                f"{src.cfg.source}: the stack creates its artifacts bucket, so the data-capture location is "
+                "only known after deployment; pass --capture-uri s3://<bucket>/data-capture "
+                "(from `pulumi stack output`)"
+            )
+        capture_uri = default_capture_uri(src.cfg.artifacts.bucket)
+    now = clock.now()
+    deploys = deploy_records(src.clients.dynamodb, src.settings.audit_table, sep.physical_name)
+    window = shadow_window(deploys, version, now)
+    if window is None:
+        return [
+            f"{src.stack}: no recorded deploy of {version} as shadow on {sep.physical_name}, so there is no "
+            f"shadow verdict; deploy it with strategy shadow, run `mlrollback record-deploy --stack "
+            f"{src.stack}` after `pulumi up`, and let it see traffic"
+        ], None
+    since, until = window
+    if until < now - timedelta(hours=max_age_hours):
+        return [
+            f"{src.stack}: {version} last served as shadow until {clock.iso(until)}, more than "
+            f"{max_age_hours:g} h ago; run it as shadow again for a fresh verdict"
+        ], None
+    since = max(since, until - MAX_WINDOW)
+    if until <= since:
+        return [f"{src.stack}: {version} never served as shadow (replaced at once); nothing to judge"], None
+    report = evaluate_shadow(
+        boto3.client("s3", region_name=src.cfg.region),
+        src.clients.cloudwatch,
+        capture_uri=capture_uri,
+        endpoint=sep.physical_name,
+        since=since,
+        until=until,
+    )
+    summary = {
+        "verdict": report.verdict,
+        "pairs": report.pairs,
+        "tolerantAgreement": report.tolerant_agreement,
+        "since": clock.iso(since),
+        "until": clock.iso(until),
+    }
+    if report.passed:
+        return [], summary
+    why = "; ".join(report.reasons) or "no reason given"
+    return [
+        f"{src.stack}: shadow verdict of {version} on {sep.physical_name} "
+        f"({clock.iso(since)} .. {clock.iso(until)}) is {report.verdict}: {why}; "
+        f"see `mlrollback shadow-report --stack {src.stack} --endpoint {endpoint}`"
+    ], summary
+
+
 @cli_app.command(rich_help_panel="Change")
 def promote(
     from_stack: Annotated[str, typer.Option("--from", help="Source stack, e.g. staging.")],
@@ -219,6 +286,23 @@ def promote(
         float | None,
         typer.Option("--max-age-hours", help="Newest acceptable drill (default: rehearsal.maxAgeHours)."),
     ] = None,
+    require_shadow_verdict: Annotated[
+        bool,
+        typer.Option(
+            "--require-shadow-verdict",
+            help="Also require a passing shadow verdict of the version in the source stack, judged on the "
+            "captures of the last period it served as shadow (from `record-deploy` items), no older "
+            "than --max-age-hours.",
+        ),
+    ] = False,
+    capture_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--capture-uri",
+            help="Source data-capture DestinationS3Uri for the shadow verdict (default: "
+            "s3://<artifacts.bucket>/data-capture when the source brings its own bucket).",
+        ),
+    ] = None,
     apply: ApplyOpt = False,
     skip_schema_check: SkipSchemaOpt = False,
     project_dir: ProjectOpt = None,
@@ -227,13 +311,17 @@ def promote(
 ) -> None:
     """Copy the source's healthy, rehearsed version into the target stack's release as candidate.
 
-    Gates: no source alarm in ALARM, the source rollout finished, a passing drill of that version
-    in the source audit trail within --max-age-hours, not quarantined, schema-compatible with the
-    target's stable. The target keeps its own strategy.
+    Gates (all failures are listed at once, exit 8): no source alarm in ALARM, the source rollout
+    finished, a passing drill of that version in the source audit trail within --max-age-hours,
+    not quarantined, schema-compatible with the target's stable; with --require-shadow-verdict,
+    a passing shadow verdict too. The target keeps its own strategy.
 
     Examples:
 
       mlrollback promote --from staging --to prod --endpoint fraud-scorer
+
+      mlrollback promote --from staging --to prod --endpoint fraud-scorer --require-shadow-verdict
+      --capture-uri s3://my-artifacts/data-capture
 
       mlrollback promote --from staging --to prod --endpoint fraud-scorer --apply --json
     """
@@ -241,9 +329,14 @@ def promote(
         src = Context(from_stack, project_dir, sandbox)
         dst = Context(to_stack, project_dir, sandbox)
         sep = src.cfg.endpoint(endpoint)
+        dst.cfg.endpoint(endpoint)  # an endpoint the target does not declare fails before any gate
         version = version or sep.release.candidate or sep.release.stable
         age = max_age_hours if max_age_hours is not None else float(src.cfg.rehearsal.max_age_hours)
         failed = _gates(src, dst, endpoint, version, age)
+        shadow: dict[str, Any] | None = None
+        if require_shadow_verdict:
+            shadow_failed, shadow = _shadow_gate(src, endpoint, version, capture_uri, age)
+            failed += shadow_failed
         if failed:
             raise GateError("promotion refused:\n" + "\n".join(f"  - {f}" for f in failed))
         doc = StackDocument.load(dst.path)
@@ -265,6 +358,7 @@ def promote(
         _record(
             dst, physical, "promote", version, f"promoted from {from_stack}", diff,
             release=target.as_dict(), previous=current.as_dict(), source=from_stack,
+            **({"shadowVerdict": shadow} if shadow else {}),
         )  # fmt: skip
         write_atomic(dst.path, doc.render())
         applied = _apply(dst, physical) if apply else None
