@@ -174,7 +174,7 @@ def sandbox_up(
         console.print(f"sandbox for [bold]{stack}[/] running at {info['endpoint_url']} (pid {info['pid']})")
         console.print(
             f"export AWS_ENDPOINT_URL={info['endpoint_url']} AWS_ACCESS_KEY_ID=testing "
-            f"AWS_SECRET_ACCESS_KEY=testing AWS_REGION={info['region']}"
+            f"AWS_SECRET_ACCESS_KEY=testing AWS_REGION={info['region']} AWS_DEFAULT_REGION={info['region']}"
         )
 
 

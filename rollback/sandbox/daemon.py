@@ -5,12 +5,17 @@ writes ``endpoint_url``, ``pid`` and ``daemon.json`` under ``.mlrollback/sandbox
 ``--sandbox`` in the other commands, see :func:`rollback.cli.app.sandbox_endpoint`), and then,
 once a second of real time, publishes the metrics of predictions sent to it, evaluates alarms and
 delivers alarm events and schedules to the Lambda handlers, as the drill does on a virtual clock.
+
+:func:`apply_stack` applies the stack file's program again to that running emulator, from the
+calling process (``mlrollback revert --apply --sandbox``): the applier only needs the emulator's
+API. The daemon notices the new applier state and re-reads the EventBridge rules.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -108,6 +113,79 @@ def stop_background(root: Path, timeout: float = 10.0) -> dict[str, Any] | None:
     return info
 
 
+def running_info(root: Path) -> dict[str, Any]:
+    """The running sandbox's info, or a :class:`SandboxError` saying how to start one."""
+    from rollback.sandbox.emulator import ping
+
+    info = read_info(root)
+    if not info or not pid_alive(int(info["pid"])) or not ping(str(info["endpoint_url"])):
+        raise SandboxError(
+            f"no sandbox is running in {root} (no live {sandbox_dir(root) / 'daemon.json'}); "
+            "start one with `mlrollback sandbox up --stack <stack>`"
+        )
+    return info
+
+
+def _program_path(root: Path) -> Path | None:
+    path = root / "infra" / "__main__.py"
+    return path if path.is_file() else None
+
+
+def apply_stack(root: Path, stack: str) -> dict[str, Any]:
+    """Apply ``environments/Pulumi.<stack>.yaml`` of ``root`` to the running background sandbox.
+
+    The sandbox's ``pulumi up``: the real program under the mock runtime, each resource created or
+    updated through boto3 against the daemon's emulator, with the daemon's applier state (so it
+    updates what ``sandbox up`` created). One apply at a time (a lock file). Returns what
+    :func:`rollback.pulumi_ops.up` returns (``result``, ``changes``) plus the resources touched.
+    Raises :class:`SandboxError` when no sandbox runs or it serves another stack.
+    """
+    from infra.config import pulumi_config_from_stack_file
+    from rollback.sandbox.applier import apply_program
+    from rollback.sandbox.drill import stack_file
+    from rollback.sandbox.emulator import Emulator, environment
+
+    root = root.resolve()
+    info = running_info(root)
+    if info.get("stack") != stack:
+        raise SandboxError(
+            f"the running sandbox serves stack {info.get('stack')}, not {stack}: run `mlrollback sandbox "
+            f"down` and `mlrollback sandbox up --stack {stack}`, or pass --stack {info.get('stack')}"
+        )
+    config = pulumi_config_from_stack_file(stack_file(stack, root))
+    emu = Emulator.attach(str(info["endpoint_url"]), str(info.get("region") or "us-east-1"))
+    base = sandbox_dir(root)
+    with (base / "apply.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # Anything in the program that builds its own client reaches the sandbox, never real AWS.
+        with environment(emu.env()):
+            result = apply_program(
+                emu,
+                stack=stack,
+                config=config,
+                state_path=base / "applied.json",
+                program_path=_program_path(root),
+            )
+    same = len(result.resources) - len(result.created) - len(result.updated)
+    return {
+        "result": "succeeded",
+        "changes": {"create": len(result.created), "update": len(result.updated), "same": max(0, same)},
+        "created": list(result.created),
+        "updated": list(result.updated),
+        "resources": len(result.resources),
+        "warnings": list(result.warnings),
+        "stack": stack,
+        "endpoint_url": emu.endpoint_url,
+    }
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
 def serve(stack: str, root: Path) -> None:
     """The daemon body: emulator + deployed stack + the real-time loop, until SIGTERM."""
     from infra.config import pulumi_config_from_stack_file
@@ -141,7 +219,11 @@ def serve(stack: str, root: Path) -> None:
         moto_patches.set_invoke_hook(cloud.route)
         # A new emulator starts empty: the previous daemon's applier state describes nothing here.
         (base / "applied.json").unlink(missing_ok=True)
-        result = apply_program(emu, stack=stack, config=config, state_path=base / "applied.json")
+        state_path = base / "applied.json"
+        result = apply_program(
+            emu, stack=stack, config=config, state_path=state_path, program_path=_program_path(root)
+        )
+        applied_at = _mtime(state_path)
         evaluator = AlarmEvaluator(emu.backend("cloudwatch"), now)
         bus = EventBus(emu, now)
         info = {
@@ -161,6 +243,10 @@ def serve(stack: str, root: Path) -> None:
         print(f"sandbox for {stack} ready at {emu.endpoint_url}", flush=True)
         while not stopping:
             time.sleep(1.0)
+            if _mtime(state_path) != applied_at:
+                # `apply_stack` ran from another process: rules and targets may have changed.
+                applied_at = _mtime(state_path)
+                bus.invalidate()
             cloud.flush()
             bus.publish_alarm_changes(evaluator.tick())
             bus.run_schedules()

@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from rollback.errors import SandboxError
 from rollback.sandbox import moto_patches
 
 #: moto's default account; ARNs the sandbox builds use it.
@@ -48,6 +49,18 @@ class Emulator:
         self._saved_env: dict[str, str | None] = {}
         self._clients: dict[str, Any] = {}
         self.endpoint_url = ""
+        self.attached = False
+
+    @classmethod
+    def attach(cls, endpoint_url: str, region: str) -> Emulator:
+        """An emulator another process runs (``mlrollback sandbox up``): its clients, not its backends.
+
+        Enough for the applier, which only talks to the emulator through boto3.
+        """
+        emu = cls(region)
+        emu.endpoint_url = endpoint_url.rstrip("/")
+        emu.attached = True
+        return emu
 
     def __enter__(self) -> Emulator:
         self.start()
@@ -58,6 +71,8 @@ class Emulator:
 
     def start(self) -> str:
         """Start the server (free port unless one was given); return its endpoint URL."""
+        if self.attached:
+            raise SandboxError(f"the emulator at {self.endpoint_url} runs in another process")
         from moto.server import ThreadedMotoServer
 
         moto_patches.install()
@@ -116,6 +131,11 @@ class Emulator:
 
     def backend(self, service: str) -> Any:
         """moto's in-process backend of ``service`` for this account and region."""
+        if self.attached:
+            raise SandboxError(
+                f"the emulator at {self.endpoint_url} runs in another process: its {service} state is only "
+                "reachable through the AWS API (use client())"
+            )
         from moto.backends import get_backend
 
         return get_backend(service)[ACCOUNT_ID][self.region]  # type: ignore[call-overload]

@@ -1,0 +1,143 @@
+"""The background sandbox through real subprocesses: `sandbox up/status/down` and `apply_stack`.
+
+One daemon for the module, started by `mlrollback sandbox up` in a copy of the project (stack
+files copied, code symlinked) so the shared checkout's `.mlrollback/` is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from rollback.errors import SandboxError
+from rollback.sandbox import apply_stack
+from rollback.sandbox.daemon import pid_alive, read_info, sandbox_dir
+from rollback.sandbox.emulator import FAKE_CREDENTIALS
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "mlrollback")
+ENDPOINT = "fraud-scorer-dev"
+
+
+def _project(tmp: Path) -> Path:
+    root = tmp / "project"
+    root.mkdir()
+    for name in ("Pulumi.yaml", "infra", "rollback", "schemas", "policy"):
+        if (REPO / name).exists():
+            (root / name).symlink_to(REPO / name)
+    (root / "environments").mkdir()
+    for path in (REPO / "environments").glob("Pulumi.*.yaml"):
+        (root / "environments" / path.name).write_text(path.read_text())
+    return root
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return subprocess.run(
+        [CLI, *args, "--project-dir", str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(root),
+        timeout=120,
+    )
+
+
+def _sagemaker(endpoint_url: str) -> object:
+    return boto3.client(
+        "sagemaker",
+        endpoint_url=endpoint_url,
+        region_name="eu-west-1",
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = _project(tmp_path_factory.mktemp("background"))
+    up = _cli(root, "sandbox", "up", "--stack", "dev")
+    assert up.returncode == 0, up.stdout + up.stderr
+    info = read_info(root)
+    try:
+        yield root
+    finally:
+        _cli(root, "sandbox", "down")
+        if info and pid_alive(int(info["pid"])):  # down failed: do not leave the daemon behind
+            os.kill(int(info["pid"]), signal.SIGKILL)
+
+
+def test_up_deploys_the_stack_where_boto3_with_the_endpoint_url_sees_it(running: Path) -> None:
+    url = (sandbox_dir(running) / "endpoint_url").read_text().strip()
+
+    endpoint = _sagemaker(url).describe_endpoint(EndpointName=ENDPOINT)  # type: ignore[attr-defined]
+
+    assert endpoint["EndpointStatus"] == "InService"
+    assert {v["VariantName"] for v in endpoint["ProductionVariants"]} == {"stable", "candidate"}
+
+
+def test_status_reports_the_running_stack_and_address(running: Path) -> None:
+    status = _cli(running, "sandbox", "status")
+
+    info = read_info(running)
+    assert status.returncode == 0, status.stderr
+    assert info is not None and info["endpoint_url"] in status.stdout and "stack dev" in status.stdout
+
+
+def test_second_up_while_one_runs_is_refused_with_a_clear_message(running: Path) -> None:
+    again = _cli(running, "sandbox", "up", "--stack", "dev")
+
+    assert again.returncode == 12
+    assert "already running" in again.stderr and "mlrollback sandbox down" in again.stderr
+
+
+def test_apply_stack_for_another_stack_is_refused(running: Path) -> None:
+    with pytest.raises(SandboxError, match="serves stack dev, not staging"):
+        apply_stack(running, "staging")
+
+
+def test_apply_stack_updates_the_running_sandbox_from_the_stack_file(running: Path) -> None:
+    path = running / "environments" / "Pulumi.dev.yaml"
+    text = path.read_text()
+    assert "stable: v1\n        candidate: v2\n" in text
+    path.write_text(text.replace("stable: v1\n        candidate: v2\n", "stable: v2\n"))
+    sm = _sagemaker(str(read_info(running)["endpoint_url"]))  # type: ignore[index]
+    before = sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]  # type: ignore[attr-defined]
+
+    result = apply_stack(running, "dev")
+
+    endpoint = sm.describe_endpoint(EndpointName=ENDPOINT)  # type: ignore[attr-defined]
+    config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])  # type: ignore[attr-defined]
+    assert result["result"] == "succeeded" and result["changes"]["update"] > 0
+    assert endpoint["EndpointConfigName"] != before
+    assert [v["VariantName"] for v in config["ProductionVariants"]] == ["stable"]
+    assert "-v2-" in config["ProductionVariants"][0]["ModelName"]
+    assert pid_alive(int(read_info(running)["pid"]))  # type: ignore[index]
+
+
+def test_down_stops_the_daemon_and_removes_its_files(running: Path) -> None:
+    pid = int(read_info(running)["pid"])  # type: ignore[index]
+
+    down = _cli(running, "sandbox", "down")
+
+    assert down.returncode == 0 and f"pid {pid}" in down.stdout
+    assert not pid_alive(pid)
+    assert not (sandbox_dir(running) / "pid").exists() and not (sandbox_dir(running) / "daemon.json").exists()
+    status = _cli(running, "sandbox", "status")
+    assert status.returncode == 3 and "no sandbox running" in status.stdout
+
+
+def test_apply_stack_without_a_running_sandbox_says_how_to_start_one(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+
+    with pytest.raises(SandboxError, match=r"no sandbox is running.*mlrollback sandbox up"):
+        apply_stack(root, "dev")
