@@ -53,6 +53,12 @@ def _match_value(rule: Any, value: Any, present: bool) -> bool:
             return isinstance(value, str) and value.endswith(rule["suffix"])
         if "anything-but" in rule:
             excluded = rule["anything-but"]
+            if isinstance(excluded, dict):  # {"anything-but": {"prefix": ...}} or suffix
+                if set(excluded) - {"prefix", "suffix"}:
+                    raise SandboxError(
+                        f"event pattern anything-but {sorted(excluded)} is not supported by the sandbox"
+                    )
+                return not _match_value(excluded, value, present)
             excluded = excluded if isinstance(excluded, list) else [excluded]
             return value not in excluded
         if "numeric" in rule:
