@@ -99,9 +99,16 @@ def stepper_function_name(stack: str) -> str:
     return f"mlrollback-{stack}-stepper"
 
 
-def alarm_rule_name(stack: str) -> str:
-    """EventBridge rule routing the stack's candidate-alarm ALARM transitions to the rollback Lambda."""
-    return f"mlrollback-{stack}-candidate-alarms"
+def alarm_rule_name(stack: str, part: int = 1) -> str:
+    """EventBridge rule routing the stack's alarm ALARM transitions to the rollback Lambda.
+
+    A stack with many alarms needs several rules (an event pattern holds at most 2048
+    characters by default); ``part`` 2, 3, ... name the extra ones.
+    """
+    if part < 1:
+        raise ValueError(f"rule part must be 1 or more, got {part}")
+    base = f"mlrollback-{stack}-candidate-alarms"
+    return base if part == 1 else f"{base}-{part}"
 
 
 def schedule_rule_name(stack: str) -> str:

@@ -66,6 +66,10 @@ class AutoRollbackArgs:
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
+#: EventBridge's default quota for one rule's event pattern, in characters (adjustable to 4096).
+EVENT_PATTERN_LIMIT = 2048
+
+
 def alarm_event_pattern(alarms: Sequence[str]) -> dict[str, Any]:
     """EventBridge pattern: ALARM transitions of exactly these alarms."""
     return {
@@ -73,6 +77,27 @@ def alarm_event_pattern(alarms: Sequence[str]) -> dict[str, Any]:
         "detail-type": ["CloudWatch Alarm State Change"],
         "detail": {"alarmName": sorted(alarms), "state": {"value": ["ALARM"]}},
     }
+
+
+def alarm_event_patterns(alarms: Sequence[str], limit: int = EVENT_PATTERN_LIMIT) -> list[str]:
+    """The alarm patterns (as the JSON the rules carry) split so that each fits in ``limit`` characters.
+
+    One pattern listing every alarm of a large stack would be refused by EventBridge; alarms are
+    added in name order, so adding an endpoint only moves the alarms after it.
+    """
+    patterns: list[str] = []
+    chunk: list[str] = []
+    for alarm in sorted(alarms):
+        candidate = json.dumps(alarm_event_pattern([*chunk, alarm]), sort_keys=True)
+        if len(candidate) > limit:
+            if not chunk:
+                raise ValueError(f"alarm name {alarm!r} alone does not fit in an event pattern of {limit}")
+            patterns.append(json.dumps(alarm_event_pattern(chunk), sort_keys=True))
+            chunk = []
+        chunk.append(alarm)
+    if chunk or not patterns:
+        patterns.append(json.dumps(alarm_event_pattern(chunk), sort_keys=True))
+    return patterns
 
 
 class AutoRollback(pulumi.ComponentResource):
@@ -267,14 +292,36 @@ class AutoRollback(pulumi.ComponentResource):
             ],
         )
 
-        alarm_rule = aws.cloudwatch.EventRule(
-            f"{name}-alarm-rule",
-            name=names.alarm_rule_name(stack),
-            description=f"ALARM transitions of mlrollback {stack} alarms -> rollback Lambda",
-            event_pattern=json.dumps(alarm_event_pattern(args.rule_alarms), sort_keys=True),
-            tags=tags,
-            opts=child,
-        )
+        alarm_rules: list[aws.cloudwatch.EventRule] = []
+        for part, pattern in enumerate(alarm_event_patterns(args.rule_alarms), start=1):
+            suffix = "" if part == 1 else f"-{part}"
+            rule = aws.cloudwatch.EventRule(
+                f"{name}-alarm-rule{suffix}",
+                name=names.alarm_rule_name(stack, part),
+                description=f"ALARM transitions of mlrollback {stack} alarms -> rollback Lambda",
+                event_pattern=pattern,
+                tags=tags,
+                opts=child,
+            )
+            aws.cloudwatch.EventTarget(
+                f"{name}-alarm-target{suffix}",
+                rule=rule.name,
+                arn=rollback_fn.arn,
+                # A drain must not be lost: retry for up to an hour, then keep the event in the DLQ.
+                retry_policy={"maximum_retry_attempts": 20, "maximum_event_age_in_seconds": 3600},
+                dead_letter_config={"arn": dlq.arn},
+                opts=child,
+            )
+            aws.lambda_.Permission(
+                f"{name}-alarm-permission{suffix}",
+                action="lambda:InvokeFunction",
+                function=rollback_fn.name,
+                principal="events.amazonaws.com",
+                source_arn=rule.arn,
+                opts=child,
+            )
+            alarm_rules.append(rule)
+        rule_arns = [rule.arn for rule in alarm_rules]
         aws.sqs.QueuePolicy(
             f"{name}-dlq-policy",
             queue_url=dlq.url,
@@ -286,27 +333,12 @@ class AutoRollback(pulumi.ComponentResource):
                         "Principal": {"Service": "events.amazonaws.com"},
                         "Action": "sqs:SendMessage",
                         "Resource": dlq.arn,
-                        "Condition": {"ArnEquals": {"aws:SourceArn": alarm_rule.arn}},
+                        "Condition": {
+                            "ArnEquals": {"aws:SourceArn": rule_arns[0] if len(rule_arns) == 1 else rule_arns}
+                        },
                     }
                 ]
             ),
-            opts=child,
-        )
-        aws.cloudwatch.EventTarget(
-            f"{name}-alarm-target",
-            rule=alarm_rule.name,
-            arn=rollback_fn.arn,
-            # A drain must not be lost: retry for up to an hour, then keep the event in the DLQ.
-            retry_policy={"maximum_retry_attempts": 20, "maximum_event_age_in_seconds": 3600},
-            dead_letter_config={"arn": dlq.arn},
-            opts=child,
-        )
-        aws.lambda_.Permission(
-            f"{name}-alarm-permission",
-            action="lambda:InvokeFunction",
-            function=rollback_fn.name,
-            principal="events.amazonaws.com",
-            source_arn=alarm_rule.arn,
             opts=child,
         )
 

@@ -438,3 +438,38 @@ def test_components_parent_their_children_and_exports_name_everything():
     }
     assert r.exports["topicArn"] == "arn:aws:sns:eu-west-1:123456789012:mlrollback-dev-alerts"
     assert r.exports["auditTableName"] == "mlrollback-dev-audit"
+
+
+def test_many_alarms_are_split_over_rules_that_fit_eventbridge_pattern_limit():
+    r = run(stack_values(*(endpoint_values(f"model-{i:02d}") for i in range(30))))
+    rules = [
+        res
+        for res in r.resources
+        if res.typ == "aws:cloudwatch/eventRule:EventRule" and "eventPattern" in res.inputs
+    ]
+    assert len(rules) > 1
+    assert {"mlrollback-dev-candidate-alarms", "mlrollback-dev-candidate-alarms-2"} <= {
+        rule.inputs["name"] for rule in rules
+    }
+    routed: list[str] = []
+    for rule in rules:
+        assert len(rule.inputs["eventPattern"]) <= 2048
+        routed += json.loads(rule.inputs["eventPattern"])["detail"]["alarmName"]
+    expected = {
+        f"model-{i:02d}-dev-{role}-{kpi}"
+        for i in range(30)
+        for role in ("stable", "candidate")
+        for kpi in ("errors", "latency")
+    }
+    assert sorted(routed) == sorted(expected)  # every alarm once, none twice
+    rollback_arn = r.named("mlrollback-dev-rollback").outputs["arn"]
+    targets = [res.inputs for res in r.resources if res.typ == "aws:cloudwatch/eventTarget:EventTarget"]
+    permissions = [res.inputs for res in r.resources if res.typ == "aws:lambda/permission:Permission"]
+    dlq_policy = json.loads(r.named("mlrollback-dev-dlq-policy").inputs["policy"])["Statement"][0]
+    for rule in rules:
+        assert any(
+            t["rule"] == rule.inputs["name"] and t["arn"] == rollback_arn and t["deadLetterConfig"]
+            for t in targets
+        )
+        assert any(p["sourceArn"] == rule.outputs["arn"] for p in permissions)
+        assert rule.outputs["arn"] in dlq_policy["Condition"]["ArnEquals"]["aws:SourceArn"]
