@@ -25,10 +25,24 @@ def _weights(sagemaker: Any, physical: str) -> tuple[str, dict[str, float]]:
     }
 
 
+def default_endpoint(stack_cfg: Any) -> str:
+    """The endpoint a drill without ``--endpoint`` rehearses: the first one that declares a candidate.
+
+    A drill needs a candidate to drain; the stack's first endpoint may have none while another does.
+    """
+    for ep in stack_cfg.endpoints:
+        if ep.release.candidate:
+            return str(ep.name)
+    raise GateError(
+        f"no endpoint of stack {stack_cfg.stack} declares a candidate; a drill rehearses draining one, "
+        "so deploy a candidate first (or pass --endpoint)"
+    )
+
+
 def run_drill(
     clients: Any,
     stack_cfg: Any,
-    endpoint: str,
+    endpoint: str | None,
     *,
     timeout_seconds: float,
     i_know_this_is_prod: bool,
@@ -37,13 +51,14 @@ def run_drill(
 ) -> dict[str, Any]:
     """Rehearse a rollback of ``endpoint`` on ``stack_cfg`` (an ``infra.config.StackConfig``).
 
-    Refuses production stacks unless ``i_know_this_is_prod``. Returns a report with
-    ``rolled_back``, ``ttr_seconds`` (alarm forced -> candidate weight 0), ``weights_before`` and
-    ``weights_after``; the pre-drill weights are restored and the drill's quarantine cleared.
+    ``endpoint`` None means :func:`default_endpoint`. Refuses production stacks unless
+    ``i_know_this_is_prod``. Returns a report with ``rolled_back``, ``ttr_seconds`` (alarm forced ->
+    candidate weight 0), ``weights_before`` and ``weights_after``; the pre-drill weights are restored
+    and the drill's quarantine cleared.
     """
     if stack_cfg.production and not i_know_this_is_prod:
         raise GateError(f"stack {stack_cfg.stack} is production; pass --i-know-this-is-prod to drill it")
-    ep = stack_cfg.endpoint(endpoint)
+    ep = stack_cfg.endpoint(endpoint or default_endpoint(stack_cfg))
     physical, version = ep.physical_name, ep.release.candidate
     _status, before = _weights(clients.sagemaker, physical)
     if not version or before.get(names.CANDIDATE, 0) <= 0:

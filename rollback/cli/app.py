@@ -22,6 +22,11 @@ app = typer.Typer(
         "Operate safe SageMaker model rollouts: status, history, manual rollback, stack revert, "
         "promotion, preflight drift guard and rollback drills, against AWS or the local sandbox."
     ),
+    epilog=(
+        "Start with `mlrollback status --stack dev`; every command has --help with examples. "
+        "Exit codes: 0 ok, 1 other error, 2 bad config or usage, 3 not found (stack, endpoint, "
+        "not deployed), 4 endpoint busy, 5 no AWS credentials, 8 a gate refused, 11 bad captured data."
+    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",

@@ -131,7 +131,7 @@ def revert(
         if to and to_deployment:
             raise GateError("give either --to or --to-deployment, not both")
         ctx = Context(stack, project_dir, sandbox)
-        ep = ctx.cfg.endpoint(endpoint)
+        ep = ctx.endpoint(endpoint)
         doc = StackDocument.load(ctx.path)
         current = doc.release(ep.name)
         if to_deployment:
@@ -169,7 +169,7 @@ def _gates(src: Context, dst: Context, endpoint: str, version: str, max_age_hour
     from rollback import controller
 
     failed: list[str] = []
-    sep = src.cfg.endpoint(endpoint)
+    sep = src.endpoint(endpoint)
     st = controller.endpoint_status(src.clients, src.settings, sep.physical_name)
     alarming = [a["name"] for a in st["alarms"] if a.get("state") == "ALARM"]
     if alarming:
@@ -199,7 +199,7 @@ def _gates(src: Context, dst: Context, endpoint: str, version: str, max_age_hour
             f"{src.stack}: no passing drill of {version} in the last {max_age_hours:g} h; "
             f"run `mlrollback drill --stack {src.stack}`"
         )
-    dep = dst.cfg.endpoint(endpoint)
+    dep = dst.endpoint(endpoint)
     dst_q = controller.endpoint_status(dst.clients, dst.settings, dep.physical_name).get("quarantine")
     if dst_q and dst_q.get("version") == version:
         failed.append(f"{dst.stack}: {version} is quarantined there ({dst_q.get('reason')})")
@@ -221,7 +221,7 @@ def _shadow_gate(
     from rollback.deploys import deploy_records, shadow_window
     from rollback.verdicts.shadow import evaluate_shadow
 
-    sep = src.cfg.endpoint(endpoint)
+    sep = src.endpoint(endpoint)
     if capture_uri is None:
         if not src.cfg.artifacts.bucket:
             raise ConfigError(
@@ -328,8 +328,8 @@ def promote(
     with errors():
         src = Context(from_stack, project_dir, sandbox)
         dst = Context(to_stack, project_dir, sandbox)
-        sep = src.cfg.endpoint(endpoint)
-        dst.cfg.endpoint(endpoint)  # an endpoint the target does not declare fails before any gate
+        sep = src.endpoint(endpoint)
+        dst.endpoint(endpoint)  # an endpoint the target does not declare fails before any gate
         version = version or sep.release.candidate or sep.release.stable
         age = max_age_hours if max_age_hours is not None else float(src.cfg.rehearsal.max_age_hours)
         failed = _gates(src, dst, endpoint, version, age)

@@ -25,7 +25,7 @@ from rollback.cli.app import (
     print_json,
     stack_path,
 )
-from rollback.errors import ConfigError, ConflictError, GateError
+from rollback.errors import ConfigError, ConflictError, GateError, NotFoundError
 
 StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name: environments/Pulumi.<stack>.yaml.")]
 EndpointOpt = Annotated[
@@ -66,8 +66,19 @@ class Context:
             self._clients = clients_for(self.root, self.cfg.region, sandbox=self.sandbox)
         return self._clients
 
+    def endpoint(self, name: str) -> Any:
+        """The endpoint called ``name`` (logical or physical); NotFoundError (exit 3) lists the known ones."""
+        for ep in self.cfg.endpoints:
+            if name in (ep.name, ep.physical_name):
+                return ep
+        known = ", ".join(ep.name for ep in self.cfg.endpoints)
+        raise NotFoundError(
+            f"{self.path.relative_to(self.root)}: no endpoint {name!r} in stack {self.stack} "
+            f"(known: {known}); pass one of them as --endpoint"
+        )
+
     def endpoints(self, only: str | None) -> list[Any]:
-        return [self.cfg.endpoint(only)] if only else list(self.cfg.endpoints)
+        return [self.endpoint(only)] if only else list(self.cfg.endpoints)
 
 
 def _history(ctx: Context, physical: str, limit: int, action: str | None) -> list[dict[str, Any]]:
@@ -233,7 +244,7 @@ def rollback(
 
     with cli_errors():
         ctx = Context(stack, project_dir, sandbox)
-        ep = ctx.cfg.endpoint(endpoint)
+        ep = ctx.endpoint(endpoint)
         if not reason.strip():
             raise GateError("--reason must say why (it goes into the audit trail and the notification)")
         if not yes and not typer.confirm(f"Drain the candidate of {ep.physical_name} now?"):
@@ -254,8 +265,11 @@ def preflight_cmd(
     sandbox: SandboxOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Fail (exit 8) when `pulumi up` would undo a drain, re-promote a quarantined version or reset
-    live weights mid-rollout; says what to change. CI runs it before every `pulumi up`.
+    """Fail (exit 8) when `pulumi up` would undo a drain or a rollback; says what to change.
+
+    Checks each live endpoint against the stack file and the records: a drained candidate declared
+    with traffic again, a quarantined version declared as stable, live weights that a new endpoint
+    config would reset mid-rollout, an endpoint that is Updating. CI runs it before every `pulumi up`.
 
     Examples:
 
@@ -317,7 +331,7 @@ def finalize(
 
     with cli_errors():
         ctx = Context(stack, project_dir, sandbox)
-        ep = ctx.cfg.endpoint(endpoint)
+        ep = ctx.endpoint(endpoint)
         candidate = ep.release.candidate
         if candidate is None:
             raise GateError(f"{ep.name} has no candidate in {ctx.path.name}; nothing to finalize")
@@ -365,7 +379,7 @@ def clear_quarantine(
 
     with cli_errors():
         ctx = Context(stack, project_dir, sandbox)
-        ep = ctx.cfg.endpoint(endpoint)
+        ep = ctx.endpoint(endpoint)
         if not yes and not typer.confirm(f"Clear the quarantine of {ep.physical_name}?"):
             raise typer.Abort()
         result = controller.clear_quarantine(

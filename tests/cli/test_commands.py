@@ -97,9 +97,10 @@ def test_unknown_stack_is_one_line_with_exit_code_3(project: Path, aws: dict[str
     assert "unknown stack 'qa'" in _flat(result) and "known: dev, prod, staging" in _flat(result)
 
 
-def test_unknown_endpoint_is_a_config_error_naming_known_ones(project: Path, aws: dict[str, Any]) -> None:
+def test_unknown_endpoint_is_not_found_naming_known_ones(project: Path, aws: dict[str, Any]) -> None:
+    # exit 3 like an unknown stack (docs/runbook.md): the file is valid, the name asked for is not in it
     result = _run("rollback", "--stack", "dev", "--endpoint", "nope", "--reason", "x", "--yes")
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert "no endpoint 'nope'" in _flat(result) and "fraud-scorer" in _flat(result)
 
 

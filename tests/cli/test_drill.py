@@ -87,3 +87,28 @@ def test_drill_measures_the_drain_then_restores_weights_and_clears_quarantine(
     )
     drills = [i for i in audit.query(aws["dynamodb"], table, physical)[0] if i["action"] == "drill"]
     assert drills[0]["outcome"] == "done" and drills[0]["detail"]["passed"] is True
+
+
+def test_drill_without_an_endpoint_rehearses_the_first_endpoint_with_a_candidate(
+    project: Path, aws: dict[str, Any]
+) -> None:
+    audit_table(aws, "staging")
+    path = project / "environments/Pulumi.staging.yaml"
+    # fraud-scorer (first) has no candidate; churn-predictor (second) has one
+    path.write_text(path.read_text().replace("        candidate: v2\n", "", 1))
+    deploy_endpoint(aws, "staging", "churn-predictor", weights={"stable": 75, "candidate": 25})
+    cfg = load_stack_file(path, "staging")
+    report = run_drill(
+        _clients(aws), cfg, None, timeout_seconds=0.1, i_know_this_is_prod=False, poll_seconds=0.05
+    )
+    assert report["endpoint"] == "churn-predictor-staging" and report["version"] == "2025-07-19"
+
+
+def test_drill_without_an_endpoint_and_no_candidate_anywhere_says_what_to_do(
+    project: Path, aws: dict[str, Any]
+) -> None:
+    path = project / "environments/Pulumi.dev.yaml"
+    path.write_text(path.read_text().replace("        candidate: v2\n", "", 1))
+    cfg = load_stack_file(path, "dev")
+    with pytest.raises(GateError, match="no endpoint of stack dev declares a candidate"):
+        run_drill(_clients(aws), cfg, None, timeout_seconds=0.1, i_know_this_is_prod=False)
