@@ -375,6 +375,49 @@ def _percent(r: _Reader, name: str, default: int, *, lo_open: bool = True) -> in
     return value
 
 
+#: SageMaker model and endpoint-configuration names: at most 63 letters, digits and hyphens.
+_SAGEMAKER_NAME_MAX = 63
+#: Pulumi's auto-naming appends "-" and 7 random characters to the logical name.
+_AUTONAME_SUFFIX = 8
+
+
+def model_name_part(version: str) -> str:
+    """The version key as it appears in SageMaker model names ('.' and '_' are not allowed there)."""
+    return re.sub(r"[._]", "-", version)
+
+
+def _check_generated_names(
+    physical: str, versions: Mapping[str, Any], name_key: str, versions_key: str, problems: _Problems
+) -> None:
+    """Names the program auto-generates must be valid SageMaker names, or `pulumi up` fails mid-way."""
+    config_len = len(f"{physical}-config") + _AUTONAME_SUFFIX
+    if config_len > _SAGEMAKER_NAME_MAX:
+        longest = _SAGEMAKER_NAME_MAX - _AUTONAME_SUFFIX - len("-config")
+        problems.add(
+            name_key,
+            f"the endpoint configuration name '{physical}-config-xxxxxxx' would be {config_len} characters "
+            f"and SageMaker allows {_SAGEMAKER_NAME_MAX}; shorten the endpoint name so that "
+            f"'{physical}' (name + '-' + stack) is at most {longest} characters",
+        )
+    seen: dict[str, str] = {}
+    for version in versions:
+        part = model_name_part(version)
+        if part in seen:
+            problems.add(
+                f"{versions_key}.{version}",
+                f"version keys {seen[part]!r} and {version!r} give the same SageMaker model name "
+                f"part {part!r} ('.' and '_' become '-'); rename one",
+            )
+        seen.setdefault(part, version)
+        model_len = len(f"{physical}-model-{part}") + _AUTONAME_SUFFIX
+        if model_len > _SAGEMAKER_NAME_MAX:
+            problems.add(
+                f"{versions_key}.{version}",
+                f"the model name '{physical}-model-{part}-xxxxxxx' would be {model_len} characters and "
+                f"SageMaker allows {_SAGEMAKER_NAME_MAX}; use a shorter version key or endpoint name",
+            )
+
+
 def _parse_version(key: str, raw: Any, vkey: str, problems: _Problems, root: Path | None) -> VersionSpec:
     r = _Reader(raw, vkey, problems)
     r.unknown({"image", "framework", "frameworkVersion", "modelDataUrl", "schema"})
@@ -657,6 +700,8 @@ def _parse_endpoint(
         for vk, vv in vraw.items():
             versions[str(vk)] = _parse_version(str(vk), vv, f"{r.k('versions')}.{vk}", problems, root)
     known = ", ".join(versions) or "none"
+    if physical:
+        _check_generated_names(physical, versions, r.k("name"), r.k("versions"), problems)
 
     rel = _Reader(r.data.get("release"), r.k("release"), problems)
     rel.unknown({"stable", "candidate", "shadow"})

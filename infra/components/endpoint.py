@@ -12,7 +12,7 @@ import pulumi_aws as aws
 
 from infra import config as cfgmod
 from infra.components.iam import assume_role_policy, policy_document, statement
-from infra.config import EndpointConfig
+from infra.config import EndpointConfig, model_name_part
 from rollback import names
 
 DATA_CAPTURE_PREFIX = "data-capture"
@@ -177,7 +177,7 @@ class Endpoint(pulumi.ComponentResource):
         for version in ep.versions_in_use():
             spec = ep.versions[version]
             models[version] = aws.sagemaker.Model(
-                f"{name}-model-{version}",
+                f"{name}-model-{model_name_part(version)}",
                 execution_role_arn=role.arn,
                 primary_container={
                     "image": args.images[version].uri,

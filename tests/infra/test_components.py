@@ -473,3 +473,11 @@ def test_many_alarms_are_split_over_rules_that_fit_eventbridge_pattern_limit():
         )
         assert any(p["sourceArn"] == rule.outputs["arn"] for p in permissions)
         assert rule.outputs["arn"] in dlq_policy["Condition"]["ArnEquals"]["aws:SourceArn"]
+
+
+def test_dotted_version_keys_become_valid_sagemaker_model_names():
+    ep = endpoint_values()
+    ep["versions"]["2025.07_19"] = dict(ep["versions"]["v1"])
+    ep["release"] = {"stable": "2025.07_19"}
+    r = run(stack_values(ep))
+    assert [m.name for m in r.of_type("sagemaker/model:Model")] == ["fraud-scorer-dev-model-2025-07-19"]

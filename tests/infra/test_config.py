@@ -273,3 +273,22 @@ def test_rollout_plan_without_candidate_has_no_steps():
     plan = rollout_plan(cfg.endpoints[0])
     assert plan["candidate"] is None
     assert plan["steps"] == []
+
+
+def test_names_the_program_generates_must_fit_sagemaker_limits():
+    long_name = "a-very-long-endpoint-name-for-the-risk-team-xx"  # 46 + "-dev" = 50 > 48
+    values = stack_values(endpoint_values(long_name))
+    message = rejected(values)
+    assert (
+        f"mlrollback:endpoints[0].name: the endpoint configuration name '{long_name}-dev-config-xxxxxxx'"
+        in message
+    )
+    assert "is at most 48 characters" in message
+
+
+def test_version_keys_that_collide_as_model_names_are_rejected_and_dots_are_allowed():
+    ep = endpoint_values()
+    ep["versions"]["v1.2"] = dict(ep["versions"]["v1"])
+    ep["versions"]["v1_2"] = dict(ep["versions"]["v1"])
+    message = rejected(stack_values(ep))
+    assert "version keys 'v1.2' and 'v1_2' give the same SageMaker model name part 'v1-2'" in message
