@@ -7,6 +7,7 @@ gate exit code), so CI can branch on it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -112,7 +113,16 @@ def shadow_report(
     json_out: JsonOpt = False,
     check: CheckOpt = False,
 ) -> None:
-    """Compare the shadow variant's captured answers, errors and latency with production."""
+    """Compare the shadow variant's captured answers, errors and latency with production.
+
+    Exit 8 with --check when the verdict is not pass (CI gates on it).
+
+    Examples:
+
+      mlrollback shadow-report --stack prod --endpoint churn-predictor --since 24h
+
+      mlrollback shadow-report -s prod -e churn-predictor --min-agreement 0.98 --json --check
+    """
     from rollback.verdicts.shadow import ShadowThresholds, evaluate_shadow
 
     with cli_errors():
@@ -193,7 +203,16 @@ def ab_report(
     json_out: JsonOpt = False,
     check: CheckOpt = False,
 ) -> None:
-    """Two-proportion z-test or Welch t-test of candidate vs stable, with an always-valid p-value."""
+    """Two-proportion z-test or Welch t-test of candidate vs stable, with an always-valid p-value.
+
+    Says "not enough data yet" until both arms reach the planned sample size.
+
+    Examples:
+
+      mlrollback ab-report --stack prod --endpoint ranker --metric Conversions --mde 0.005
+
+      mlrollback ab-report -s prod -e ranker --metric OrderValue --kind continuous --since 14d --json
+    """
     from rollback.verdicts.ab import ab_verdict, fetch_arms
 
     with cli_errors():
@@ -241,15 +260,30 @@ def drift_report(
     baseline_uri: Annotated[
         str | None, typer.Option(help="Training sample s3://.../x.csv|.jsonl (default: stable's captures).")
     ] = None,
-    window_minutes: Annotated[int, typer.Option(help="Candidate inputs from the last N minutes.")] = 60,
-    min_samples: Annotated[int, typer.Option(help="Inputs needed on each side.")] = 500,
+    window_minutes: Annotated[
+        int | None, typer.Option(help="Candidate inputs from the last N minutes (default: the stack's job).")
+    ] = None,
+    min_samples: Annotated[
+        int | None, typer.Option(help="Inputs needed on each side (default: the stack's job, else 500).")
+    ] = None,
     capture_uri: CaptureOpt = None,
     publish: Annotated[bool, typer.Option(help="Also publish DriftScore, like the scheduled job.")] = False,
     project_dir: ProjectOpt = None,
     sandbox: SandboxOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """PSI and KS per feature of the candidate's recent inputs against a baseline (what the job computes)."""
+    """PSI and KS per feature of the candidate's recent inputs against a baseline (what the job computes).
+
+    With `triggers.drift` in the stack, the job is the scheduled drift function's own (window, minimum
+    samples, baseline); the options override it.
+
+    Examples:
+
+      mlrollback drift-report --stack staging --endpoint churn-predictor
+
+      mlrollback drift-report -s dev -e fraud-scorer --baseline-uri s3://ml-data/fraud/train.csv --json
+    """
+    from infra.config import drift_job
     from rollback.drift import DriftJob, run_drift_job
     from rollback.metrics import MetricsPublisher
 
@@ -258,15 +292,24 @@ def drift_report(
         uri = capture_uri or f"s3://{cfg.artifacts.bucket}/data-capture"
         clients = clients_for(root, cfg.region, sandbox=sandbox)
         ep = cfg.endpoint(endpoint)
-        drift_cfg = getattr(getattr(ep, "triggers", None), "drift", None)
-        job = DriftJob(
-            endpoint=physical,
-            capture_uri=uri,
-            baseline_uri=baseline_uri,
-            window_minutes=window_minutes,
-            min_samples=min_samples,
-            max_score=drift_cfg.max_score if drift_cfg else None,
-        )
+        if ep.triggers.drift is not None:
+            # The very job the scheduled function runs for this endpoint; flags override it.
+            job = DriftJob.from_dict(drift_job(ep, uri))
+            overrides = {
+                "baseline_uri": baseline_uri,
+                "window_minutes": window_minutes,
+                "min_samples": min_samples,
+            }
+            job = dataclasses.replace(job, **{k: v for k, v in overrides.items() if v is not None})
+        else:
+            job = DriftJob(
+                endpoint=physical,
+                capture_uri=uri,
+                baseline_uri=baseline_uri,
+                window_minutes=window_minutes or 60,
+                min_samples=min_samples or 500,
+                max_score=None,
+            )
         publisher = MetricsPublisher(clients.cloudwatch) if publish else None
         report = run_drift_job(job, s3=_s3(cfg), publisher=publisher, now=datetime.now(UTC))
         if json_out:

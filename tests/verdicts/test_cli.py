@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from typer.testing import CliRunner
 
 import rollback.cli  # noqa: F401  (registers every command module)
@@ -37,7 +36,7 @@ config:
         type: shadow
         shadowPercent: 100
       triggers:
-        drift: {{maxScore: 0.2, action: notify}}
+        drift: {{maxScore: 0.2, action: notify, minSamples: 100, windowMinutes: 60}}
 """
 UNTIL = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PHYSICAL = "fraud-scorer-test"
@@ -118,9 +117,7 @@ def test_ab_report_says_not_enough_data_yet(cloudwatch: Any, tmp_path: Path) -> 
     assert data["verdict"] == "not-enough-data" and data["control"]["n"] == 0
 
 
-def test_drift_report_uses_the_stack_threshold(
-    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _drifted_captures(s3: Any) -> None:
     rng = random.Random(9)
     now = datetime.now(UTC)
     for variant, mean in (("stable", 0.0), ("candidate", 2.0)):
@@ -133,11 +130,24 @@ def test_drift_report_uses_the_stack_threshold(
             for i in range(120)
         ]
         write_capture_file(s3, CAPTURE_URI, PHYSICAL, variant, now - timedelta(minutes=5), lines, variant)
+
+
+def test_drift_report_runs_the_stacks_own_job(s3: Any, tmp_path: Path) -> None:
+    _drifted_captures(s3)
+    root = _project(tmp_path)
+    result = _run("drift-report", "-s", "test", "-e", "fraud-scorer", "--project-dir", str(root), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    # minSamples 100 and maxScore 0.2 come from the stack's triggers.drift, as the scheduled job's do.
+    assert data["status"] == "drift" and data["max_score"] == 0.2 and data["score"] > 1
+
+
+def test_drift_report_options_override_the_stacks_job(s3: Any, tmp_path: Path) -> None:
+    _drifted_captures(s3)
     root = _project(tmp_path)
     result = _run(
         "drift-report", "-s", "test", "-e", "fraud-scorer", "--project-dir", str(root),
-        "--min-samples", "100", "--json",
+        "--min-samples", "1000", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert data["status"] == "drift" and data["max_score"] == 0.2 and data["score"] > 1
+    assert json.loads(result.stdout)["status"] == "insufficient-data"
