@@ -237,11 +237,21 @@ class Artifacts:
 
 
 @dataclass(frozen=True)
+class ShadowVerdictGate:
+    """Promotion out of this stack also needs a passing shadow verdict (``mlrollback promote``)."""
+
+    required: bool = False
+    min_agreement: float = 0.95
+    min_pairs: int = 100
+
+
+@dataclass(frozen=True)
 class Rehearsal:
     """Promotion gate: a passing staging drill no older than ``max_age_hours`` is required."""
 
     required: bool = False
     max_age_hours: int = 72
+    shadow_verdict: ShadowVerdictGate = ShadowVerdictGate()
 
 
 @dataclass(frozen=True)
@@ -579,6 +589,21 @@ def _parse_triggers(raw: Any, key: str, problems: _Problems) -> Triggers:
     )
 
 
+def _parse_shadow_gate(raw: Any, key: str, problems: _Problems) -> ShadowVerdictGate:
+    if raw is None:
+        return ShadowVerdictGate()
+    g = _Reader(raw, key, problems)
+    g.unknown({"required", "minAgreement", "minPairs"})
+    agreement = g.num("minAgreement", 0.95)
+    if agreement is not None and not 0 < agreement <= 1:
+        problems.add(g.k("minAgreement"), f"{agreement} must be a share in (0, 1], e.g. 0.95")
+    return ShadowVerdictGate(
+        required=g.bool_("required", False),
+        min_agreement=agreement if agreement is not None else 0.95,
+        min_pairs=g.int_("minPairs", 100, 1),
+    )
+
+
 def _parse_drift(raw: Any, key: str, problems: _Problems) -> DriftTrigger:
     d = _Reader(raw, key, problems)
     d.unknown(
@@ -845,8 +870,12 @@ def validate(
                 emails.append(e)
 
     reh = _Reader(values.get("rehearsal"), f"{p}rehearsal", problems)
-    reh.unknown({"required", "maxAgeHours"})
-    rehearsal = Rehearsal(required=reh.bool_("required", False), max_age_hours=reh.int_("maxAgeHours", 72, 1))
+    reh.unknown({"required", "maxAgeHours", "shadowVerdict"})
+    rehearsal = Rehearsal(
+        required=reh.bool_("required", False),
+        max_age_hours=reh.int_("maxAgeHours", 72, 1),
+        shadow_verdict=_parse_shadow_gate(reh.data.get("shadowVerdict"), reh.k("shadowVerdict"), problems),
+    )
 
     endpoints: list[EndpointConfig] = []
     eps_raw = values.get("endpoints")

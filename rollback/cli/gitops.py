@@ -219,7 +219,7 @@ def _shadow_gate(
     from infra.config import capture_uri as default_capture_uri
     from rollback.capture import MAX_WINDOW
     from rollback.deploys import deploy_records, shadow_window
-    from rollback.verdicts.shadow import evaluate_shadow
+    from rollback.verdicts.shadow import ShadowThresholds, evaluate_shadow
 
     sep = src.endpoint(endpoint)
     if capture_uri is None:
@@ -248,6 +248,7 @@ def _shadow_gate(
     since = max(since, until - MAX_WINDOW)
     if until <= since:
         return [f"{src.stack}: {version} never served as shadow (replaced at once); nothing to judge"], None
+    gate = src.cfg.rehearsal.shadow_verdict
     report = evaluate_shadow(
         boto3.client("s3", region_name=src.cfg.region),
         src.clients.cloudwatch,
@@ -255,6 +256,7 @@ def _shadow_gate(
         endpoint=sep.physical_name,
         since=since,
         until=until,
+        thresholds=ShadowThresholds(min_agreement=gate.min_agreement, min_pairs=gate.min_pairs),
     )
     summary = {
         "verdict": report.verdict,
@@ -313,8 +315,9 @@ def promote(
 
     Gates (all failures are listed at once, exit 8): no source alarm in ALARM, the source rollout
     finished, a passing drill of that version in the source audit trail within --max-age-hours,
-    not quarantined, schema-compatible with the target's stable; with --require-shadow-verdict,
-    a passing shadow verdict too. The target keeps its own strategy.
+    not quarantined, schema-compatible with the target's stable; with --require-shadow-verdict
+    (or the source's `rehearsal.shadowVerdict.required`), a passing shadow verdict too.
+    The target keeps its own strategy.
 
     Examples:
 
@@ -334,7 +337,7 @@ def promote(
         age = max_age_hours if max_age_hours is not None else float(src.cfg.rehearsal.max_age_hours)
         failed = _gates(src, dst, endpoint, version, age)
         shadow: dict[str, Any] | None = None
-        if require_shadow_verdict:
+        if require_shadow_verdict or src.cfg.rehearsal.shadow_verdict.required:
             shadow_failed, shadow = _shadow_gate(src, endpoint, version, capture_uri, age)
             failed += shadow_failed
         if failed:

@@ -195,3 +195,24 @@ def test_without_the_flag_captures_are_not_read(project: Path, aws: dict[str, An
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["version"] == "v2"
+
+
+def test_the_source_stack_can_require_the_shadow_verdict_and_set_its_thresholds(
+    project: Path, aws: dict[str, Any], staging: Any
+) -> None:
+    path = project / "environments/Pulumi.staging.yaml"
+    text = path.read_text()
+    assert "  mlrollback:rehearsal:\n" in text
+    path.write_text(
+        text.replace(
+            "  mlrollback:rehearsal:\n",
+            "  mlrollback:rehearsal:\n    shadowVerdict: {required: true, minPairs: 200}\n",
+            1,
+        )
+    )
+    _captures(staging, T0 + timedelta(minutes=5), 150, shadow_score=0.5, name="agree")
+    args = ["promote", "--from", "staging", "--to", "prod", "--endpoint", "fraud-scorer"]
+    result = runner.invoke(app, [*args, "--capture-uri", URI])  # no --require-shadow-verdict
+    assert result.exit_code == 8, result.output
+    assert "shadow verdict of v2" in " ".join(result.output.split())
+    assert "insufficient-data" in result.output

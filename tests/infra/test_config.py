@@ -292,3 +292,12 @@ def test_version_keys_that_collide_as_model_names_are_rejected_and_dots_are_allo
     ep["versions"]["v1_2"] = dict(ep["versions"]["v1"])
     message = rejected(stack_values(ep))
     assert "version keys 'v1.2' and 'v1_2' give the same SageMaker model name part 'v1-2'" in message
+
+
+def test_shadow_verdict_gate_settings_are_validated_and_default_off():
+    cfg = validate(stack_values(endpoint_values()), stack="dev", region="eu-west-1", source=SOURCE)
+    assert cfg.rehearsal.shadow_verdict.required is False
+    message = rejected(
+        stack_values(endpoint_values(), rehearsal={"shadowVerdict": {"required": True, "minAgreement": 1.5}})
+    )
+    assert "mlrollback:rehearsal.shadowVerdict.minAgreement: 1.5 must be a share in (0, 1]" in message
