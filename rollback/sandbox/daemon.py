@@ -131,17 +131,20 @@ def _program_path(root: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def apply_stack(root: Path, stack: str) -> dict[str, Any]:
+def apply_stack(root: Path, stack: str, *, actor: str = "sandbox:apply") -> dict[str, Any]:
     """Apply ``environments/Pulumi.<stack>.yaml`` of ``root`` to the running background sandbox.
 
     The sandbox's ``pulumi up``: the real program under the mock runtime, each resource created or
     updated through boto3 against the daemon's emulator, with the daemon's applier state (so it
     updates what ``sandbox up`` created). One apply at a time (a lock file). Returns what
     :func:`rollback.pulumi_ops.up` returns (``result``, ``changes``) plus the resources touched.
-    Raises :class:`SandboxError` when no sandbox runs or it serves another stack.
+    ``deploys`` lists the ``deploy`` audit items recorded for it (one per endpoint, as CI's
+    ``record-deploy`` does after ``pulumi up``). Raises :class:`SandboxError` when no sandbox runs
+    or it serves another stack.
     """
     from infra.config import pulumi_config_from_stack_file
     from rollback.sandbox.applier import apply_program
+    from rollback.sandbox.deploys import record_applied
     from rollback.sandbox.drill import stack_file
     from rollback.sandbox.emulator import Emulator, environment
 
@@ -166,6 +169,7 @@ def apply_stack(root: Path, stack: str) -> dict[str, Any]:
                 state_path=base / "applied.json",
                 program_path=_program_path(root),
             )
+            deploys = record_applied(emu, config, stack, actor=actor, project_dir=root)
     same = len(result.resources) - len(result.created) - len(result.updated)
     return {
         "result": "succeeded",
@@ -174,6 +178,7 @@ def apply_stack(root: Path, stack: str) -> dict[str, Any]:
         "updated": list(result.updated),
         "resources": len(result.resources),
         "warnings": list(result.warnings),
+        "deploys": deploys,
         "stack": stack,
         "endpoint_url": emu.endpoint_url,
     }
@@ -193,6 +198,7 @@ def serve(stack: str, root: Path) -> None:
     from rollback.sandbox import moto_patches
     from rollback.sandbox.alarms import AlarmEvaluator
     from rollback.sandbox.applier import apply_program
+    from rollback.sandbox.deploys import record_applied
     from rollback.sandbox.drill import stack_file
     from rollback.sandbox.emulator import Emulator
     from rollback.sandbox.eventbus import EventBus
@@ -224,6 +230,7 @@ def serve(stack: str, root: Path) -> None:
             emu, stack=stack, config=config, state_path=state_path, program_path=_program_path(root)
         )
         applied_at = _mtime(state_path)
+        deploys = record_applied(emu, config, stack, actor="sandbox:up", project_dir=root)
         evaluator = AlarmEvaluator(emu.backend("cloudwatch"), now)
         bus = EventBus(emu, now)
         info = {
@@ -233,6 +240,7 @@ def serve(stack: str, root: Path) -> None:
             "stack": stack,
             "region": emu.region,
             "resources": len(result.resources),
+            "deploys": [d["id"] for d in deploys],
             "started_at": datetime.now(UTC).isoformat(),
         }
         (base / "endpoint_url").write_text(emu.endpoint_url + "\n")

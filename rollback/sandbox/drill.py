@@ -49,6 +49,7 @@ from rollback.metrics import MetricsPublisher, Timestamp
 from rollback.sandbox import moto_patches
 from rollback.sandbox.alarms import AlarmEvaluator
 from rollback.sandbox.applier import apply_program, project_root
+from rollback.sandbox.deploys import record_applied
 from rollback.sandbox.emulator import Emulator
 from rollback.sandbox.eventbus import EventBus
 from rollback.sandbox.traffic import ModelBehaviour, SandboxRuntime, SimulatedCloud, SimulatedTime
@@ -160,7 +161,8 @@ def run_drill(
 
     wall0 = time.perf_counter()
     notify = progress or (lambda _stage, _data: None)
-    path = stack_file(stack, project_dir)
+    root = project_dir or project_root()
+    path = stack_file(stack, root)
     cfg = load_stack_file(path, stack)
     candidates = [e for e in cfg.endpoints if e.release.candidate and (endpoint in (None, e.name))]
     if not candidates:
@@ -202,12 +204,15 @@ def run_drill(
         state_path = state_dir / "state.json"
 
         notify("deploy", {"message": f"deploying {stack}: stable {ep.release.stable} only"})
-        apply_program(emu, stack=stack, config=_without_candidate(config_map, ep.name), state_path=state_path)
+        stable_only = _without_candidate(config_map, ep.name)
+        apply_program(emu, stack=stack, config=stable_only, state_path=state_path)
+        record_applied(emu, stable_only, stack, actor="sandbox:drill", project_dir=root)
         notify("release", {"message": f"releasing candidate {ep.release.candidate} ({ep.strategy.type})"})
         client = _Client(predictor, runtime, counter, failover)
         runner = _Runner(emu, vclock, cloud, client, evaluator, bus, stack, physical, scenario, ep, notify)
         runner.run_for(WARMUP_SECONDS, traffic=True)
         release_result = apply_program(emu, stack=stack, config=config_map, state_path=state_path)
+        record_applied(emu, config_map, stack, actor="sandbox:drill", project_dir=root)
         bus.invalidate()
         runner.marks.release = vclock.now().timestamp()
         weights_before = _percent(cloud.weights(physical))

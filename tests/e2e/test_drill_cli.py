@@ -36,6 +36,8 @@ def test_bad_canary_is_drained_quarantined_audited_and_notified_once(tmp_path: P
     assert report["alarm"] == "fraud-scorer-dev-candidate-errors"
     assert report["quarantine"]["alarm"] == "fraud-scorer-dev-candidate-errors"
     assert report["quarantine"]["version"] == "v2" and report["quarantine"]["variant"] == "candidate"
+    deploys = [a for a in report["audit"] if a["action"] == "deploy"]
+    assert [d["version"] for d in deploys] == ["v1", "v2"]  # stable-only deploy, then the release
     drains = [a for a in report["audit"] if a["action"] == "drain"]
     assert len(drains) == 1 and drains[0]["outcome"] == "done"
     assert report["notifications"] == 1

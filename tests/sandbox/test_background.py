@@ -12,10 +12,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 
+from rollback.deploys import deploy_records
 from rollback.errors import SandboxError
 from rollback.sandbox import apply_stack
 from rollback.sandbox.daemon import pid_alive, read_info, sandbox_dir
@@ -85,6 +87,28 @@ def test_up_deploys_the_stack_where_boto3_with_the_endpoint_url_sees_it(running:
     assert {v["VariantName"] for v in endpoint["ProductionVariants"]} == {"stable", "candidate"}
 
 
+def _deploys(endpoint_url: str) -> list[dict[str, Any]]:
+    ddb = boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint_url,
+        region_name="eu-west-1",
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    return deploy_records(ddb, "mlrollback-dev-audit", ENDPOINT)
+
+
+def test_up_records_the_deployed_release_as_a_deploy_audit_item(running: Path) -> None:
+    info = read_info(running)
+    assert info is not None
+
+    records = _deploys(str(info["endpoint_url"]))
+
+    assert len(records) == 1 and records[0]["actor"] == "sandbox:up"
+    assert records[0]["detail"]["release"] == {"stable": "v1", "candidate": "v2", "shadow": None}
+    assert info["deploys"] == [records[0]["at"].rsplit("#", 1)[-1]]
+
+
 def test_status_reports_the_running_stack_and_address(running: Path) -> None:
     status = _cli(running, "sandbox", "status")
 
@@ -109,7 +133,7 @@ def test_apply_stack_updates_the_running_sandbox_from_the_stack_file(running: Pa
     path = running / "environments" / "Pulumi.dev.yaml"
     text = path.read_text()
     assert "stable: v1\n        candidate: v2\n" in text
-    path.write_text(text.replace("stable: v1\n        candidate: v2\n", "stable: v2\n"))
+    path.write_text(text.replace("stable: v1\n        candidate: v2\n", "stable: v1\n"))  # drop the candidate
     sm = _sagemaker(str(read_info(running)["endpoint_url"]))  # type: ignore[index]
     before = sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]  # type: ignore[attr-defined]
 
@@ -118,10 +142,27 @@ def test_apply_stack_updates_the_running_sandbox_from_the_stack_file(running: Pa
     endpoint = sm.describe_endpoint(EndpointName=ENDPOINT)  # type: ignore[attr-defined]
     config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])  # type: ignore[attr-defined]
     assert result["result"] == "succeeded" and result["changes"]["update"] > 0
+    assert [d["release"] for d in result["deploys"]] == [{"stable": "v1", "candidate": None, "shadow": None}]
+    assert len(_deploys(str(read_info(running)["endpoint_url"]))) == 2  # type: ignore[index]
     assert endpoint["EndpointConfigName"] != before
     assert [v["VariantName"] for v in config["ProductionVariants"]] == ["stable"]
-    assert "-v2-" in config["ProductionVariants"][0]["ModelName"]
+    assert "-v1-" in config["ProductionVariants"][0]["ModelName"]
     assert pid_alive(int(read_info(running)["pid"]))  # type: ignore[index]
+
+
+def test_revert_to_the_first_deployment_restores_its_release_through_the_cli(running: Path) -> None:
+    first = (read_info(running) or {})["deploys"][0]
+
+    revert = _cli(
+        running, "revert", "--stack", "dev", "--endpoint", "fraud-scorer", "--to-deployment", first,
+        "--apply", "--sandbox", "--json", "--skip-schema-check",
+    )  # fmt: skip
+
+    assert revert.returncode == 0, revert.stdout + revert.stderr
+    assert "stable: v1\n        candidate: v2\n" in (running / "environments" / "Pulumi.dev.yaml").read_text()
+    sm = _sagemaker(str(read_info(running)["endpoint_url"]))  # type: ignore[index]
+    endpoint = sm.describe_endpoint(EndpointName=ENDPOINT)  # type: ignore[attr-defined]
+    assert {v["VariantName"] for v in endpoint["ProductionVariants"]} == {"stable", "candidate"}
 
 
 def test_down_stops_the_daemon_and_removes_its_files(running: Path) -> None:
