@@ -933,6 +933,16 @@ def endpoint_status(
         "weights": state.weights,
         "percents": policy.percents(state.weights),
         "shadow": state.shadow_weights,
+        "variants": [
+            {
+                "name": v.get("VariantName"),
+                "currentWeight": v.get("CurrentWeight"),
+                "desiredWeight": v.get("DesiredWeight"),
+                "currentInstanceCount": v.get("CurrentInstanceCount"),
+                "desiredInstanceCount": v.get("DesiredInstanceCount"),
+            }
+            for v in state.raw.get("ProductionVariants", [])
+        ],
         "alarms": sorted(alarms, key=lambda a: a["name"]),
         **{key: _json_or_none(text) for key, text in texts.items()},
     }

@@ -7,13 +7,14 @@ Thin: parse options, call :mod:`rollback.controller` / :mod:`rollback.preflight`
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from rollback import audit, names, preflight
+from rollback import audit, clock, names, preflight
 from rollback.cli.app import (
     actor,
     app,
@@ -104,6 +105,42 @@ def _pct(weights: dict[str, Any] | None, role: str) -> str:
     return "-" if value is None else f"{float(value):g}%"
 
 
+def _desired(variant: dict[str, Any] | None, variants: list[dict[str, Any]]) -> str:
+    """Desired share in percent (differs from live while SageMaker applies a weights update)."""
+    total = sum(float(v.get("desiredWeight") or 0) for v in variants)
+    if not variant or variant.get("desiredWeight") is None or total <= 0:
+        return "-"
+    return f"{100 * float(variant['desiredWeight']) / total:g}%"
+
+
+def _instances(variant: dict[str, Any] | None) -> str:
+    if not variant or variant.get("currentInstanceCount") is None:
+        return "-"
+    current, desired = variant["currentInstanceCount"], variant.get("desiredInstanceCount")
+    return str(current) if desired in (None, current) else f"{current} -> {desired}"
+
+
+def rollout_line(plan: dict[str, Any], progress: dict[str, Any], now: datetime) -> str:
+    """One line a person reads: which step of how many, at what share, how far into the bake."""
+    steps = plan.get("steps") or []
+    if not plan.get("candidate") or not steps:
+        return ""
+    if not progress:
+        return f"{plan.get('strategy')} {steps}: not started (the stepper starts it on its next tick)"
+    index = int(progress.get("stepIndex", 0))
+    state = progress.get("state", "?")
+    share = steps[min(index, len(steps) - 1)]
+    line = f"{plan.get('strategy')} step {index + 1} of {len(steps)} ({share}%), {state}"
+    started = progress.get("stepStartedAt")
+    bake = plan.get("bakeSeconds")
+    if state == "baking" and started and bake:
+        elapsed = max(0, int((now - clock.parse_iso(started)).total_seconds()))
+        line += f" {min(elapsed, int(bake))} s of {int(bake)} s"
+    if progress.get("reason"):
+        line += f": {progress['reason']}"
+    return line
+
+
 @app.command(rich_help_panel="Operate")
 def status(
     stack: StackOpt,
@@ -137,23 +174,28 @@ def status(
         for st in out:
             plan = st.get("plan") or {}
             table = Table(title=f"{st['endpoint']} ({st['status']})", title_justify="left")
-            for col in ("variant", "version", "live weight", "alarms"):
+            for col in ("variant", "version", "live", "desired", "instances"):
                 table.add_column(col)
+            table.add_column("alarms", no_wrap=True)
+            variants = {v["name"]: v for v in st.get("variants") or []}
             for role in (names.STABLE, names.CANDIDATE):
                 if role not in (st.get("percents") or {}):
                     continue
                 alarms = (
                     ", ".join(f"{a['kpi']}={a['state']}" for a in st["alarms"] if a["role"] == role) or "-"
                 )
-                table.add_row(role, str(plan.get(role) or "?"), _pct(st.get("percents"), role), alarms)
-            console.print(table)
-            progress = st.get("progress") or {}
-            if progress:
-                console.print(
-                    f"  rollout: step {progress.get('stepIndex')} of {plan.get('steps')}, "
-                    f"{progress.get('state')} {progress.get('reason', '')}",
-                    highlight=False,
+                table.add_row(
+                    role,
+                    str(plan.get(role) or "?"),
+                    _pct(st.get("percents"), role),
+                    _desired(variants.get(role), st.get("variants") or []),
+                    _instances(variants.get(role)),
+                    alarms,
                 )
+            console.print(table)
+            line = rollout_line(plan, st.get("progress") or {}, clock.now())
+            if line:
+                console.print(f"  rollout: {line}", highlight=False, soft_wrap=True)
             if st.get("quarantine"):
                 q = st["quarantine"]
                 console.print(

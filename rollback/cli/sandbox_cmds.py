@@ -8,6 +8,7 @@ expectation held, 1 otherwise.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from rollback.cli.app import app, console, err_console, find_project_root, print_json
+from rollback.cli.app import app, cli_errors, console, err_console, find_project_root, print_json
 from rollback.errors import MLRollbackError, SandboxError
 
 sandbox_app = typer.Typer(
@@ -78,7 +79,13 @@ def drill(
         ),
     ] = False,
     project_dir: Annotated[Path | None, typer.Option("--project-dir", help="Project root")] = None,
-    i_know_this_is_prod: Annotated[bool, typer.Option("--i-know-this-is-prod", hidden=True)] = False,
+    i_know_this_is_prod: Annotated[
+        bool,
+        typer.Option(
+            "--i-know-this-is-prod",
+            help="Allow a real drill on a stack marked production (it really drains the candidate there)",
+        ),
+    ] = False,
 ) -> None:
     """Rehearse a rollback and measure time-to-rollback.
 
@@ -92,65 +99,69 @@ def drill(
 
       mlrollback drill --stack staging                            # real AWS (fault injection)
     """
-    root = find_project_root(project_dir)
-    if no_failover and not sandbox:
-        raise SandboxError("--no-failover only applies to the sandbox drill; add --sandbox or drop it")
-    if not sandbox:
-        try:
-            from rollback import drill as aws_drill
-        except ModuleNotFoundError:
-            raise MLRollbackError(
-                "the real-AWS drill (rollback/drill.py) is not available in this installation; "
-                "run the local one with --sandbox"
-            ) from None
-        from rollback.cli.app import clients_for, load_stack
+    with cli_errors():
+        root = find_project_root(project_dir)
+        if no_failover and not sandbox:
+            raise SandboxError("--no-failover only applies to the sandbox drill; add --sandbox or drop it")
+        if not sandbox:
+            try:
+                from rollback import drill as aws_drill
+            except ModuleNotFoundError:
+                raise MLRollbackError(
+                    "the real-AWS drill (rollback/drill.py) is not available in this installation; "
+                    "run the local one with --sandbox"
+                ) from None
+            from rollback.cli.app import clients_for, load_stack
 
-        cfg = load_stack(root, stack)
-        report = aws_drill.run_drill(
-            clients_for(root, None, sandbox=False),
-            cfg,
-            endpoint,
-            timeout_seconds=900,
-            i_know_this_is_prod=i_know_this_is_prod,
-        )
-    else:
-        from rollback.sandbox.drill import run_drill
-
-        if as_json:
-            report = run_drill(stack, scenario, project_dir=root, endpoint=endpoint, failover=not no_failover)
+            cfg = load_stack(root, stack)
+            report = aws_drill.run_drill(
+                clients_for(root, cfg.region, sandbox=False),
+                cfg,
+                endpoint,
+                timeout_seconds=900,
+                i_know_this_is_prod=i_know_this_is_prod,
+            )
         else:
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console) as bar:
-                task = bar.add_task(f"drill {scenario} on {stack}", total=None)
+            from rollback.sandbox.drill import run_drill
 
-                def show(stage: str, data: dict[str, Any]) -> None:
-                    text = data.get("message") or ", ".join(f"{k}={v}" for k, v in data.items())
-                    bar.update(task, description=f"{stage}: {text}")
-
+            if as_json:
                 report = run_drill(
-                    stack,
-                    scenario,
-                    project_dir=root,
-                    endpoint=endpoint,
-                    progress=show,
-                    failover=not no_failover,
+                    stack, scenario, project_dir=root, endpoint=endpoint, failover=not no_failover
                 )
-    if report_dir is not None:
-        from rollback.sandbox.report import write_report
+            else:
+                with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console) as bar:
+                    task = bar.add_task(f"drill {scenario} on {stack}", total=None)
 
-        json_path, png_path = write_report(report, report_dir)
-        if not as_json:
-            console.print(f"report: {json_path}  picture: {png_path}")
-    if as_json:
-        print_json(report)
-    else:
-        console.print(_summary(report))
-        verdict = (
-            "[green]expectation met[/]" if report.get("expectation_met") else "[red]expectation NOT met[/]"
-        )
-        console.print(verdict)
-    if not report.get("expectation_met"):
-        # SystemExit, not typer.Exit: with standalone_mode=False click returns Exit's code instead of exiting.
-        raise SystemExit(1)
+                    def show(stage: str, data: dict[str, Any]) -> None:
+                        text = data.get("message") or ", ".join(f"{k}={v}" for k, v in data.items())
+                        bar.update(task, description=f"{stage}: {text}")
+
+                    report = run_drill(
+                        stack,
+                        scenario,
+                        project_dir=root,
+                        endpoint=endpoint,
+                        progress=show,
+                        failover=not no_failover,
+                    )
+        if report_dir is not None:
+            from rollback.sandbox.report import write_report
+
+            json_path, png_path = write_report(report, report_dir)
+            if not as_json:
+                console.print(f"report: {json_path}  picture: {png_path}")
+        if as_json:
+            print_json(report)
+        else:
+            console.print(_summary(report))
+            verdict = (
+                "[green]expectation met[/]"
+                if report.get("expectation_met")
+                else "[red]expectation NOT met[/]"
+            )
+            console.print(verdict)
+        if not report.get("expectation_met"):
+            raise typer.Exit(1)
 
 
 @sandbox_app.command("up")
@@ -172,9 +183,10 @@ def sandbox_up(
         print_json(info)
     else:
         console.print(f"sandbox for [bold]{stack}[/] running at {info['endpoint_url']} (pid {info['pid']})")
-        console.print(
+        # Plain stdout, never wrapped: the line is meant to be copied into a shell.
+        sys.stdout.write(
             f"export AWS_ENDPOINT_URL={info['endpoint_url']} AWS_ACCESS_KEY_ID=testing "
-            f"AWS_SECRET_ACCESS_KEY=testing AWS_REGION={info['region']} AWS_DEFAULT_REGION={info['region']}"
+            f"AWS_SECRET_ACCESS_KEY=testing AWS_REGION={info['region']} AWS_DEFAULT_REGION={info['region']}\n"
         )
 
 

@@ -108,6 +108,7 @@ def deploy_endpoint(
         "candidate": candidate,
         "strategy": strategy,
         "steps": (steps if steps is not None else [10, 50, 100]) if candidate else [],
+        "bakeSeconds": 60,
         "planId": "abc123abc123",
     }
     ssm = aws["ssm"]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from rollback import audit, names
+from rollback import audit, clock, names
 from rollback.cli import app
+from rollback.cli.ops import rollout_line
 from rollback.errors import FollowUpError
 from rollback.gitops import Release, StackDocument
 from tests.cli.conftest import audit_table, deploy_endpoint
@@ -368,3 +371,31 @@ def test_clear_quarantine_deletes_the_record(project: Path, aws: dict[str, Any])
         "Parameters"
     ]
     assert params == []
+
+
+def test_status_for_people_shows_desired_weights_instances_and_the_bake(
+    project: Path, aws: dict[str, Any]
+) -> None:
+    audit_table(aws, "dev")
+    started = clock.iso(clock.now() - timedelta(seconds=30))
+    deploy_endpoint(
+        aws,
+        "dev",
+        weights={"stable": 90, "candidate": 10},
+        progress={"stepIndex": 0, "state": "baking", "stepStartedAt": started},
+    )
+    result = runner.invoke(app, ["status", "--stack", "dev"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "desired" in result.output and "instances" in result.output
+    assert "canary step 1 of 3 (10%), baking" in result.output
+    baked = int(re.search(r"baking (\d+) s of (\d+) s", result.output).group(1))
+    assert 29 <= baked <= 60
+
+
+def test_rollout_line_says_not_started_and_ready_to_finalize() -> None:
+    plan = {"candidate": "v2", "strategy": "linear", "steps": [20, 40, 60, 80, 100], "bakeSeconds": 300}
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert "not started" in rollout_line(plan, {}, now)
+    done = rollout_line(plan, {"stepIndex": 4, "state": "ready-to-finalize"}, now)
+    assert done == "linear step 5 of 5 (100%), ready-to-finalize"
+    assert rollout_line({"candidate": None, "steps": []}, {}, now) == ""
