@@ -86,12 +86,15 @@ def test_zero_weight_variant_is_kept_at_zero(emulator: Emulator, tmp_path: Path)
 
 def test_unknown_resource_type_stops_with_its_name(emulator: Emulator, tmp_path: Path) -> None:
     def program() -> None:
-        aws.ec2.Vpc("network", cidr_block="10.0.0.0/16")
-        aws.ssm.Parameter("after", name="/t/after", type="String", value="x")
+        vpc = aws.ec2.Vpc("network", cidr_block="10.0.0.0/16")
+        # Independent resources register concurrently; one that needs the refused one must not apply.
+        aws.ssm.Parameter(
+            "after", name="/t/after", type="String", value="x", opts=pulumi.ResourceOptions(depends_on=[vpc])
+        )
 
     with pytest.raises(SandboxError, match=r"aws:ec2/vpc:Vpc"):
         apply_program(emulator, stack="t", config={}, state_path=tmp_path / "s.json", program=program)
-    # Nothing after the refused resource was applied.
+    # Nothing that depends on the refused resource was applied.
     assert emulator.client("ssm").describe_parameters()["Parameters"] == []
 
 
