@@ -59,7 +59,7 @@ class Registry(pulumi.ComponentResource):
                 rule={"object_ownership": "BucketOwnerEnforced"},
                 opts=child,
             )
-            aws.s3.BucketPublicAccessBlock(
+            public_access = aws.s3.BucketPublicAccessBlock(
                 f"{name}-artifacts-public-access",
                 bucket=bucket.id,
                 block_public_acls=True,
@@ -67,6 +67,28 @@ class Registry(pulumi.ComponentResource):
                 ignore_public_acls=True,
                 restrict_public_buckets=True,
                 opts=child,
+            )
+            # Model artifacts and captured requests never travel in clear text. The public access
+            # block is created first: S3 refuses policies while it evaluates a missing block.
+            aws.s3.BucketPolicy(
+                f"{name}-artifacts-tls-only",
+                bucket=bucket.id,
+                policy=pulumi.Output.json_dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Sid": "DenyInsecureTransport",
+                                "Effect": "Deny",
+                                "Principal": "*",
+                                "Action": "s3:*",
+                                "Resource": [bucket.arn, pulumi.Output.concat(bucket.arn, "/*")],
+                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            }
+                        ],
+                    }
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
             )
             # Versioned so an overwritten model.tar.gz can still be restored for a rollback.
             aws.s3.BucketVersioning(

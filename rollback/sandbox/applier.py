@@ -180,6 +180,16 @@ def _s3_public_access(
     return inputs["bucket"], {}
 
 
+def _s3_policy(
+    ctx: ApplyContext, name: str, inputs: dict[str, Any], prev: dict[str, Any] | None
+) -> tuple[str, Outputs]:
+    policy = inputs["policy"]
+    ctx.client("s3").put_bucket_policy(
+        Bucket=inputs["bucket"], Policy=policy if isinstance(policy, str) else json.dumps(policy)
+    )
+    return inputs["bucket"], {}
+
+
 def _s3_versioning(
     ctx: ApplyContext, name: str, inputs: dict[str, Any], prev: dict[str, Any] | None
 ) -> tuple[str, Outputs]:
@@ -662,6 +672,7 @@ APPLIERS: dict[str, Applier] = {
     "aws:s3/bucketV2:BucketV2": _s3_bucket,
     "aws:s3/bucketOwnershipControls:BucketOwnershipControls": _s3_ownership,
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": _s3_public_access,
+    "aws:s3/bucketPolicy:BucketPolicy": _s3_policy,
     "aws:s3/bucketVersioning:BucketVersioning": _s3_versioning,
     "aws:s3/bucketVersioningV2:BucketVersioningV2": _s3_versioning,
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": _s3_encryption,

@@ -45,6 +45,18 @@ def test_created_bucket_is_versioned_kms_encrypted_private_and_owner_enforced():
     assert r.named("mlrollback-dev-registry-key").inputs["enableKeyRotation"] is True
 
 
+def test_created_bucket_refuses_requests_without_tls():
+    r = run(stack_values())
+    artifacts = r.named("mlrollback-dev-registry-artifacts")
+    policy = r.named("mlrollback-dev-registry-artifacts-tls-only").inputs
+    assert policy["bucket"] == artifacts.outputs["bucket"]
+    (statement,) = json.loads(policy["policy"])["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Principal"] == "*"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    arn = artifacts.outputs["arn"]
+    assert statement["Resource"] == [arn, f"{arn}/*"]
+
+
 def test_brought_in_bucket_creates_no_bucket_and_receives_data_capture():
     r = run(stack_values(artifacts={"create": False, "bucket": "team-ml-artifacts"}))
     assert r.of_type("s3/bucket:Bucket") == []
