@@ -136,7 +136,7 @@ def traffic_rate(bake_seconds: float, first_step_percent: float, min_requests: i
     """Predictions per second so the candidate's first step sees 1.5x its minimum in one bake."""
     share = max(first_step_percent, 1.0) / 100.0
     need = math.ceil(1.5 * min_requests / max(bake_seconds * share, 1.0))
-    return max(5, min(MAX_RATE, need))
+    return max(20, min(MAX_RATE, need))
 
 
 def run_drill(

@@ -32,9 +32,30 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax_w.set_ylabel("traffic share (%)")
     ax_w.set_ylim(-5, 105)
     ax_w.legend(loc="center right")
-    rates = [(p["t"], p["candidateErrorRate"]) for p in timeline if p.get("candidateErrorRate") is not None]
-    ax_e.plot([r[0] for r in rates], [100 * r[1] for r in rates], ".", color="tab:red", label="candidate 5xx")
-    ax_e.set_ylabel("candidate errors (%)")
+    # Per-second candidate traffic is a handful of requests at a 10 % canary: show 5 s buckets of
+    # answered and failed requests instead, which is what the alarm's datapoints look at.
+    bucket = 5.0
+    answered: dict[float, float] = {}
+    failed: dict[float, float] = {}
+    for p in timeline:
+        n = p.get("candidateRequests") or 0
+        start = bucket * int(p["t"] // bucket)
+        failures = n * (p.get("candidateErrorRate") or 0.0)
+        failed[start] = failed.get(start, 0.0) + failures
+        answered[start] = answered.get(start, 0.0) + n - failures
+    starts = sorted(answered)
+    ok = [answered[b] for b in starts]
+    bad = [failed[b] for b in starts]
+    ax_e.bar(starts, ok, width=bucket * 0.9, align="edge", color="tab:green", label="answered")
+    ax_e.bar(starts, bad, width=bucket * 0.9, align="edge", bottom=ok, color="tab:red", label="5xx")
+    ax_e.set_ylabel(f"candidate requests / {bucket:g} s")
+    ax_e.legend(loc="upper right")
+    if report.get("predictions_failed_without_failover") is not None:
+        ax_e.set_title(
+            f"callers saw {report.get('predictions_failed')} failed predictions "
+            f"({report.get('predictions_failed_without_failover')} without failover to stable)",
+            fontsize=9,
+        )
     ax_e.set_xlabel("simulated seconds since the release")
     rollback_at = next((p["t"] for p in timeline if p["weights"].get("candidate", 1) == 0.0), None)
     if rollback_at is not None:
