@@ -464,14 +464,7 @@ def drain_candidate(
             weights_after=pct_before,
             idempotency_key=idempotency_key,
         )
-        call(
-            "TransactWriteItems",
-            audit.append,
-            retry,
-            dynamodb=clients.dynamodb,
-            table=settings.audit_table,
-            item=item,
-        )
+        append_audit(clients, settings, item, retry)
         return _result("skipped", decision.reason, **base, weightsBefore=pct_before)
 
     if state_at is not None and alarm and state.last_modified and state.last_modified > state_at:
@@ -513,14 +506,7 @@ def drain_candidate(
     except Exception as exc:
         _record_failure(clients, settings, item, exc)
         raise
-    written = call(
-        "TransactWriteItems",
-        audit.append,
-        retry,
-        dynamodb=clients.dynamodb,
-        table=settings.audit_table,
-        item=item,
-    )
+    written = append_audit(clients, settings, item, retry)
     base["version"] = version
     if not written:
         return _result(
@@ -595,6 +581,18 @@ def _followups(
         "quarantine": {"name": settings.quarantine_parameter(endpoint), "value": quarantine.to_json()},
         "notify": {"subject": message.subject, "body": message.to_json(), "topic": topic_arn},
     }
+
+
+def append_audit(clients: Clients, settings: Settings, item: audit.AuditItem, retry: RetryPolicy) -> bool:
+    """Write ``item`` with its idempotency guard in one transaction; False when it was a duplicate."""
+    return call(
+        "TransactWriteItems",
+        audit.append,
+        retry,
+        dynamodb=clients.dynamodb,
+        table=settings.audit_table,
+        item=item,
+    )
 
 
 def _handled_before(
@@ -678,14 +676,7 @@ def _already_drained(
         idempotency_key=key,
         detail={"kind": kind, "weightsAlreadyZero": True},
     )
-    written = call(
-        "TransactWriteItems",
-        audit.append,
-        retry,
-        dynamodb=clients.dynamodb,
-        table=settings.audit_table,
-        item=item,
-    )
+    written = append_audit(clients, settings, item, retry)
     if not written:
         return _result("duplicate", "another delivery of this state change already recorded it", **base)
     topic = topic_arn_for(settings, state.raw.get("EndpointArn"))
@@ -742,14 +733,7 @@ def _stable_alarm(
         idempotency_key=key,
         detail={"kind": "stable-failing"},
     )
-    written = call(
-        "TransactWriteItems",
-        audit.append,
-        retry,
-        dynamodb=clients.dynamodb,
-        table=settings.audit_table,
-        item=item,
-    )
+    written = append_audit(clients, settings, item, retry)
     base["version"] = version
     if not written:
         return _result("duplicate", "another delivery of this state change already recorded it", **base)

@@ -17,7 +17,14 @@ from typing import Any
 
 from rollback import audit, clock, names, policy, records
 from rollback.aws import Clients
-from rollback.controller import RetryPolicy, Settings, call, describe_endpoint, drain_candidate
+from rollback.controller import (
+    RetryPolicy,
+    Settings,
+    append_audit,
+    call,
+    describe_endpoint,
+    drain_candidate,
+)
 from rollback.errors import ConfigError
 from rollback.events import alarm_idempotency_key, parse_marker
 from rollback.logs import log
@@ -169,17 +176,6 @@ def _write_progress(
     )
 
 
-def _audit(clients: Clients, settings: Settings, item: audit.AuditItem, retry: RetryPolicy) -> bool:
-    return call(
-        "TransactWriteItems",
-        audit.append,
-        retry,
-        dynamodb=clients.dynamodb,
-        table=settings.audit_table,
-        item=item,
-    )
-
-
 def _apply(
     clients: Clients,
     settings: Settings,
@@ -240,7 +236,7 @@ def _apply(
                 plan.plan_id, progress.step_index, progress.step_started_at, "paused", decision.reason
             )
             _write_progress(clients, settings, ep.name, paused, retry)
-            _audit(
+            append_audit(
                 clients,
                 settings,
                 audit.AuditItem(
@@ -270,7 +266,7 @@ def _apply(
             plan.plan_id, progress.step_index, progress.step_started_at, "ready-to-finalize", decision.reason
         )
         _write_progress(clients, settings, ep.name, done, retry)
-        _audit(
+        append_audit(
             clients,
             settings,
             audit.AuditItem(
@@ -310,7 +306,7 @@ def _apply(
         Progress(plan.plan_id, decision.step_index, now, "baking", decision.reason),
         retry,
     )
-    _audit(
+    append_audit(
         clients,
         settings,
         audit.AuditItem(
