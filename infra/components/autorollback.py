@@ -100,6 +100,47 @@ def alarm_event_patterns(alarms: Sequence[str], limit: int = EVENT_PATTERN_LIMIT
     return patterns
 
 
+def invoke_on_schedule(
+    name: str,
+    *,
+    rule_name: str,
+    description: str,
+    expression: str,
+    function: aws.lambda_.Function,
+    max_event_age_seconds: int,
+    tags: Mapping[str, str],
+    opts: pulumi.ResourceOptions,
+) -> aws.cloudwatch.EventRule:
+    """An EventBridge schedule rule that invokes ``function``, and the permission scoped to that rule.
+
+    No retries: a scheduled job's next run covers what a missed run would have done.
+    """
+    rule = aws.cloudwatch.EventRule(
+        f"{name}-rule",
+        name=rule_name,
+        description=description,
+        schedule_expression=expression,
+        tags=dict(tags),
+        opts=opts,
+    )
+    aws.cloudwatch.EventTarget(
+        f"{name}-target",
+        rule=rule.name,
+        arn=function.arn,
+        retry_policy={"maximum_retry_attempts": 0, "maximum_event_age_in_seconds": max_event_age_seconds},
+        opts=opts,
+    )
+    aws.lambda_.Permission(
+        f"{name}-permission",
+        action="lambda:InvokeFunction",
+        function=function.name,
+        principal="events.amazonaws.com",
+        source_arn=rule.arn,
+        opts=opts,
+    )
+    return rule
+
+
 class AutoRollback(pulumi.ComponentResource):
     """Rollback + stepper Lambdas, their triggers, audit table, topic and least-privilege roles."""
 
@@ -342,28 +383,15 @@ class AutoRollback(pulumi.ComponentResource):
             opts=child,
         )
 
-        schedule_rule = aws.cloudwatch.EventRule(
-            f"{name}-schedule-rule",
-            name=names.schedule_rule_name(stack),
+        invoke_on_schedule(
+            f"{name}-schedule",
+            rule_name=names.schedule_rule_name(stack),
             description=f"Advance progressive rollouts of mlrollback {stack}",
-            schedule_expression="rate(1 minute)",
-            tags=tags,
-            opts=child,
-        )
-        aws.cloudwatch.EventTarget(
-            f"{name}-schedule-target",
-            rule=schedule_rule.name,
-            arn=stepper_fn.arn,
+            expression="rate(1 minute)",
+            function=stepper_fn,
             # A missed tick is replaced by the next one a minute later: no long retries.
-            retry_policy={"maximum_retry_attempts": 0, "maximum_event_age_in_seconds": 60},
-            opts=child,
-        )
-        aws.lambda_.Permission(
-            f"{name}-schedule-permission",
-            action="lambda:InvokeFunction",
-            function=stepper_fn.name,
-            principal="events.amazonaws.com",
-            source_arn=schedule_rule.arn,
+            max_event_age_seconds=60,
+            tags=tags,
             opts=child,
         )
 

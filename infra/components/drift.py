@@ -19,7 +19,12 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import config as cfgmod
-from infra.components.autorollback import LAMBDA_RUNTIME, LOG_RETENTION_DAYS, lambda_code
+from infra.components.autorollback import (
+    LAMBDA_RUNTIME,
+    LOG_RETENTION_DAYS,
+    invoke_on_schedule,
+    lambda_code,
+)
 from infra.components.endpoint import AwsScope
 from infra.components.iam import assume_role_policy, policy_document, statement
 from infra.config import EndpointConfig
@@ -156,29 +161,16 @@ class DriftJob(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, log_group]),
         )
 
-        rule = aws.cloudwatch.EventRule(
+        invoke_on_schedule(
             f"{name}-schedule",
-            name=names.drift_schedule_rule_name(stack),
+            rule_name=names.drift_schedule_rule_name(stack),
             description=f"Score input drift of mlrollback {stack} candidates",
-            schedule_expression=schedule_expression(),
+            expression=schedule_expression(),
+            function=function,
+            # The alarm looks at two periods; a late retry would only score a window the next run
+            # covers anyway.
+            max_event_age_seconds=600,
             tags=tags,
-            opts=child,
-        )
-        aws.cloudwatch.EventTarget(
-            f"{name}-target",
-            rule=rule.name,
-            arn=function.arn,
-            # A missed run is replaced by the next one: the alarm looks at two periods, and a
-            # late retry would only publish a score for a window the next run covers anyway.
-            retry_policy={"maximum_retry_attempts": 0, "maximum_event_age_in_seconds": 600},
-            opts=child,
-        )
-        aws.lambda_.Permission(
-            f"{name}-permission",
-            action="lambda:InvokeFunction",
-            function=function.name,
-            principal="events.amazonaws.com",
-            source_arn=rule.arn,
             opts=child,
         )
 

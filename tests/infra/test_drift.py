@@ -223,13 +223,13 @@ def test_brought_in_bucket_scopes_the_drift_role_to_that_bucket_without_a_key_gr
 
 def test_schedule_rule_runs_the_drift_function_every_fifteen_minutes_and_only_it_may_invoke():
     r = run(stack_values(drifting()))
-    rule = r.named("mlrollback-dev-drift-schedule")
+    rule = r.named("mlrollback-dev-drift-schedule-rule")
     assert rule.inputs["name"] == "mlrollback-dev-drift-schedule" == names.drift_schedule_rule_name("dev")
     assert rule.inputs["scheduleExpression"] == "rate(15 minutes)"
-    target = r.named("mlrollback-dev-drift-target").inputs
+    target = r.named("mlrollback-dev-drift-schedule-target").inputs
     assert target["rule"] == "mlrollback-dev-drift-schedule"
     assert target["arn"] == drift_function(r).outputs["arn"]
-    permission = r.named("mlrollback-dev-drift-permission").inputs
+    permission = r.named("mlrollback-dev-drift-schedule-permission").inputs
     assert permission["action"] == "lambda:InvokeFunction"
     assert permission["principal"] == "events.amazonaws.com"
     assert permission["function"] == "mlrollback-dev-drift"

@@ -96,6 +96,6 @@ def test_staging_runs_the_drift_job_for_its_drift_configured_endpoint():
     assert [(j["endpoint"], j["captureUri"], j["maxScore"]) for j in jobs] == [
         ("churn-predictor-staging", f"s3://{bucket}/data-capture", 0.2)
     ]
-    schedule = r.named("mlrollback-staging-drift-schedule").inputs
+    schedule = r.named("mlrollback-staging-drift-schedule-rule").inputs
     assert schedule["scheduleExpression"] == "rate(15 minutes)"
     assert r.exports["functionNames"]["drift"] == "mlrollback-staging-drift"
