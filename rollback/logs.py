@@ -31,11 +31,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, sort_keys=True)
 
 
+class _CurrentStdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is at emit time, not the one seen at configure time.
+
+    A handler bound once to the stream of its first configuration keeps writing there after the
+    stream was swapped (a test's capture, a redirect in a long-lived process).
+    """
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure(level: int | str = logging.INFO) -> logging.Logger:
     """Attach one JSON handler to the ``mlrollback`` logger (idempotent across warm invocations)."""
     logger = logging.getLogger(LOGGER_NAME)
     if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _CurrentStdoutHandler()
         handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)
         logger.propagate = False

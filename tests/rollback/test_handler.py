@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,19 @@ def test_on_schedule_starts_rollouts(lambda_env: World) -> None:
     )
 
     assert result["endpoints"][world.endpoint]["action"] == "start"
+
+
+def test_log_lines_follow_stdout_when_it_is_swapped() -> None:
+    import io
+
+    from rollback import logs
+
+    logs.configure()
+    swapped = io.StringIO()
+    real = sys.stdout
+    sys.stdout = swapped
+    try:
+        logs.log(logging.INFO, "after swap", endpoint="x")
+    finally:
+        sys.stdout = real
+    assert json.loads(swapped.getvalue())["event"] == "after swap"
