@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from rollback import audit, clock, names, preflight
@@ -244,21 +245,33 @@ def history(
         if json_out:
             print_json(rows)
             return
-        table = Table(title=f"history of {stack}", title_justify="left")
-        for col in ("at", "id", "endpoint", "action", "version", "outcome", "actor", "reason"):
-            # ids are copied into `revert --to-deployment`: never wrap or cut them
-            table.add_column(col, no_wrap=col == "id", min_width=12 if col == "id" else None)
+        endpoints = sorted({r.get("endpoint", "") for r in rows})
+        title = f"history of {stack}" + (f" ({endpoints[0]})" if len(endpoints) == 1 else "")
+        table = Table(
+            title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+        )
+        table.add_column("at (UTC)", no_wrap=True)
+        # ids are copied into `revert --to-deployment`: never wrap or cut them
+        table.add_column("id", no_wrap=True, min_width=12)
+        if len(endpoints) > 1:
+            table.add_column("endpoint", no_wrap=True, overflow="ellipsis", max_width=24)
+        for col in ("action", "version"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("actor", no_wrap=True, overflow="ellipsis", max_width=20)
+        table.add_column("reason", ratio=1, min_width=16)
         for r in rows:
-            table.add_row(
-                r.get("at", "")[:23],
-                str(r.get("at", "")).rsplit("#", 1)[-1],
-                r.get("endpoint", ""),
-                r.get("action", ""),
+            at = str(r.get("at", ""))
+            cells = [at[5:10] + " " + at[11:19], at.rsplit("#", 1)[-1]]
+            if len(endpoints) > 1:
+                cells.append(r.get("endpoint", ""))
+            outcome = r.get("outcome", "done")
+            cells += [
+                r.get("action", "") + ("" if outcome == "done" else f" ({outcome})"),
                 str(r.get("version") or ""),
-                r.get("outcome", ""),
                 r.get("actor", ""),
-                str(r.get("reason") or "")[:60],
-            )
+                str(r.get("reason") or ""),
+            ]
+            table.add_row(*cells)
         console.print(table)
 
 

@@ -399,3 +399,22 @@ def test_rollout_line_says_not_started_and_ready_to_finalize() -> None:
     done = rollout_line(plan, {"stepIndex": 4, "state": "ready-to-finalize"}, now)
     assert done == "linear step 5 of 5 (100%), ready-to-finalize"
     assert rollout_line({"candidate": None, "steps": []}, {}, now) == ""
+
+
+def test_history_for_people_fits_80_columns_with_whole_ids_and_reasons(
+    project: Path, aws: dict[str, Any]
+) -> None:
+    audit_table(aws, "dev")
+    physical = deploy_endpoint(aws, "dev", weights={"stable": 90, "candidate": 10})
+    assert (
+        _run(
+            "rollback", "-s", "dev", "-e", "fraud-scorer", "-r", "p99 doubled since 14:00", "--yes"
+        ).exit_code
+        == 0
+    )
+    item_id = _audit_items(aws, "dev", physical)[0]["at"].rsplit("#", 1)[-1]
+    result = runner.invoke(app, ["history", "--stack", "dev"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    assert all(len(line) <= 80 for line in result.output.splitlines())
+    assert item_id in result.output  # copied into `revert --to-deployment`: never cut
+    assert "p99 doubled since 14:00" in " ".join(result.output.split())
