@@ -249,11 +249,39 @@ def test_revert_apply_without_pulumi_cli_says_how_to_install_it(
 
 
 @pytest.mark.pulumi_cli
-def test_revert_apply_runs_pulumi_up_with_the_cli() -> None:
+def test_apply_runs_a_real_pulumi_up_through_the_automation_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The --apply path with the real engine, on a local backend and a program with no cloud resources."""
     import shutil
+    import sys
+
+    from rollback import pulumi_ops
+    from rollback.errors import MLRollbackError
 
     if shutil.which("pulumi") is None:
-        pytest.skip("needs the Pulumi CLI engine and an AWS account (not installable here)")
+        pytest.skip("needs the Pulumi CLI engine (not installable on this machine)")
+    from pulumi import automation as auto
+
+    monkeypatch.setenv("PULUMI_BACKEND_URL", (tmp_path / "state").as_uri())
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "test-only")
+    (tmp_path / "state").mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Pulumi.yaml").write_text(
+        f"name: smoke\nruntime:\n  name: python\n  options:\n    virtualenv: {sys.prefix}\n"
+    )
+    (project / "__main__.py").write_text("import pulumi\npulumi.export('answer', 42)\n")
+    auto.create_stack(stack_name="test", work_dir=str(project))
+
+    first = pulumi_ops.up(project, "test")
+    again = pulumi_ops.up(project, "test")
+
+    assert first["result"] == "succeeded" and first["changes"].get("create") == 1
+    assert again["result"] == "succeeded" and "create" not in again["changes"]
+    (project / "__main__.py").write_text("raise SystemExit('broken program')\n")
+    with pytest.raises(MLRollbackError, match="pulumi up failed for stack test"):
+        pulumi_ops.up(project, "test")
 
 
 # -- promote / finalize ------------------------------------------------------------------------------
