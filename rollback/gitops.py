@@ -16,6 +16,7 @@ import difflib
 import json
 import os
 import re
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.util import load_yaml_guess_indent
 
-from rollback.errors import ConfigError, NotFoundError
+from rollback.errors import ConfigError, GateError, MLRollbackError, NotFoundError
 
 PROJECT = "mlrollback"
 ENDPOINTS_KEY = f"{PROJECT}:endpoints"
@@ -318,3 +319,43 @@ def write_atomic(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=60, check=False
+        )
+    except OSError as exc:
+        raise MLRollbackError(f"--commit needs git ({exc}); drop --commit and commit yourself") from None
+
+
+def require_clean(root: Path, path: Path) -> None:
+    """Before a ``--commit`` rewrite: ``path`` is tracked in a git work tree and has no pending edits.
+
+    The commit must hold exactly what mlrollback changed, not someone's unfinished edit.
+    """
+    inside = _git(root, "rev-parse", "--is-inside-work-tree")
+    if inside.returncode != 0 or inside.stdout.strip() != "true":
+        raise MLRollbackError(
+            f"--commit: {root} is not in a git work tree; drop --commit and commit yourself"
+        )
+    pending = _git(root, "status", "--porcelain", "--", str(path))
+    if pending.stdout.strip():
+        raise GateError(
+            f"--commit: {path.name} has uncommitted changes ({pending.stdout.strip()[:2].strip()}); "
+            "commit or stash them first, or drop --commit"
+        )
+
+
+def commit_file(root: Path, path: Path, message: str) -> str:
+    """Commit only ``path`` with ``message`` (after :func:`require_clean`); return the commit sha."""
+    for step in (("add", "--", str(path)), ("commit", "-m", message, "--", str(path))):
+        done = _git(root, *step)
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()
+            raise MLRollbackError(
+                f"--commit: `git {step[0]}` failed ({detail[-1] if detail else done.returncode}); "
+                f"{path.name} is written, commit it yourself"
+            )
+    return _git(root, "rev-parse", "HEAD").stdout.strip()

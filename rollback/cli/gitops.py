@@ -20,6 +20,7 @@ from rollback.cli.app import actor, console, print_json
 from rollback.cli.app import app as cli_app
 from rollback.cli.app import cli_errors as errors
 from rollback.cli.ops import (
+    CommitOpt,
     Context,
     EndpointOpt,
     JsonOpt,
@@ -27,10 +28,11 @@ from rollback.cli.ops import (
     SandboxOpt,
     StackOpt,
     _record,
+    commit_change,
     ensure_not_busy,
 )
 from rollback.errors import ConfigError, GateError, MLRollbackError, NotFoundError
-from rollback.gitops import Release, StackDocument, write_atomic
+from rollback.gitops import Release, StackDocument, require_clean, write_atomic
 from rollback.schema import check_versions
 
 ApplyOpt = Annotated[bool, typer.Option("--apply", help="Then run `pulumi up` (or the sandbox applier).")]
@@ -108,6 +110,7 @@ def revert(
         typer.Option("--to-deployment", help="Restore the release recorded by this audit item id."),
     ] = None,
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why, for the audit trail.")] = "stack revert",
+    commit: CommitOpt = False,
     apply: ApplyOpt = False,
     skip_schema_check: SkipSchemaOpt = False,
     project_dir: ProjectOpt = None,
@@ -126,6 +129,8 @@ def revert(
       mlrollback revert --stack prod --endpoint fraud-scorer --to v1 --apply
 
       mlrollback revert --stack prod --endpoint fraud-scorer --to-deployment 01J9...
+
+      mlrollback revert --stack prod --endpoint fraud-scorer --reason "v2 p99 regression" --commit
     """
     with errors():
         if to and to_deployment:
@@ -146,22 +151,42 @@ def revert(
             )
             return
         _schema_gate(ctx, ep.name, current.stable, [target.stable, target.candidate or ""], skip_schema_check)
+        if commit:
+            require_clean(ctx.root, ctx.path)
         doc.set_release(ep.name, target)
         diff = doc.diff(str(ctx.path.relative_to(ctx.root)))
-        _record(
+        audit_id = _record(
             ctx, ep.physical_name, "revert", target.stable, reason, diff,
             release=target.as_dict(), previous=current.as_dict(),
         )  # fmt: skip
         write_atomic(ctx.path, doc.render())
+        sha = commit_change(
+            ctx,
+            commit,
+            f"mlrollback revert {stack}/{ep.name}: {_show(current)} -> {_show(target)}",
+            reason,
+            audit_id,
+        )
         applied = _apply(ctx, ep.physical_name) if apply else None
         if json_out:
             print_json(
-                {"endpoint": ep.physical_name, "release": target.as_dict(), "diff": diff, "applied": applied}
+                {
+                    "endpoint": ep.physical_name,
+                    "release": target.as_dict(),
+                    "diff": diff,
+                    "commit": sha,
+                    "applied": applied,
+                }
             )
             return
         sys.stdout.write(diff)
-        if not apply:
+        if not apply and not commit:
             console.print(f"review, commit and run `pulumi up --stack {stack}` (or rerun with --apply)")
+
+
+def _show(release: Release) -> str:
+    """``v1`` or ``v1+v2`` (stable + candidate), for commit subjects."""
+    return release.stable + (f"+{release.candidate}" if release.candidate else "")
 
 
 def _gates(src: Context, dst: Context, endpoint: str, version: str, max_age_hours: float) -> list[str]:
@@ -305,6 +330,7 @@ def promote(
             "s3://<artifacts.bucket>/data-capture when the source brings its own bucket).",
         ),
     ] = None,
+    commit: CommitOpt = False,
     apply: ApplyOpt = False,
     skip_schema_check: SkipSchemaOpt = False,
     project_dir: ProjectOpt = None,
@@ -342,6 +368,8 @@ def promote(
             failed += shadow_failed
         if failed:
             raise GateError("promotion refused:\n" + "\n".join(f"  - {f}" for f in failed))
+        if commit:
+            require_clean(dst.root, dst.path)
         doc = StackDocument.load(dst.path)
         current = doc.release(endpoint)
         if version in (current.stable, current.candidate):
@@ -358,15 +386,25 @@ def promote(
         doc.set_release(endpoint, target)
         diff = doc.diff(str(dst.path.relative_to(dst.root)))
         physical = names.endpoint_name(to_stack, endpoint)
-        _record(
-            dst, physical, "promote", version, f"promoted from {from_stack}", diff,
+        reason = f"promoted from {from_stack}"
+        audit_id = _record(
+            dst, physical, "promote", version, reason, diff,
             release=target.as_dict(), previous=current.as_dict(), source=from_stack,
             **({"shadowVerdict": shadow} if shadow else {}),
         )  # fmt: skip
         write_atomic(dst.path, doc.render())
+        sha = commit_change(
+            dst,
+            commit,
+            f"mlrollback promote {from_stack} -> {to_stack}/{endpoint}: {version}",
+            reason,
+            audit_id,
+        )
         applied = _apply(dst, physical) if apply else None
         if json_out:
-            print_json({"endpoint": physical, "version": version, "diff": diff, "applied": applied})
+            print_json(
+                {"endpoint": physical, "version": version, "diff": diff, "commit": sha, "applied": applied}
+            )
             return
         sys.stdout.write(diff)
         console.print(

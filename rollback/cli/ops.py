@@ -369,6 +369,7 @@ app.registered_commands[-1].name = "preflight"
 def finalize(
     stack: StackOpt,
     endpoint: EndpointOpt,
+    commit: CommitOpt = False,
     project_dir: ProjectOpt = None,
     sandbox: SandboxOpt = False,
     json_out: JsonOpt = False,
@@ -380,9 +381,11 @@ def finalize(
     Examples:
 
       mlrollback finalize --stack staging --endpoint fraud-scorer && git diff
+
+      mlrollback finalize --stack staging --endpoint fraud-scorer --commit
     """
     from rollback import controller
-    from rollback.gitops import Release, StackDocument, write_atomic
+    from rollback.gitops import Release, StackDocument, require_clean, write_atomic
 
     with cli_errors():
         ctx = Context(stack, project_dir, sandbox)
@@ -401,14 +404,20 @@ def finalize(
                 f"live candidate {live_candidate or 'none'}); wait until `mlrollback status` says "
                 "ready-to-finalize"
             )
+        if commit:
+            require_clean(ctx.root, ctx.path)
         doc = StackDocument.load(ctx.path)
         before = doc.release(ep.name)
         doc.set_release(ep.name, Release(candidate, None, before.shadow))
         diff = doc.diff(str(ctx.path.relative_to(ctx.root)))
-        _record(ctx, ep.physical_name, "finalize", candidate, f"{candidate} becomes stable", diff)
+        reason = f"{candidate} becomes stable"
+        audit_id = _record(ctx, ep.physical_name, "finalize", candidate, reason, diff)
         write_atomic(ctx.path, doc.render())
+        sha = commit_change(
+            ctx, commit, f"mlrollback finalize {stack}/{ep.name}: {candidate} is stable", reason, audit_id
+        )
         if json_out:
-            print_json({"endpoint": ep.physical_name, "stable": candidate, "diff": diff})
+            print_json({"endpoint": ep.physical_name, "stable": candidate, "diff": diff, "commit": sha})
         else:
             sys.stdout.write(diff)
             console.print(f"{ctx.path.name}: {candidate} is now stable; commit and run `pulumi up`")
@@ -450,8 +459,8 @@ def clear_quarantine(
 
 def _record(
     ctx: Context, physical: str, action: str, version: str | None, reason: str, diff: str, **detail: Any
-) -> None:
-    """Audit a stack-file change before it is written: no change without its record."""
+) -> str:
+    """Audit a stack-file change before it is written (no change without its record); return its id."""
     item = audit.AuditItem(
         endpoint=physical,
         action=action,
@@ -461,6 +470,27 @@ def _record(
         detail={"file": str(ctx.path.relative_to(ctx.root)), "diff": diff, **detail},
     )
     audit.append(ctx.clients.dynamodb, ctx.settings.audit_table, item)
+    return item.at.rsplit("#", 1)[-1]
+
+
+CommitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--commit",
+        help="Also `git commit` the rewritten stack file (only that file; refused if it has other edits).",
+    ),
+]
+
+
+def commit_change(ctx: Context, commit: bool, subject: str, reason: str, audit_id: str) -> str | None:
+    """With --commit, commit the stack file with a message that carries the why and the audit id."""
+    if not commit:
+        return None
+    from rollback.gitops import commit_file
+
+    sha = commit_file(ctx.root, ctx.path, f"{subject}\n\n{reason}\n\nmlrollback-audit: {audit_id}\n")
+    console.print(f"committed {sha[:12]}: {subject}", highlight=False)
+    return sha
 
 
 def ensure_not_busy(ctx: Context, physical: str) -> None:
