@@ -7,7 +7,6 @@ expectation held, 1 otherwise.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,29 +28,70 @@ app.add_typer(sandbox_app, name="sandbox")
 _SCENARIO_HELP = "bad-canary | healthy | fault-injection | no-traffic | flapping"
 
 
+_EXPECTED = {
+    "bad-canary": "the candidate is rolled back and callers see no failed prediction",
+    "fault-injection": "the forced alarm rolls the candidate back",
+    "healthy": "the rollout walks every step to ready-to-finalize",
+    "no-traffic": "the rollout pauses for lack of traffic and nothing is rolled back",
+    "flapping": "isolated bad datapoints never roll back",
+}
+
+
+def _count(n: Any, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _weights(w: dict[str, Any] | None) -> str:
+    return " / ".join(f"{role} {float(v):g}%" for role, v in (w or {}).items())
+
+
 def _summary(report: dict[str, Any]) -> Table:
-    table = Table(title=f"drill {report['scenario']} on {report['stack']} ({report.get('endpoint')})")
-    table.add_column("field")
-    table.add_column("value", overflow="fold")
-    for key in (
-        "rolled_back",
-        "ttr_seconds",
-        "detection_seconds",
-        "predictions_total",
-        "predictions_failed",
-        "predictions_failed_without_failover",
-        "failovers",
-        "weights_before",
-        "weights_after",
-        "rollout_state",
-        "handler_api_calls",
-        "audit_items",
-        "notifications",
-        "wall_seconds",
-        "expectation_met",
-    ):
-        value = report.get(key)
-        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    """What happened, in the order it happened, for a person (``--json`` has every field)."""
+    table = Table(
+        title=f"drill {report['scenario']} on {report['stack']} ({report.get('endpoint')}, "
+        f"{report.get('strategy')}, {report.get('metrics')} metrics)",
+        title_justify="left",
+        show_header=False,
+        box=None,
+        pad_edge=False,
+    )
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    table.add_row("released", _weights(report.get("weights_before")))
+    alarms = [e for e in report.get("alarm_events") or [] if e.get("state") == "ALARM"]
+    if alarms:
+        first = min(a["t"] for a in alarms)
+        fired = ", ".join(sorted({a["alarm"] for a in alarms if a["t"] == first}))
+        table.add_row("alarm", f"{first:g} s after the release: {fired}")
+    if report.get("rolled_back"):
+        origin = (
+            "the injected fault" if report["scenario"] == "fault-injection" else "the first failed prediction"
+        )
+        table.add_row(
+            "rolled back",
+            f"{report.get('ttr_seconds'):g} s after {origin} (time to rollback); "
+            f"now {_weights(report.get('weights_after'))}",
+        )
+    else:
+        outcome = "promoted" if report.get("rollout_state") == "ready-to-finalize" else "not rolled back"
+        table.add_row(
+            outcome, f"rollout {report.get('rollout_state')}; {_weights(report.get('weights_after'))}"
+        )
+    failed, total = report.get("predictions_failed"), report.get("predictions_total")
+    without = report.get("predictions_failed_without_failover")
+    callers = f"{failed} failed of {total} predictions"
+    if without is not None and report.get("failover"):
+        callers += f" ({without} would have failed without failover to stable)"
+    table.add_row("callers saw", callers)
+    quarantine = report.get("quarantine")
+    records = [
+        _count(report.get("audit_items"), "audit item"),
+        _count(report.get("notifications"), "notification"),
+    ]
+    if quarantine:
+        records.insert(0, f"{quarantine.get('version')} quarantined")
+    table.add_row("records", ", ".join(records))
+    table.add_row("wall time", f"{report.get('wall_seconds')} s")
     return table
 
 
@@ -159,7 +199,7 @@ def drill(
                 if report.get("expectation_met")
                 else "[red]expectation NOT met[/]"
             )
-            console.print(verdict)
+            console.print(f"{verdict}: {_EXPECTED.get(report['scenario'], 'the scenario expectation')}")
         if not report.get("expectation_met"):
             raise typer.Exit(1)
 
