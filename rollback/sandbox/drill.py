@@ -423,10 +423,21 @@ class _Runner:
         notifications = self._notifications()
         state = (self.progress or {}).get("state")
         stats = self.client.predictor.stats
+        quarantine = self._quarantine()
+        drains = [i for i in audit if i.get("action") == "drain" and i.get("outcome") == "done"]
+        # A rollback counts only with its records: the candidate quarantined, one drain in the audit
+        # trail and one notification (what the operator and `pulumi up` rely on afterwards).
+        recorded = (
+            rolled_back
+            and quarantine is not None
+            and quarantine.get("version") == self.ep.release.candidate
+            and len(drains) == 1
+            and len(notifications) == 1
+        )
         expected = {
             # With the failover, no caller may see the bad canary's errors.
-            "bad-canary": rolled_back and (stats.failed == 0 or not self.client.failover),
-            "fault-injection": rolled_back,
+            "bad-canary": recorded and (stats.failed == 0 or not self.client.failover),
+            "fault-injection": recorded,
             "healthy": not rolled_back and state == "ready-to-finalize",
             "no-traffic": not rolled_back and state == "paused",
             "flapping": not rolled_back,
@@ -464,7 +475,7 @@ class _Runner:
             "audit": audit,
             "notifications": len(notifications),
             "notification_subjects": notifications,
-            "quarantine": self._quarantine(),
+            "quarantine": quarantine,
             "rollout_state": state,
             "alarm": m.alarm_name,
             "simulated_seconds": round(self._since_release(), 1),
