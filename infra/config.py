@@ -26,7 +26,6 @@ from typing import Any, Final
 import yaml
 
 from rollback import names
-from rollback.drift import ENV_DRIFT_JOBS
 from rollback.errors import ConfigError
 
 PROJECT: Final = "mlrollback"
@@ -71,10 +70,6 @@ DRIFT_WINDOW_RANGE: Final = (DRIFT_SCHEDULE_MINUTES, 24 * 60)
 DRIFT_BASELINE_WINDOW_RANGE: Final = (DRIFT_SCHEDULE_MINUTES, 7 * 24 * 60)
 #: The job reads at most this many capture records per side (rollback.drift / rollback.capture).
 DRIFT_MAX_SAMPLES: Final = 50_000
-#: Lambda's limit on a function's environment, measured on the JSON of the variables map.
-LAMBDA_ENVIRONMENT_LIMIT_BYTES: Final = 4096
-#: Longest partition name (``aws-us-gov``): the environment bound assumes the longest ARNs.
-_LONGEST_PARTITION: Final = "aws-us-gov"
 
 _S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -897,9 +892,6 @@ def validate(
                 seen[ep.name] = i
             endpoints.append(ep)
 
-    if endpoints and region and not problems.items:
-        _check_drift_environment(stack, region, bucket if not create else None, endpoints, problems)
-
     problems.raise_if_any()
     return StackConfig(
         stack=stack,
@@ -1098,7 +1090,7 @@ def capture_uri(bucket: str) -> str:
 
 
 def drift_job(ep: EndpointConfig, capture: str) -> dict[str, Any]:
-    """One entry of ``MLROLLBACK_DRIFT_JOBS`` (keys as ``rollback.drift.DriftJob.from_dict`` parses them).
+    """One drift job (keys as ``rollback.drift.DriftJob.from_dict`` parses them).
 
     The job scores the candidate: that is the variant whose drift alarm can drain it.
     """
@@ -1127,50 +1119,10 @@ def drift_endpoints(endpoints: Sequence[EndpointConfig]) -> list[EndpointConfig]
     return [ep for ep in endpoints if ep.triggers.drift is not None]
 
 
-def drift_jobs_json(endpoints: Sequence[EndpointConfig], bucket: str) -> str:
-    """``MLROLLBACK_DRIFT_JOBS``: compact JSON (the 4 KB environment limit counts every byte)."""
-    capture = capture_uri(bucket)
-    jobs = [drift_job(ep, capture) for ep in drift_endpoints(endpoints)]
-    return json.dumps(jobs, separators=(",", ":"))
+def drift_job_json(ep: EndpointConfig, bucket: str) -> str:
+    """Value of the endpoint's drift job parameter (``names.drift_job_parameter``) for a bucket.
 
-
-def environment_size(variables: Mapping[str, str]) -> int:
-    """Bytes Lambda counts against its 4 KB limit: the JSON of the variables map."""
-    return len(json.dumps(dict(variables), separators=(",", ":")).encode("utf-8"))
-
-
-def drift_environment_bound(
-    stack: str, region: str, bucket: str | None, endpoints: Sequence[EndpointConfig]
-) -> int:
-    """Upper bound of the drift function's environment size, computable before anything exists.
-
-    A created bucket's name is only known after creation: assume the longest S3 bucket name (63),
-    and the longest partition in the topic ARN, so a config that passes here always fits.
+    An S3 key is at most 1,024 bytes, so even with a long baseline URI the job fits the Standard tier
+    (4 KB) and needs no Advanced-tier parameter (which costs money).
     """
-    topic = f"arn:{_LONGEST_PARTITION}:sns:{region}:{'0' * 12}:{names.topic_name(stack)}"
-    env = lambda_environment(stack, names.audit_table_name(stack), topic)
-    env[ENV_DRIFT_JOBS] = drift_jobs_json(endpoints, bucket or "b" * 63)
-    return environment_size(env)
-
-
-def _check_drift_environment(
-    stack: str, region: str, bucket: str | None, endpoints: list[EndpointConfig], problems: _Problems
-) -> None:
-    drifting = drift_endpoints(endpoints)
-    if not drifting:
-        return
-    size = drift_environment_bound(stack, region, bucket, drifting)
-    if size <= LAMBDA_ENVIRONMENT_LIMIT_BYTES:
-        return
-    fit = 0
-    while fit < len(drifting) and (
-        drift_environment_bound(stack, region, bucket, drifting[: fit + 1]) <= LAMBDA_ENVIRONMENT_LIMIT_BYTES
-    ):
-        fit += 1
-    problems.add(
-        f"{PROJECT}:endpoints",
-        f"{len(drifting)} endpoints configure triggers.drift; their jobs need up to {size} bytes of "
-        f"environment on the drift function ({ENV_DRIFT_JOBS}), more than Lambda's "
-        f"{LAMBDA_ENVIRONMENT_LIMIT_BYTES}-byte limit. Configure drift on at most {fit} of them, "
-        "shorten their baselineUri values, or split the endpoints across stacks",
-    )
+    return json.dumps(drift_job(ep, capture_uri(bucket)), sort_keys=True)

@@ -27,6 +27,10 @@ well above it.
 
 Missing data is not drift: fewer than ``minSamples`` current inputs publish nothing (the alarm
 treats missing data as not breaching) and report ``insufficient-data``.
+
+Jobs: one SSM String parameter per drifting endpoint under ``MLROLLBACK_DRIFT_PREFIX`` (written by
+``pulumi up``; any number of endpoints), or an explicit JSON list in ``MLROLLBACK_DRIFT_JOBS``,
+which wins when set (hand-runs, tests).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from rollback import clock
 from rollback.capture import iter_values, parse_s3_uri, read_captures
 from rollback.errors import ConfigError, DataError, MLRollbackError
 from rollback.metrics import DRIFT_SCORE, MetricsPublisher
-from rollback.names import CANDIDATE, STABLE
+from rollback.names import CANDIDATE, ENV_DRIFT_PREFIX, STABLE
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -56,7 +60,8 @@ else:
 
 log = logging.getLogger(__name__)
 
-#: Environment variable holding the drift jobs (JSON list, see :class:`DriftJob.from_dict`).
+#: Optional explicit jobs (JSON list, see :class:`DriftJob.from_dict`) for a hand-run or a test; when
+#: set it wins over the deployed jobs under ``MLROLLBACK_DRIFT_PREFIX`` (``names.ENV_DRIFT_PREFIX``).
 ENV_DRIFT_JOBS: Final = "MLROLLBACK_DRIFT_JOBS"
 
 PSI_FLOOR: Final = 1e-4
@@ -283,7 +288,7 @@ def compute_drift(
 
 @dataclass(frozen=True)
 class DriftJob:
-    """One endpoint's drift job, as the program puts it in ``MLROLLBACK_DRIFT_JOBS``."""
+    """One endpoint's drift job, as the program writes it to ``names.drift_job_parameter`` (JSON)."""
 
     endpoint: str  # physical endpoint name
     capture_uri: str  # the endpoint config's DestinationS3Uri
@@ -384,48 +389,148 @@ def run_drift_job(
     return report
 
 
-def load_jobs(environ: Mapping[str, str] | None = None) -> list[DriftJob]:
-    """The drift jobs from ``MLROLLBACK_DRIFT_JOBS`` (a JSON list of job objects)."""
-    env = os.environ if environ is None else environ
-    raw = env.get(ENV_DRIFT_JOBS)
-    if not raw:
-        raise ConfigError(
-            f"{ENV_DRIFT_JOBS} is not set; the stack sets it on the drift function (JSON list of jobs)"
-        )
+@dataclass(frozen=True)
+class InvalidJob:
+    """A drift job parameter that failed validation: reported and logged, never run."""
+
+    source: str  # the SSM parameter name
+    endpoint: str  # the physical endpoint the parameter is named after
+    message: str
+
+    def report(self) -> DriftReport:
+        """The job's line in the schedule's result, so a broken record is visible next to the others."""
+        return DriftReport(self.endpoint, CANDIDATE, "", ERROR, message=f"{self.source}: {self.message}")
+
+
+@dataclass(frozen=True)
+class LoadedJobs:
+    """The jobs to run, the parameters that were invalid, and where they came from (for the log)."""
+
+    jobs: list[DriftJob]
+    invalid: list[InvalidJob] = field(default_factory=list)
+    source: str = ""
+
+
+def jobs_from_json(raw: str, where: str = ENV_DRIFT_JOBS) -> list[DriftJob]:
+    """Jobs from a JSON list (``MLROLLBACK_DRIFT_JOBS``); strict: any bad job raises ConfigError.
+
+    Explicit jobs are typed by a person (a hand-run, a test), so a mistake fails loudly at once.
+    """
     try:
         items = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{ENV_DRIFT_JOBS} is not valid JSON ({exc.msg})") from None
+        raise ConfigError(f"{where} is not valid JSON ({exc.msg})") from None
     if not isinstance(items, list):
-        raise ConfigError(f"{ENV_DRIFT_JOBS} must be a JSON list of drift jobs")
-    return [DriftJob.from_dict(item, f"{ENV_DRIFT_JOBS}[{i}]") for i, item in enumerate(items)]
+        raise ConfigError(f"{where} must be a JSON list of drift jobs")
+    return [DriftJob.from_dict(item, f"{where}[{i}]") for i, item in enumerate(items)]
 
 
-def make_drift_clients(region: str | None = None) -> tuple[Any, Any]:
-    """S3 and CloudWatch clients from boto3's standard chain (AWS_ENDPOINT_URL for the sandbox)."""
+def _job_from_parameter(name: str, value: str) -> DriftJob:
+    where = f"SSM parameter {name}"
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not valid JSON ({exc.msg}); redeploy with `pulumi up`") from None
+    job = DriftJob.from_dict(data, where)
+    expected = name.rsplit("/", 1)[-1]
+    if job.endpoint != expected:
+        # A copied or hand-edited record would otherwise score one endpoint twice and another never.
+        raise ConfigError(
+            f"{where}: the job names endpoint {job.endpoint!r} but the parameter is for {expected!r}; "
+            "redeploy with `pulumi up` to rewrite it"
+        )
+    return job
+
+
+def jobs_from_parameters(ssm: Any, prefix: str) -> LoadedJobs:
+    """One job per parameter directly under ``prefix`` (GetParametersByPath, every page).
+
+    A parameter that fails validation becomes an :class:`InvalidJob` and the others still run:
+    one broken record must not stop drift detection on every other endpoint.
+    """
+    path = prefix.rstrip("/")
+    kwargs: dict[str, Any] = {"Path": path, "Recursive": False, "MaxResults": 10}
+    params: dict[str, str] = {}
+    while True:
+        page = ssm.get_parameters_by_path(**kwargs)
+        for p in page.get("Parameters", []):
+            params[p["Name"]] = p["Value"]
+        token = page.get("NextToken")
+        if not token:
+            break
+        kwargs["NextToken"] = token
+    loaded = LoadedJobs(jobs=[], source=f"SSM path {path}")
+    for name in sorted(params):
+        try:
+            loaded.jobs.append(_job_from_parameter(name, params[name]))
+        except (MLRollbackError, ValueError, TypeError) as exc:
+            log.error("drift job parameter %s is invalid and was skipped: %s", name, exc)
+            loaded.invalid.append(InvalidJob(name, name.rsplit("/", 1)[-1], str(exc)))
+    return loaded
+
+
+def load_jobs(environ: Mapping[str, str] | None = None, ssm: Any = None) -> LoadedJobs:
+    """The jobs: ``MLROLLBACK_DRIFT_JOBS`` when set, else the parameters under ``MLROLLBACK_DRIFT_PREFIX``.
+
+    Explicit jobs win so a hand-run or a test can score exactly the jobs it names without touching
+    the deployed records. ``ssm`` is needed only for the prefix. Neither variable set, or a prefix
+    with neither a job nor an invalid record under it, is a broken deployment: ConfigError, so the
+    invocation fails visibly instead of silently scoring nothing.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV_DRIFT_JOBS)
+    if raw:
+        return LoadedJobs(jobs=jobs_from_json(raw), source=ENV_DRIFT_JOBS)
+    prefix = env.get(ENV_DRIFT_PREFIX)
+    if not prefix:
+        raise ConfigError(
+            f"neither {ENV_DRIFT_PREFIX} (the SSM path of the deployed jobs, set by the stack) nor "
+            f"{ENV_DRIFT_JOBS} (a JSON list of jobs, for a hand-run) is set on the drift function"
+        )
+    if ssm is None:
+        raise ValueError(f"{ENV_DRIFT_PREFIX} is set: pass an SSM client to read the jobs")
+    loaded = jobs_from_parameters(ssm, prefix)
+    if not loaded.jobs and not loaded.invalid:
+        raise ConfigError(
+            f"no drift job parameter under {prefix} ({ENV_DRIFT_PREFIX}); the stack writes one per "
+            "endpoint with triggers.drift: run `pulumi up`"
+        )
+    return loaded
+
+
+def make_drift_clients(region: str | None = None) -> tuple[Any, Any, Any]:
+    """S3, CloudWatch and SSM clients from boto3's standard chain (AWS_ENDPOINT_URL for the sandbox)."""
     import boto3
     from botocore.config import Config
 
     config = Config(retries={"mode": "adaptive", "max_attempts": 3}, connect_timeout=5, read_timeout=20)
-    return boto3.client("s3", region_name=region, config=config), boto3.client(
-        "cloudwatch", region_name=region, config=config
+    return (
+        boto3.client("s3", region_name=region, config=config),
+        boto3.client("cloudwatch", region_name=region, config=config),
+        boto3.client("ssm", region_name=region, config=config),
     )
 
 
-def on_drift_schedule(event: Mapping[str, Any] | None, context: Any = None) -> dict[str, Any]:
-    """Lambda entry point (EventBridge schedule): run every job, publish DriftScore, report.
+def run_drift_schedule(
+    *,
+    s3: S3Client,
+    cloudwatch: Any,
+    ssm: Any,
+    environ: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Run every job, publish DriftScore, and report one line per job (invalid records included).
 
-    One job's failure is logged and reported, and does not stop the others; the invocation
-    itself fails only on a configuration error (so a broken deployment is visible at once).
+    One job's failure is logged and reported, and does not stop the others; the run itself fails
+    only on a configuration error (so a broken deployment is visible at once).
     """
-    jobs = load_jobs()
-    s3, cloudwatch = make_drift_clients()
-    now = clock.now()
+    loaded = load_jobs(environ, ssm)
+    at = clock.now() if now is None else now
     publisher = MetricsPublisher(cloudwatch, clock=lambda: clock.now().timestamp())
-    results = []
-    for job in jobs:
+    results = [bad.report().to_dict() for bad in loaded.invalid]
+    for job in loaded.jobs:
         try:
-            report = run_drift_job(job, s3=s3, publisher=publisher, now=now)
+            report = run_drift_job(job, s3=s3, publisher=publisher, now=at)
         except (MLRollbackError, ValueError) as exc:
             log.error("drift job for %s failed: %s", job.endpoint, exc)
             report = DriftReport(
@@ -438,4 +543,10 @@ def on_drift_schedule(event: Mapping[str, Any] | None, context: Any = None) -> d
             )
         log.info("drift %s/%s: %s %s", job.endpoint, job.variant, report.status, report.message)
         results.append(report.to_dict())
-    return {"at": now.isoformat(), "jobs": results}
+    return {"at": at.isoformat(), "source": loaded.source, "jobs": results}
+
+
+def on_drift_schedule(event: Mapping[str, Any] | None, context: Any = None) -> dict[str, Any]:
+    """Lambda entry point (EventBridge schedule): the deployed jobs, scored with clients from the chain."""
+    s3, cloudwatch, ssm = make_drift_clients()
+    return run_drift_schedule(s3=s3, cloudwatch=cloudwatch, ssm=ssm)

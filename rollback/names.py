@@ -32,6 +32,8 @@ ENV_AUDIT_TABLE: Final = "MLROLLBACK_AUDIT_TABLE"
 ENV_TOPIC_ARN: Final = "MLROLLBACK_TOPIC_ARN"
 ENV_QUARANTINE_PREFIX: Final = "MLROLLBACK_QUARANTINE_PREFIX"
 ENV_ROLLOUT_PREFIX: Final = "MLROLLBACK_ROLLOUT_PREFIX"
+#: Set on the drift function only: the SSM path holding one drift job per drifting endpoint.
+ENV_DRIFT_PREFIX: Final = "MLROLLBACK_DRIFT_PREFIX"
 
 _STACK_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
 _ENDPOINT_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -165,3 +167,17 @@ def rollout_plan_parameter(stack: str, endpoint_physical: str) -> str:
 def rollout_progress_parameter(stack: str, endpoint_physical: str) -> str:
     """SSM parameter holding the stepper's progress for one endpoint (JSON, written by the runtime)."""
     return f"{rollout_prefix(stack)}/{endpoint_physical}/progress"
+
+
+def drift_prefix(stack: str) -> str:
+    """SSM parameter path under which the drift jobs (written by the program) live.
+
+    Parameters rather than the function's environment: Lambda caps an environment at 4 KB, which
+    would cap the number of drifting endpoints; a path holds any number of jobs.
+    """
+    return f"/mlrollback/{stack}/drift"
+
+
+def drift_job_parameter(stack: str, endpoint_physical: str) -> str:
+    """SSM parameter holding the drift job of one endpoint (JSON, written by ``pulumi up``)."""
+    return f"{drift_prefix(stack)}/{endpoint_physical}"

@@ -1,12 +1,15 @@
 """DriftJob: the scheduled Lambda that scores candidates' input drift and publishes ``DriftScore``.
 
 EventBridge schedule -> ``rollback.drift.on_drift_schedule`` (same code archive as the rollback
-function), one job per endpoint with ``triggers.drift`` in ``MLROLLBACK_DRIFT_JOBS``. The score
+function). Each endpoint with ``triggers.drift`` gets one SSM String parameter holding its job
+(``names.drift_job_parameter``); the function reads them all under ``MLROLLBACK_DRIFT_PREFIX``.
+Parameters, not the environment: Lambda's 4 KB environment would cap the drifting endpoints at
+about fifteen. The score
 feeds the candidate drift alarm (``infra.components.alarms``): with ``action: rollback`` that alarm
 is in the rollback rule and drains the candidate, with ``notify`` it only publishes to SNS.
 
-The function has its own role: it reads captures and baselines and publishes one metric, and
-needs none of the rollback function's SageMaker, DynamoDB or SSM rights.
+The function has its own role: it lists its job parameters, reads captures and baselines and
+publishes one metric, and needs none of the rollback function's SageMaker, DynamoDB or SSM write rights.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from infra.components.endpoint import AwsScope
 from infra.components.iam import assume_role_policy, policy_document, statement
 from infra.config import EndpointConfig
 from rollback import names
-from rollback.drift import ENV_DRIFT_JOBS
 
 DRIFT_HANDLER = "rollback.drift.on_drift_schedule"
 DRIFT_TIMEOUT_SECONDS = 300
@@ -122,6 +124,14 @@ class DriftJob(pulumi.ComponentResource):
                 Condition={"StringEquals": {"cloudwatch:namespace": names.CUSTOM_METRIC_NAMESPACE}},
             )
         )
+        statements.append(
+            # The path ARN, nothing under or beside it: the job lists its own stack's jobs only.
+            statement(
+                "ReadDriftJobs",
+                ["ssm:GetParametersByPath"],
+                [scope.arn("ssm", f"parameter{names.drift_prefix(stack)}")],
+            )
+        )
         if args.kms_key_arn is not None:
             # Captures (and baselines kept in the artifacts bucket) are SSE-KMS with the bucket key.
             statements.append(statement("CaptureKey", ["kms:Decrypt"], [args.kms_key_arn]))
@@ -143,9 +153,20 @@ class DriftJob(pulumi.ComponentResource):
             f"{name}-policy", role=role.id, policy=policy_document(statements), opts=child
         )
 
-        jobs = pulumi.Output.from_input(args.bucket_name).apply(
-            lambda bucket: cfgmod.drift_jobs_json(list(args.endpoints), bucket)
-        )
+        bucket_name = pulumi.Output.from_input(args.bucket_name)
+        jobs = [
+            aws.ssm.Parameter(
+                f"{name}-job-{ep.name}",
+                name=names.drift_job_parameter(stack, ep.physical_name),
+                type="String",
+                tier="Standard",
+                value=bucket_name.apply(lambda bucket, ep=ep: cfgmod.drift_job_json(ep, bucket)),
+                description=f"Drift job of {ep.physical_name} (written by pulumi up, read by the drift job)",
+                tags=tags,
+                opts=child,
+            )
+            for ep in sorted(args.endpoints, key=lambda e: e.physical_name)
+        ]
         function = aws.lambda_.Function(
             f"{name}-function",
             name=function_name,
@@ -155,10 +176,13 @@ class DriftJob(pulumi.ComponentResource):
             code=lambda_code(args.code_root),
             timeout=DRIFT_TIMEOUT_SECONDS,
             memory_size=DRIFT_MEMORY_MB,
-            environment={"variables": {**args.environment, ENV_DRIFT_JOBS: jobs}},
+            environment={
+                "variables": {**args.environment, names.ENV_DRIFT_PREFIX: names.drift_prefix(stack)}
+            },
             logging_config={"log_format": "JSON", "log_group": log_group.name},
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, log_group]),
+            # After its jobs: the first scheduled run finds every one of them.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, log_group, *jobs]),
         )
 
         invoke_on_schedule(

@@ -1,23 +1,19 @@
-"""The scheduled drift job in the program: exists only with drift, env from config, least privilege."""
+"""The scheduled drift job in the program: exists only with drift, jobs in SSM, least privilege."""
 
 from __future__ import annotations
 
 import json
 
+import boto3
 import pytest
+from moto import mock_aws
 
-from infra.config import (
-    DRIFT_SCHEDULE_MINUTES,
-    LAMBDA_ENVIRONMENT_LIMIT_BYTES,
-    drift_environment_bound,
-    environment_size,
-    validate,
-)
+from infra.config import DRIFT_SCHEDULE_MINUTES
 from infra.testing import RecordingMocks, run_program
 from rollback import names
-from rollback.drift import ENV_DRIFT_JOBS, DriftJob
+from rollback.drift import ENV_DRIFT_JOBS, DriftJob, jobs_from_parameters
 from rollback.errors import ConfigError
-from tests.infra.helpers import REGION, config_map, endpoint_values, policy_statements, run, stack_values
+from tests.infra.helpers import config_map, endpoint_values, policy_statements, run, stack_values
 
 BUCKET = "mlrollback-dev-registry-artifacts-0000000"  # the mock's name for the created bucket
 DRIFT_TYPES = ("lambda/function:Function", "cloudwatch/eventRule:EventRule", "lambda/permission:Permission")
@@ -34,8 +30,15 @@ def drift_function(run_):
     return run_.named("mlrollback-dev-drift-function")
 
 
+def job_parameters(run_) -> list:
+    """The drift job parameters the program declared, in parameter-name order."""
+    prefix = names.drift_prefix("dev") + "/"
+    found = [p for p in run_.of_type("ssm/parameter:Parameter") if p.inputs["name"].startswith(prefix)]
+    return sorted(found, key=lambda p: p.inputs["name"])
+
+
 def jobs_of(run_) -> list[dict]:
-    return json.loads(drift_function(run_).inputs["environment"]["variables"][ENV_DRIFT_JOBS])
+    return [json.loads(p.inputs["value"]) for p in job_parameters(run_)]
 
 
 def statements_by_sid(run_) -> dict[str, dict]:
@@ -86,7 +89,7 @@ def test_drift_function_runs_the_drift_handler_from_the_lambda_archive_with_room
     assert fn["loggingConfig"]["logGroup"] == "/aws/lambda/mlrollback-dev-drift"
 
 
-def test_drift_environment_is_the_contract_environment_plus_one_job_per_drifting_endpoint():
+def test_drift_environment_is_the_contract_environment_plus_the_job_prefix_and_one_parameter_per_job():
     values = stack_values(
         endpoint_values("plain"),
         drifting("fraud", action="notify", minSamples=800, windowMinutes=30, baselineWindowMinutes=720),
@@ -100,18 +103,17 @@ def test_drift_environment_is_the_contract_environment_plus_one_job_per_drifting
     r = run(values)
     variables = drift_function(r).inputs["environment"]["variables"]
     rollback_env = r.named("mlrollback-dev-rollback").inputs["environment"]["variables"]
-    assert {k: v for k, v in variables.items() if k != ENV_DRIFT_JOBS} == rollback_env
+    assert {k: v for k, v in variables.items() if k != names.ENV_DRIFT_PREFIX} == rollback_env
+    assert variables[names.ENV_DRIFT_PREFIX] == "/mlrollback/dev/drift" == names.drift_prefix("dev")
+    assert ENV_DRIFT_JOBS not in variables
+    params = job_parameters(r)
+    assert [p.inputs["name"] for p in params] == [
+        "/mlrollback/dev/drift/churn-dev",
+        "/mlrollback/dev/drift/fraud-dev",
+    ]
+    assert all((p.inputs["type"], p.inputs["tier"]) == ("String", "Standard") for p in params)
     capture = f"s3://{BUCKET}/data-capture"
     assert jobs_of(r) == [
-        {
-            "endpoint": "fraud-dev",
-            "captureUri": capture,
-            "variant": "candidate",
-            "maxScore": 0.2,
-            "minSamples": 800,
-            "windowMinutes": 30,
-            "baselineWindowMinutes": 720,
-        },
         {
             "endpoint": "churn-dev",
             "captureUri": capture,
@@ -122,25 +124,42 @@ def test_drift_environment_is_the_contract_environment_plus_one_job_per_drifting
             "baselineUri": "s3://training-data/churn/sample.csv",
             "baselineSkipColumns": 1,
         },
+        {
+            "endpoint": "fraud-dev",
+            "captureUri": capture,
+            "variant": "candidate",
+            "maxScore": 0.2,
+            "minSamples": 800,
+            "windowMinutes": 30,
+            "baselineWindowMinutes": 720,
+        },
     ]
     # The capture URI is where the endpoints really write their captures.
     config = r.named("fraud-dev-config").inputs["dataCaptureConfig"]
     assert config["destinationS3Uri"] == capture
 
 
-def test_drift_jobs_are_accepted_by_the_jobs_own_parser():
+def test_drift_job_parameters_are_accepted_by_the_jobs_own_loader():
     values = stack_values(
         drifting("fraud"), drifting("churn", baselineUri="s3://training-data/churn/sample.jsonl")
     )
-    variables = drift_function(run(values)).inputs["environment"]["variables"]
-    from rollback.drift import load_jobs
+    r = run(values)
+    prefix = drift_function(r).inputs["environment"]["variables"][names.ENV_DRIFT_PREFIX]
+    with mock_aws():
+        ssm = boto3.client("ssm", region_name="eu-west-1")
+        for param in r.of_type("ssm/parameter:Parameter"):  # rollout plans too: they must not be read as jobs
+            ssm.put_parameter(Name=param.inputs["name"], Value=param.inputs["value"], Type="String")
 
-    jobs = load_jobs({ENV_DRIFT_JOBS: variables[ENV_DRIFT_JOBS]})
-    assert [(j.endpoint, j.variant, j.baseline_uri, j.max_score) for j in jobs] == [
-        ("fraud-dev", "candidate", None, 0.2),
+        loaded = jobs_from_parameters(ssm, prefix)
+
+    assert loaded.invalid == []
+    assert [(j.endpoint, j.variant, j.baseline_uri, j.max_score) for j in loaded.jobs] == [
         ("churn-dev", "candidate", "s3://training-data/churn/sample.jsonl", 0.2),
+        ("fraud-dev", "candidate", None, 0.2),
     ]
-    assert isinstance(jobs[0], DriftJob) and jobs[0].capture_uri == f"s3://{BUCKET}/data-capture"
+    assert (
+        isinstance(loaded.jobs[0], DriftJob) and loaded.jobs[0].capture_uri == f"s3://{BUCKET}/data-capture"
+    )
 
 
 def test_brought_in_bucket_is_the_capture_bucket_of_the_jobs():
@@ -191,7 +210,15 @@ def test_drift_role_publishes_only_to_the_custom_namespace_and_decrypts_only_the
     logs = statements["Logs"]
     assert logs["Resource"] == [r.named("mlrollback-dev-drift-logs").outputs["arn"] + ":*"]
     actions = {a for s in statements.values() for a in s["Action"]}
-    assert not any(a.startswith(("sagemaker:", "dynamodb:", "ssm:", "sns:", "s3:Put")) for a in actions)
+    assert not any(a.startswith(("sagemaker:", "dynamodb:", "sns:", "s3:Put")) for a in actions)
+    assert {a for a in actions if a.startswith("ssm:")} == {"ssm:GetParametersByPath"}
+
+
+def test_drift_role_lists_only_its_own_stacks_job_path():
+    jobs = statements_by_sid(run(stack_values(drifting())))["ReadDriftJobs"]
+    assert jobs["Action"] == ["ssm:GetParametersByPath"]
+    # The path itself (what GetParametersByPath is authorized on), not a wildcard beneath or beside it.
+    assert jobs["Resource"] == ["arn:aws:ssm:eu-west-1:123456789012:parameter/mlrollback/dev/drift"]
 
 
 def test_drift_role_reads_exactly_the_configured_baseline_objects():
@@ -305,21 +332,16 @@ def many_drifting(count: int) -> dict:
     return stack_values(*[drifting(f"model-{i:02d}", baselineUri=uri) for i in range(count)])
 
 
-def test_drift_jobs_that_would_overflow_the_lambda_environment_fail_at_config_time():
-    message = rejected(many_drifting(20))
-    assert "mlrollback:endpoints: 20 endpoints configure triggers.drift" in message
-    assert f"more than Lambda's {LAMBDA_ENVIRONMENT_LIMIT_BYTES}-byte limit" in message
-    assert "Configure drift on at most" in message
-
-
-def test_the_most_drifting_endpoints_the_check_allows_really_fit_in_the_environment():
-    message = rejected(many_drifting(20))
-    fit = int(message.split("Configure drift on at most ")[1].split()[0])
-    assert 0 < fit < 20
-    rejected(many_drifting(fit + 1))  # one more is refused
-    r = run(many_drifting(fit))
-    variables = drift_function(r).inputs["environment"]["variables"]
-    assert len(json.loads(variables[ENV_DRIFT_JOBS])) == fit
-    actual = environment_size(variables)
-    cfg = validate(many_drifting(fit), stack="dev", region=REGION, source="x")
-    assert actual <= drift_environment_bound("dev", REGION, None, list(cfg.endpoints)) <= 4096
+def test_forty_drifting_endpoints_build_one_function_and_forty_job_parameters():
+    # Far past the ~15 that Lambda's 4 KB environment held when the jobs were an environment variable.
+    r = run(many_drifting(40))
+    functions = [f for f in r.of_type("lambda/function:Function") if "drift" in f.name]
+    assert [f.inputs["name"] for f in functions] == ["mlrollback-dev-drift"]
+    variables = functions[0].inputs["environment"]["variables"]
+    assert len(json.dumps(variables)) < 1024  # no longer grows with the endpoints
+    params = job_parameters(r)
+    assert [p.inputs["name"] for p in params] == [
+        f"/mlrollback/dev/drift/model-{i:02d}-dev" for i in range(40)
+    ]
+    assert max(len(p.inputs["value"].encode()) for p in params) <= 4096  # Standard tier
+    assert [j["endpoint"] for j in jobs_of(r)] == [f"model-{i:02d}-dev" for i in range(40)]

@@ -91,7 +91,12 @@ def test_staging_runs_the_drift_job_for_its_drift_configured_endpoint():
     r = stack_run("staging")
     fn = r.named("mlrollback-staging-drift-function").inputs
     assert fn["handler"] == "rollback.drift.on_drift_schedule"
-    jobs = json.loads(fn["environment"]["variables"]["MLROLLBACK_DRIFT_JOBS"])
+    assert fn["environment"]["variables"]["MLROLLBACK_DRIFT_PREFIX"] == "/mlrollback/staging/drift"
+    jobs = [
+        json.loads(p.inputs["value"])
+        for p in r.of_type("ssm/parameter:Parameter")
+        if p.inputs["name"].startswith("/mlrollback/staging/drift/")
+    ]
     bucket = r.named("mlrollback-staging-registry-artifacts").outputs["bucket"]
     assert [(j["endpoint"], j["captureUri"], j["maxScore"]) for j in jobs] == [
         ("churn-predictor-staging", f"s3://{bucket}/data-capture", 0.2)

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
 from scipy import stats
 
-from rollback import clock, drift
+from rollback import clock, drift, names
 from rollback.capture import capture_line, write_capture_file
 from rollback.errors import ConfigError
 from rollback.metrics import MetricsPublisher
@@ -187,7 +188,7 @@ def test_bad_job_configuration_names_the_key() -> None:
                 )
             }
         )
-    with pytest.raises(ConfigError, match="is not set"):
+    with pytest.raises(ConfigError, match=r"neither MLROLLBACK_DRIFT_PREFIX .* nor MLROLLBACK_DRIFT_JOBS"):
         drift.load_jobs({})
 
 
@@ -207,6 +208,87 @@ def test_one_failing_job_does_not_stop_the_others(
 
     assert [j["status"] for j in result["jobs"]] == ["error", "ok"]
     assert "NoSuchKey" in result["jobs"][0]["message"]
+
+
+# --- jobs from SSM parameters (what the stack deploys) -------------------------------------------
+
+PREFIX = "/mlrollback/dev/drift"
+
+
+def _job(endpoint: str, **extra: Any) -> dict[str, Any]:
+    return {"endpoint": endpoint, "captureUri": CAPTURE_URI, "minSamples": 100, **extra}
+
+
+@pytest.fixture
+def ssm(aws: None) -> Any:
+    return boto3.client("ssm", region_name="eu-west-1")
+
+
+def _put_job(ssm: Any, endpoint: str, value: Any) -> None:
+    text = value if isinstance(value, str) else json.dumps(value)
+    ssm.put_parameter(Name=names.drift_job_parameter("dev", endpoint), Value=text, Type="String")
+
+
+def test_deployed_jobs_are_read_from_every_page_of_the_prefix_and_not_from_below_it(ssm: Any) -> None:
+    for i in range(23):  # GetParametersByPath returns at most 10 per page
+        _put_job(ssm, f"model-{i:02d}-dev", _job(f"model-{i:02d}-dev"))
+    ssm.put_parameter(Name=f"{PREFIX}/model-00-dev/notes", Value="{}", Type="String")  # not a job
+    ssm.put_parameter(Name="/mlrollback/dev/rollout/model-00-dev/plan", Value="{}", Type="String")
+
+    loaded = drift.load_jobs({names.ENV_DRIFT_PREFIX: PREFIX}, ssm)
+
+    assert [j.endpoint for j in loaded.jobs] == [f"model-{i:02d}-dev" for i in range(23)]
+    assert loaded.invalid == [] and loaded.source == f"SSM path {PREFIX}"
+    assert names.drift_prefix("dev") == PREFIX
+    assert names.drift_job_parameter("dev", "a-dev") == f"{PREFIX}/a-dev"
+
+
+def test_an_invalid_job_parameter_is_reported_and_the_other_jobs_still_run(
+    s3: Any, cloudwatch: Any, ssm: Any, monkeypatch: pytest.MonkeyPatch, virtual_now: None
+) -> None:
+    rng = random.Random(9)
+    _write_inputs(s3, "stable", [[rng.gauss(0, 1)] for _ in range(200)])
+    _write_inputs(s3, "candidate", [[rng.gauss(0, 1)] for _ in range(200)])
+    _put_job(ssm, ENDPOINT, _job(ENDPOINT))
+    _put_job(ssm, "broken-json-dev", "{not json")
+    _put_job(ssm, "missing-key-dev", {"endpoint": "missing-key-dev"})
+    _put_job(ssm, "copied-dev", _job(ENDPOINT))  # a copy naming another endpoint
+    monkeypatch.delenv(drift.ENV_DRIFT_JOBS, raising=False)
+    monkeypatch.setenv(names.ENV_DRIFT_PREFIX, PREFIX)
+
+    result = drift.on_drift_schedule({"source": "aws.events"}, None)
+
+    by_endpoint = {j["endpoint"]: j for j in result["jobs"]}
+    assert by_endpoint[ENDPOINT]["status"] == "ok" and by_endpoint[ENDPOINT]["published"]
+    assert {e: j["status"] for e, j in by_endpoint.items() if e != ENDPOINT} == {
+        "broken-json-dev": "error",
+        "missing-key-dev": "error",
+        "copied-dev": "error",
+    }
+    assert (
+        f"{PREFIX}/broken-json-dev: SSM parameter {PREFIX}/broken-json-dev: not valid JSON"
+        in (by_endpoint["broken-json-dev"]["message"])
+    )
+    assert "drift job key 'captureUri' is required" in by_endpoint["missing-key-dev"]["message"]
+    assert (
+        f"names endpoint {ENDPOINT!r} but the parameter is for 'copied-dev'"
+        in (by_endpoint["copied-dev"]["message"])
+    )
+
+
+def test_explicit_jobs_win_over_the_deployed_prefix(ssm: Any) -> None:
+    _put_job(ssm, "deployed-dev", _job("deployed-dev"))
+    env = {names.ENV_DRIFT_PREFIX: PREFIX, drift.ENV_DRIFT_JOBS: json.dumps([_job("hand-run-dev")])}
+
+    loaded = drift.load_jobs(env, ssm)
+
+    assert [j.endpoint for j in loaded.jobs] == ["hand-run-dev"]
+    assert loaded.source == drift.ENV_DRIFT_JOBS
+
+
+def test_a_prefix_without_any_job_is_a_deployment_error_not_a_silent_empty_run(ssm: Any) -> None:
+    with pytest.raises(ConfigError, match=f"no drift job parameter under {PREFIX}.*run `pulumi up`"):
+        drift.load_jobs({names.ENV_DRIFT_PREFIX: PREFIX}, ssm)
 
 
 def test_drift_and_capture_stay_on_the_lambda_import_path() -> None:
