@@ -115,3 +115,44 @@ def test_missing_ssm_parameter_is_a_failed_invoke_the_program_can_catch(
     apply_program(emulator, stack="t", config={}, state_path=tmp_path / "s.json", program=program)
     assert "ParameterNotFound" in seen[0]
     assert seen[1] == "{}"
+
+
+def test_bucket_policy_applies_all_but_the_tls_only_deny_the_http_emulator_cannot_meet(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    import json
+
+    def program() -> None:
+        bucket = aws.s3.Bucket("data", bucket="sandbox-data")
+        aws.s3.BucketPolicy(
+            "data-policy",
+            bucket=bucket.id,
+            policy=pulumi.Output.json_dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "DenyInsecureTransport",
+                            "Effect": "Deny",
+                            "Principal": "*",
+                            "Action": "s3:*",
+                            "Resource": [bucket.arn, pulumi.Output.concat(bucket.arn, "/*")],
+                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                        },
+                        {
+                            "Sid": "DenyDeletes",
+                            "Effect": "Deny",
+                            "Principal": "*",
+                            "Action": "s3:DeleteBucket",
+                            "Resource": bucket.arn,
+                        },
+                    ],
+                }
+            ),
+        )
+
+    apply_program(emulator, stack="t", config={}, state_path=tmp_path / "s.json", program=program)
+    s3 = emulator.client("s3")
+    applied = json.loads(s3.get_bucket_policy(Bucket="sandbox-data")["Policy"])
+    assert [st["Sid"] for st in applied["Statement"]] == ["DenyDeletes"]
+    s3.put_object(Bucket="sandbox-data", Key="k", Body=b"x")  # plain HTTP to the emulator still works

@@ -73,8 +73,6 @@ def test_deployed_drift_function_reads_its_jobs_from_ssm_and_scores_each_endpoin
     now = datetime.now(UTC)
     buckets = [b["Name"] for b in emulator.client("s3").list_buckets()["Buckets"] if "artifacts" in b["Name"]]
     (bucket,) = buckets
-    # The bucket refuses non-TLS requests and the emulator speaks plain HTTP: lift that for the data.
-    emulator.client("s3").delete_bucket_policy(Bucket=bucket)
     _captures(emulator, bucket, "fraud-dev", "stable", now, 0.0)
     _captures(emulator, bucket, "fraud-dev", "candidate", now, 2.0)
     bus = EventBus(emulator, lambda: now)
