@@ -959,6 +959,9 @@ def clear_quarantine(
         raise NotFoundError(f"no quarantine record for {physical} (parameter {name} does not exist)")
     existing = Quarantine.parse(name, text)
     call("DeleteParameter", clients.ssm.delete_parameter, retry, Name=name)
+    # The quarantine halted the rollout; its progress record would keep it halted for the same plan.
+    # Without it the stepper starts the rollout again at step 0 on its next tick.
+    restarted = _delete_if_present(clients, settings.progress_parameter(physical), retry)
     item = audit.AuditItem(
         endpoint=physical,
         action="clear-quarantine",
@@ -967,7 +970,22 @@ def clear_quarantine(
         variant=existing.variant,
         version=existing.version,
         alarm=existing.alarm,
-        detail={"record": json.loads(text)},
+        detail={"record": json.loads(text), "rolloutRestarted": restarted},
     )
     call("PutItem", audit.append, retry, dynamodb=clients.dynamodb, table=settings.audit_table, item=item)
-    return {"action": "cleared", "endpoint": physical, "version": existing.version, "at": item.at}
+    return {
+        "action": "cleared",
+        "endpoint": physical,
+        "version": existing.version,
+        "at": item.at,
+        "rolloutRestarted": restarted,
+    }
+
+
+def _delete_if_present(clients: Clients, name: str, retry: RetryPolicy) -> bool:
+    """Delete an SSM parameter; False when there was none."""
+    try:
+        call("DeleteParameter", clients.ssm.delete_parameter, retry, Name=name)
+    except clients.ssm.exceptions.ParameterNotFound:
+        return False
+    return True

@@ -211,7 +211,9 @@ def _apply(
         # Safety net for a lost or still-retrying alarm event: drain through the same code path
         # with the same idempotency key the alarm Lambda uses, so both together drain once.
         alarm = alarms[decision.alarms_in_alarm[0]]
-        state_at = alarm["StateUpdatedTimestamp"]
+        # The event's detail.state.timestamp is the transition time; StateUpdatedTimestamp also moves
+        # when only the evaluation state changes, which would give a different idempotency key.
+        state_at = alarm.get("StateTransitionedTimestamp") or alarm["StateUpdatedTimestamp"]
         marker = parse_marker(alarm.get("AlarmDescription"))
         out["drain"] = drain_candidate(
             clients,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from rollback import names
+from rollback import clock, names
 from rollback.clock import VirtualClock
-from rollback.controller import step
-from tests.rollback.conftest import World
+from rollback.controller import clear_quarantine, step
+from rollback.events import alarm_idempotency_key
+from tests.rollback.conftest import Faulty, World
 
 ACTOR = "lambda:mlrollback-dev-stepper"
 
@@ -157,6 +158,56 @@ def test_quarantined_candidate_is_never_advanced(world: World, vclock: VirtualCl
 
     assert seen == [10.0] * 12
     assert progress(world, world.endpoint)["state"] == "halted"
+
+
+def test_clearing_the_quarantine_restarts_a_halted_rollout_at_step_zero(
+    world: World, vclock: VirtualClock
+) -> None:
+    world.put_plan(world.endpoint)
+    world.set_alarm(names.alarm_name(world.endpoint, names.CANDIDATE, "errors"), "OK")
+    tick(world)
+    world.raw["ssm"].put_parameter(
+        Name=world.settings.quarantine_parameter(world.endpoint),
+        Type="String",
+        Value=json.dumps({"endpoint": world.endpoint, "version": "v2", "kind": "manual", "by": "cli:bob"}),
+    )
+    run(world, vclock, minutes=2, per_minute=50)
+    assert progress(world, world.endpoint)["state"] == "halted"
+
+    cleared = clear_quarantine(world.clients, world.settings, world.endpoint, actor="cli:bob", reason="fixed")
+
+    assert cleared["rolloutRestarted"] is True
+    assert tick(world)[world.endpoint]["action"] == "start"
+    seen = run(world, vclock, minutes=6, per_minute=50)
+    assert 25.0 in seen  # the same plan advances again after one bake
+    assert progress(world, world.endpoint)["state"] == "baking"
+
+
+def test_safety_net_drain_uses_the_transition_time_like_the_alarm_event(
+    world: World, vclock: VirtualClock
+) -> None:
+    world.put_plan(world.endpoint)
+    alarm = names.alarm_name(world.endpoint, names.CANDIDATE, "errors")
+    world.set_alarm(alarm, "OK")
+    tick(world)
+    world.set_alarm(alarm, "ALARM")
+    transitioned = clock.now() - timedelta(seconds=40)
+
+    def as_aws_reports_it(response: dict) -> dict:
+        # AWS also returns StateTransitionedTimestamp (the transition the EventBridge event carries);
+        # StateUpdatedTimestamp moves on evaluation-state changes too. moto returns only the latter.
+        for a in response.get("MetricAlarms", []):
+            a["StateTransitionedTimestamp"] = transitioned
+            a["StateUpdatedTimestamp"] = transitioned + timedelta(seconds=25)
+        return response
+
+    cloudwatch = Faulty(world.clients.cloudwatch)
+    cloudwatch.rewrite("describe_alarms", as_aws_reports_it, times=5)
+    world.clients.cloudwatch = cloudwatch
+    tick(world)
+
+    (drain,) = [i for i in world.audit_items() if i["action"] == "drain"]
+    assert drain["idempotencyKey"] == alarm_idempotency_key(alarm, transitioned)
 
 
 def test_live_weights_changed_by_someone_else_hold_the_rollout(world: World, vclock: VirtualClock) -> None:
