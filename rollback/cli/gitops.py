@@ -53,6 +53,35 @@ def _schema_gate(ctx: Context, endpoint: str, baseline: str, targets: list[str],
         raise GateError("\n".join(problems))
 
 
+def _require_catalogued(
+    ctx: Context, doc: StackDocument, endpoint: str, target: Release, deployment: str | None
+) -> None:
+    """ConfigError (exit 2) when ``target`` names a version missing from the endpoint's catalog.
+
+    Checked before the schema gate: an unknown version has no schema either, and "declares no
+    schema" would send the operator looking in the wrong place. ``deployment`` is the
+    ``--to-deployment`` id the release came from (None for ``--to``).
+    """
+    catalog = doc.versions(endpoint)
+    missing = [v for v in dict.fromkeys(target.as_dict().values()) if v is not None and v not in catalog]
+    if not missing:
+        return
+    known = ", ".join(catalog) or "none"
+    where = str(ctx.path.relative_to(ctx.root))
+    listed = ", ".join(repr(v) for v in missing)
+    verb = "is" if len(missing) == 1 else "are"
+    if deployment is None:
+        raise ConfigError(
+            f"{listed} {verb} not in the version catalog of {endpoint} (known: {known}); "
+            f"add it under versions in {where} or pick a known version"
+        )
+    raise ConfigError(
+        f"deployment {deployment} recorded a release with {listed}, which {verb} no longer in the version "
+        f"catalog of {endpoint} (known: {known}); add it back under versions in {where} or pick "
+        "another deployment (or --to a known version)"
+    )
+
+
 def _apply(ctx: Context, physical: str) -> dict[str, Any]:
     ensure_not_busy(ctx, physical)
     if ctx.sandbox:
@@ -145,6 +174,7 @@ def revert(
             target = Release(to, None, current.shadow if current.shadow != to else None)
         else:
             target = Release(current.stable, None, current.shadow)
+        _require_catalogued(ctx, doc, ep.name, target, to_deployment)
         if target == current:
             console.print(
                 f"{ep.name} already serves {current.stable} with no other change; nothing to revert"

@@ -298,10 +298,14 @@ def rollback(
     from rollback import controller
 
     with cli_errors():
+        # A usage error (exit 2), checked before anything is read: an empty why is not a refused gate.
+        if not reason.strip():
+            raise ConfigError(
+                "--reason is empty; say why the candidate is drained (it goes into the audit trail and "
+                'the notification), e.g. --reason "p99 doubled after 14:00"'
+            )
         ctx = Context(stack, project_dir, sandbox)
         ep = ctx.endpoint(endpoint)
-        if not reason.strip():
-            raise GateError("--reason must say why (it goes into the audit trail and the notification)")
         if not yes and not typer.confirm(f"Drain the candidate of {ep.physical_name} now?"):
             raise typer.Abort()
         result = controller.drain(
