@@ -3,6 +3,12 @@
 Alarm ALARM transitions -> EventBridge rule -> rollback Lambda (retries + SQS dead-letter queue),
 a scheduled stepper Lambda for progressive rollouts, an encrypted SNS topic, and the DynamoDB
 audit table. IAM lists actions explicitly and scopes resources to this stack's ARNs.
+
+Two retry layers, one queue: EventBridge invokes the rollback Lambda asynchronously, so the
+target's retry policy and dead-letter config only cover *delivery* (throttling, a missing
+permission). Once Lambda has accepted the event, an error the function raises follows the
+function's asynchronous invocation config (:data:`ROLLBACK_RETRY_ATTEMPTS` retries, then the
+on-failure destination). Both end in the same dead-letter queue, so a lost drain is never silent.
 """
 
 from __future__ import annotations
@@ -28,6 +34,12 @@ STEPPER_HANDLER = "rollback.handler.on_schedule"
 #: Subpackages that never ship to Lambda (they import typer, rich, moto, pulumi).
 EXCLUDED_DIRS = frozenset({"cli", "sandbox", "__pycache__"})
 LOG_RETENTION_DAYS = 90
+#: Lambda's own retries of a failing asynchronous invocation (its maximum), 1 then 2 minutes apart.
+ROLLBACK_RETRY_ATTEMPTS = 2
+#: How long a failing alarm event may keep being retried by Lambda before it goes to the DLQ.
+ROLLBACK_MAX_EVENT_AGE_SECONDS = 3600
+#: Lambda refuses a MaximumEventAgeInSeconds below this.
+LAMBDA_MIN_EVENT_AGE_SECONDS = 60
 
 
 def lambda_code(root: str | Path) -> pulumi.AssetArchive:
@@ -113,7 +125,9 @@ def invoke_on_schedule(
 ) -> aws.cloudwatch.EventRule:
     """An EventBridge schedule rule that invokes ``function``, and the permission scoped to that rule.
 
-    No retries: a scheduled job's next run covers what a missed run would have done.
+    No retries at either layer: a scheduled job's next run covers what a missed run would have done,
+    and a late retry could act on a stale view (e.g. a stepper tick advancing weights minutes late,
+    next to the tick that replaced it).
     """
     rule = aws.cloudwatch.EventRule(
         f"{name}-rule",
@@ -136,6 +150,16 @@ def invoke_on_schedule(
         function=function.name,
         principal="events.amazonaws.com",
         source_arn=rule.arn,
+        opts=opts,
+    )
+    # The target's retry policy above only covers delivery; a tick the function *fails* would be
+    # retried by Lambda itself (2 times by default, up to 6 hours late). A failed tick is replaced
+    # by the next one, so Lambda must drop it: no retry, and no destination (nothing to replay).
+    aws.lambda_.FunctionEventInvokeConfig(
+        f"{name}-invoke-config",
+        function_name=function.name,
+        maximum_retry_attempts=0,
+        maximum_event_age_in_seconds=max(LAMBDA_MIN_EVENT_AGE_SECONDS, max_event_age_seconds),
         opts=opts,
     )
     return rule
@@ -313,7 +337,22 @@ class AutoRollback(pulumi.ComponentResource):
             [
                 statement("Quarantine", ["ssm:GetParameter", "ssm:PutParameter"], [quarantine]),
                 statement("RolloutPlan", ["ssm:GetParameter"], [rollout]),
+                # Lambda sends the on-failure record of an event the function kept failing with the
+                # function's own execution role (SSE-SQS queue: no KMS grant needed).
+                statement("DeadLetters", ["sqs:SendMessage"], [dlq.arn]),
             ],
+        )
+        # A drain the function raised on (RetryExhaustedError, FollowUpError, a timeout) is retried
+        # by Lambda, not EventBridge, and without a destination discarded after the last retry.
+        # Created after the role policy (the function depends on it): Lambda checks that the role
+        # may send to the destination when the config is put.
+        aws.lambda_.FunctionEventInvokeConfig(
+            f"{name}-rollback-invoke-config",
+            function_name=rollback_fn.name,
+            maximum_retry_attempts=ROLLBACK_RETRY_ATTEMPTS,
+            maximum_event_age_in_seconds=ROLLBACK_MAX_EVENT_AGE_SECONDS,
+            destination_config={"on_failure": {"destination": dlq.arn}},
+            opts=child,
         )
         stepper_fn = function(
             "stepper",
@@ -348,7 +387,8 @@ class AutoRollback(pulumi.ComponentResource):
                 f"{name}-alarm-target{suffix}",
                 rule=rule.name,
                 arn=rollback_fn.arn,
-                # A drain must not be lost: retry for up to an hour, then keep the event in the DLQ.
+                # Delivery to Lambda must not be lost: retry for up to an hour, then keep the event in
+                # the DLQ. (Errors the function raises are retried by Lambda: see the invoke config.)
                 retry_policy={"maximum_retry_attempts": 20, "maximum_event_age_in_seconds": 3600},
                 dead_letter_config={"arn": dlq.arn},
                 opts=child,

@@ -645,6 +645,45 @@ def _lambda_permission(
     return sid, {"statementId": sid}
 
 
+def _function_event_invoke_config(
+    ctx: ApplyContext, name: str, inputs: dict[str, Any], prev: dict[str, Any] | None
+) -> tuple[str, Outputs]:
+    """Lambda's asynchronous invocation config (retries, max event age, on-failure destination).
+
+    moto stores it; the sandbox bus reads it back to retry a failing function and send the
+    on-failure record. moto's put appends instead of replacing (and reads the first), so an update
+    deletes the old config first, as the provider's update replaces it whole.
+    """
+    lam = ctx.client("lambda")
+    function = inputs["functionName"]
+    args: dict[str, Any] = {"FunctionName": function}
+    if inputs.get("qualifier"):
+        args["Qualifier"] = inputs["qualifier"]
+    for key, api in (
+        ("maximumRetryAttempts", "MaximumRetryAttempts"),
+        ("maximumEventAgeInSeconds", "MaximumEventAgeInSeconds"),
+    ):
+        if inputs.get(key) is not None:
+            args[api] = int(inputs[key])
+    destinations = pascal(inputs.get("destinationConfig") or {})
+    for kind, target in destinations.items():
+        arn = (target or {}).get("Destination", "")
+        if ":sqs:" not in arn:
+            raise SandboxError(
+                f"resource {name!r}: destinationConfig.{kind[:1].lower() + kind[1:]} {arn!r} is not an SQS "
+                "queue; the sandbox only delivers Lambda destinations to SQS"
+            )
+    if destinations:
+        args["DestinationConfig"] = destinations
+    with contextlib.suppress(lam.exceptions.ResourceNotFoundException):
+        lam.delete_function_event_invoke_config(
+            FunctionName=function, **({"Qualifier": args["Qualifier"]} if "Qualifier" in args else {})
+        )
+    lam.put_function_event_invoke_config(**args)
+    physical = f"{function}:{args['Qualifier']}" if "Qualifier" in args else function
+    return physical, {"functionName": function}
+
+
 def _event_rule(
     ctx: ApplyContext, name: str, inputs: dict[str, Any], prev: dict[str, Any] | None
 ) -> tuple[str, Outputs]:
@@ -706,6 +745,7 @@ APPLIERS: dict[str, Applier] = {
     "aws:sqs/queuePolicy:QueuePolicy": _sqs_queue_policy,
     "aws:lambda/function:Function": _lambda_function,
     "aws:lambda/permission:Permission": _lambda_permission,
+    "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig": _function_event_invoke_config,
     "aws:cloudwatch/eventRule:EventRule": _event_rule,
     "aws:cloudwatch/eventTarget:EventTarget": _event_target,
 }

@@ -9,9 +9,23 @@ Lambda functions in Docker. The sandbox does both itself, as AWS would:
 - a ``rate(...)`` schedule rule fires its targets every period of the virtual clock;
 - a Lambda target is called in-process: its deployed ``Handler`` string is resolved by import and
   called with the deployed environment variables (plus the emulator's endpoint and fake
-  credentials); a failing invocation is retried per the target's ``RetryPolicy`` and then sent
-  to its dead-letter queue, and only if the function's resource policy lets
-  ``events.amazonaws.com`` invoke it from that rule.
+  credentials), only if the function's resource policy lets ``events.amazonaws.com`` invoke it
+  from that rule.
+
+Failures follow AWS's two layers (EventBridge invokes Lambda *asynchronously*):
+
+- **delivery** (EventBridge -> Lambda): the target's ``RetryPolicy`` and ``DeadLetterConfig``.
+  In-process delivery has no network or throttling, so the only delivery failures here are the
+  ones AWS never retries (no permission for the rule, no such function): the event goes straight
+  to the target's dead-letter queue (body = the event, ``ERROR_CODE``/``ERROR_MESSAGE``/
+  ``RULE_ARN``/``TARGET_ARN`` message attributes);
+- **function errors** (the handler raised): Lambda's asynchronous invocation config of the
+  function (``PutFunctionEventInvokeConfig``; without one, 2 retries and 6 hours). Retries come
+  1 then 2 minutes of (virtual) time later, from :meth:`EventBus.run_schedules`; after the last
+  one, or once the event is older than its maximum age, the on-failure destination (SQS) gets
+  Lambda's on-failure record (``requestContext.condition`` ``RetriesExhausted`` or
+  ``EventAgeExceeded``, ``requestPayload`` = the event, ``responsePayload`` = the error). Without
+  a destination the event is discarded, as in AWS, and listed in :attr:`EventBus.discarded`.
 """
 
 from __future__ import annotations
@@ -39,6 +53,11 @@ from rollback.sandbox.emulator import ACCOUNT_ID, Emulator, environment
 _RATE_RE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _LAST_ENV: dict[str, dict[str, str]] = {}
 _UNIT_SECONDS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+#: Lambda's documented waits before the retries of a failed asynchronous invocation: 1, then 2 minutes.
+ASYNC_RETRY_DELAYS_SECONDS = (60, 120)
+#: Lambda's defaults when a function has no asynchronous invocation config.
+DEFAULT_ASYNC_RETRY_ATTEMPTS = 2
+DEFAULT_MAX_EVENT_AGE_SECONDS = 6 * 3600
 
 
 def _match_value(rule: Any, value: Any, present: bool) -> bool:
@@ -168,6 +187,23 @@ class Invocation:
     error: str | None = None
     calls: list[str] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
+    #: The exception's class name and message (what Lambda puts in its error response payload).
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+@dataclass
+class _AsyncEvent:
+    """An event Lambda accepted for asynchronous invocation: its attempts and its next retry time."""
+
+    function_arn: str
+    event: Any
+    rule: dict[str, Any] | None
+    accepted_at: datetime
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    attempts: int = 0
+    due: float = 0.0
+    last: Invocation | None = None
 
 
 class _CallCounter:
@@ -205,14 +241,25 @@ class EventBus:
         self._now = now
         self._next_fire: dict[str, float] = {}
         self.invocations: list[Invocation] = []
+        #: Events sent to a dead-letter queue: ``source`` "eventbridge" (delivery) or "lambda" (on-failure).
         self.dead_letters: list[dict[str, Any]] = []
+        #: Events Lambda dropped after its retries because the function has no on-failure destination.
+        self.discarded: list[dict[str, Any]] = []
+        self._retries: list[_AsyncEvent] = []
         self._rule_cache: list[dict[str, Any]] | None = None
         self._target_cache: dict[str, list[dict[str, Any]]] = {}
+        self._invoke_configs: dict[str, dict[str, Any]] = {}
 
     def invalidate(self) -> None:
-        """Forget cached rules and targets (call after the program was applied again)."""
+        """Forget cached rules, targets and invoke configs (call after the program was applied again)."""
         self._rule_cache = None
         self._target_cache.clear()
+        self._invoke_configs.clear()
+
+    @property
+    def pending_retries(self) -> int:
+        """Failed asynchronous invocations Lambda will still retry."""
+        return len(self._retries)
 
     def _rules(self) -> list[dict[str, Any]]:
         if self._rule_cache is None:
@@ -248,9 +295,9 @@ class EventBus:
         return done
 
     def run_schedules(self) -> list[Invocation]:
-        """Fire schedule rules whose next firing time has come (the first firing is one period in)."""
+        """Run Lambda's due retries, then fire schedule rules whose time has come (first one period in)."""
         now = self._now()
-        done: list[Invocation] = []
+        done: list[Invocation] = self._run_due_retries(now)
         for rule in self._rules():
             expression = rule.get("ScheduleExpression")
             if not expression:
@@ -277,27 +324,159 @@ class EventBus:
                     "delivers to Lambda targets"
                 )
             payload = json.loads(target["Input"]) if target.get("Input") else event
-            attempts = 1 + int(target.get("RetryPolicy", {}).get("MaximumRetryAttempts", 2))
-            invocation = None
-            for _ in range(attempts):
-                invocation = self.invoke(arn, payload, rule=rule)
-                if invocation.ok:
-                    break
-            assert invocation is not None
-            if not invocation.ok:
-                self._dead_letter(target, rule, payload, invocation)
-            done.append(invocation)
+            name = _function_name(arn)
+            # Delivery: the only failures in-process are the ones EventBridge does not retry.
+            if not self._function_exists(name):
+                code, message = "ResourceNotFoundException", f"Function not found: {arn}"
+            elif not self._allowed(name, rule["Arn"]):
+                code, message = "AccessDeniedException", "no lambda permission for events.amazonaws.com"
+            else:
+                done.append(self._attempt(_AsyncEvent(arn, payload, rule, self._now())))
+                continue
+            inv = Invocation(
+                name,
+                rule["Name"],
+                _detail_type(payload),
+                self._now(),
+                0,
+                False,
+                error=f"{code}: {message}",
+                error_type=code,
+                error_message=message,
+            )
+            self.invocations.append(inv)
+            self._delivery_dead_letter(target, rule, payload, code, message)
+            done.append(inv)
         return done
 
-    def _dead_letter(self, target: dict[str, Any], rule: dict[str, Any], event: Any, inv: Invocation) -> None:
+    def _delivery_dead_letter(
+        self, target: dict[str, Any], rule: dict[str, Any], event: Any, code: str, message: str
+    ) -> None:
+        """What EventBridge does with an event it could not deliver: the event itself to the target DLQ."""
         dlq = target.get("DeadLetterConfig", {}).get("Arn")
-        record = {"rule": rule["Name"], "target": target["Arn"], "error": inv.error, "event": event}
+        record = {
+            "source": "eventbridge",
+            "queue": dlq,
+            "rule": rule["Name"],
+            "target": target["Arn"],
+            "error": f"{code}: {message}",
+            "event": event,
+        }
+        if not dlq:
+            self.discarded.append(record)
+            return
         self.dead_letters.append(record)
-        if dlq:
-            name = dlq.rsplit(":", 1)[-1]
-            sqs = self._emu.client("sqs")
-            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event))
+        attributes = {
+            "RULE_ARN": rule["Arn"],
+            "TARGET_ARN": target["Arn"],
+            "ERROR_CODE": code,
+            "ERROR_MESSAGE": message,
+        }
+        self._send_to_queue(
+            dlq,
+            json.dumps(event),
+            {k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
+        )
+
+    def _attempt(self, pending: _AsyncEvent) -> Invocation:
+        """One asynchronous invocation by Lambda; on error, schedule its retry or give the event up."""
+        inv = self._run(pending.function_arn, pending.event, pending.rule)
+        pending.attempts += 1
+        pending.last = inv
+        if inv.ok:
+            return inv
+        config = self._invoke_config(_function_name(pending.function_arn))
+        retries = int(config.get("MaximumRetryAttempts", DEFAULT_ASYNC_RETRY_ATTEMPTS))
+        if pending.attempts <= retries:
+            delay = ASYNC_RETRY_DELAYS_SECONDS[min(pending.attempts, len(ASYNC_RETRY_DELAYS_SECONDS)) - 1]
+            pending.due = self._now().timestamp() + delay
+            self._retries.append(pending)
+        else:
+            self._on_failure(pending, "RetriesExhausted", config)
+        return inv
+
+    def _run_due_retries(self, now: datetime) -> list[Invocation]:
+        due = [p for p in self._retries if p.due <= now.timestamp()]
+        self._retries = [p for p in self._retries if p.due > now.timestamp()]
+        done: list[Invocation] = []
+        for pending in sorted(due, key=lambda p: p.due):
+            config = self._invoke_config(_function_name(pending.function_arn))
+            max_age = int(config.get("MaximumEventAgeInSeconds", DEFAULT_MAX_EVENT_AGE_SECONDS))
+            if (now - pending.accepted_at).total_seconds() > max_age:
+                self._on_failure(pending, "EventAgeExceeded", config)
+                continue
+            done.append(self._attempt(pending))
+        return done
+
+    def _on_failure(self, pending: _AsyncEvent, condition: str, config: dict[str, Any]) -> None:
+        """Lambda gives an event up: its on-failure record to the destination, or the event is discarded."""
+        last = pending.last
+        record = {
+            "version": "1.0",
+            "timestamp": _aws_time(self._now()).replace("+0000", "Z"),
+            "requestContext": {
+                "requestId": pending.request_id,
+                "functionArn": f"{pending.function_arn}:$LATEST",
+                "condition": condition,
+                "approximateInvokeCount": pending.attempts,
+            },
+            "requestPayload": pending.event,
+            "responseContext": {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": "Unhandled",
+            },
+            "responsePayload": {
+                "errorMessage": last.error_message if last else None,
+                "errorType": last.error_type if last else None,
+            },
+        }
+        destination = (config.get("DestinationConfig") or {}).get("OnFailure", {}).get("Destination")
+        summary = {
+            "source": "lambda",
+            "queue": destination,
+            "rule": pending.rule["Name"] if pending.rule else "",
+            "function": pending.function_arn,
+            "condition": condition,
+            "attempts": pending.attempts,
+            "error": last.error if last else None,
+            "event": pending.event,
+        }
+        if not destination:
+            self.discarded.append(summary)
+            return
+        if ":sqs:" not in destination:
+            raise SandboxError(
+                f"function {pending.function_arn}: on-failure destination {destination} is not an SQS "
+                "queue; the sandbox only delivers Lambda destinations to SQS"
+            )
+        self.dead_letters.append(summary)
+        self._send_to_queue(destination, json.dumps(record))
+
+    def _send_to_queue(self, queue_arn: str, body: str, attributes: dict[str, Any] | None = None) -> None:
+        sqs = self._emu.client("sqs")
+        url = sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])["QueueUrl"]
+        sqs.send_message(
+            QueueUrl=url, MessageBody=body, **({"MessageAttributes": attributes} if attributes else {})
+        )
+
+    def _invoke_config(self, function: str) -> dict[str, Any]:
+        """The function's asynchronous invocation config ({} when none: Lambda's defaults apply)."""
+        if function not in self._invoke_configs:
+            lam = self._emu.client("lambda")
+            try:
+                self._invoke_configs[function] = lam.get_function_event_invoke_config(FunctionName=function)
+            except lam.exceptions.ResourceNotFoundException:
+                self._invoke_configs[function] = {}
+        return self._invoke_configs[function]
+
+    def _function_exists(self, function: str) -> bool:
+        lam = self._emu.client("lambda")
+        try:
+            lam.get_function_configuration(FunctionName=function)
+        except lam.exceptions.ResourceNotFoundException:
+            return False
+        return True
 
     def _allowed(self, function: str, rule_arn: str | None) -> bool:
         if rule_arn is None:
@@ -317,19 +496,36 @@ class EventBus:
         return False
 
     def invoke(self, function_arn: str, event: Any, rule: dict[str, Any] | None = None) -> Invocation:
-        """Call a deployed function's handler in-process with its environment; never raises."""
-        lam = self._emu.client("lambda")
-        name = function_arn.split(":function:")[-1].split(":")[0]
-        config = lam.get_function_configuration(FunctionName=name)
-        detail_type = event.get("detail-type", "") if isinstance(event, dict) else ""
-        at = self._now()
-        rule_name = rule["Name"] if rule else ""
+        """Call a deployed function's handler in-process with its environment, once; never raises.
+
+        A direct (synchronous) invocation: no Lambda retries, no destination. With ``rule``, the
+        function's resource policy must let that rule invoke it.
+        """
+        name = _function_name(function_arn)
         if not self._allowed(name, rule["Arn"] if rule else None):
             inv = Invocation(
-                name, rule_name, detail_type, at, 0, False, error="AccessDenied: no lambda permission"
+                name,
+                rule["Name"] if rule else "",
+                _detail_type(event),
+                self._now(),
+                0,
+                False,
+                error="AccessDenied: no lambda permission",
+                error_type="AccessDeniedException",
+                error_message="no lambda permission",
             )
             self.invocations.append(inv)
             return inv
+        return self._run(function_arn, event, rule)
+
+    def _run(self, function_arn: str, event: Any, rule: dict[str, Any] | None) -> Invocation:
+        """Run the handler in-process with the function's environment; record and return the outcome."""
+        lam = self._emu.client("lambda")
+        name = _function_name(function_arn)
+        config = lam.get_function_configuration(FunctionName=name)
+        detail_type = _detail_type(event)
+        at = self._now()
+        rule_name = rule["Name"] if rule else ""
         handler = _resolve_handler(config["Handler"], name)
         env = {
             **config.get("Environment", {}).get("Variables", {}),
@@ -359,7 +555,7 @@ class EventBus:
                 inv = Invocation(
                     name, rule_name, detail_type, at, len(calls), True, result, calls=list(calls)
                 )
-            except Exception as exc:  # a handler error is what EventBridge retries; keep it, never crash
+            except Exception as exc:  # a handler error is what Lambda retries; keep it, never crash
                 inv = Invocation(
                     name,
                     rule_name,
@@ -369,6 +565,8 @@ class EventBus:
                     False,
                     error=f"{type(exc).__name__}: {exc}",
                     calls=list(calls),
+                    error_type=type(exc).__name__,
+                    error_message=str(exc),
                 )
         inv.logs = logs.getvalue().splitlines()
         self.invocations.append(inv)
@@ -394,6 +592,14 @@ def _captured_logs(buffer: io.StringIO) -> Iterator[None]:
             if isinstance(h, logging.StreamHandler) and h.stream is buffer:
                 # A handler created during this call bound to our buffer: point it at the real stdout.
                 h.stream = dict(saved).get(h, sys.__stdout__)
+
+
+def _function_name(function_arn: str) -> str:
+    return function_arn.split(":function:")[-1].split(":")[0]
+
+
+def _detail_type(event: Any) -> str:
+    return event.get("detail-type", "") if isinstance(event, dict) else ""
 
 
 def _resolve_handler(handler: str, function: str) -> Callable[[Any, Any], Any]:

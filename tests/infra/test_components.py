@@ -493,3 +493,54 @@ def test_dotted_version_keys_become_valid_sagemaker_model_names():
     ep["release"] = {"stable": "2025.07_19"}
     r = run(stack_values(ep))
     assert [m.name for m in r.of_type("sagemaker/model:Model")] == ["fraud-scorer-dev-model-2025-07-19"]
+
+
+# --- what happens to an event the function fails on (Lambda's asynchronous invocation) ---------
+
+
+def test_rollback_function_failures_go_to_the_dead_letter_queue_after_lambdas_own_retries():
+    r = run(stack_values())
+    config = r.named("mlrollback-dev-rollback-invoke-config").inputs
+    dlq_arn = r.named("mlrollback-dev-dlq").outputs["arn"]
+    assert config["functionName"] == r.named("mlrollback-dev-rollback").outputs["name"]
+    assert config["maximumRetryAttempts"] == 2
+    assert config["maximumEventAgeInSeconds"] == 3600
+    assert config["destinationConfig"] == {"onFailure": {"destination": dlq_arn}}
+    assert "onSuccess" not in config["destinationConfig"]
+    # Delivery failures still have their own dead-letter config on the EventBridge target.
+    assert r.named("mlrollback-dev-alarm-target").inputs["deadLetterConfig"] == {"arn": dlq_arn}
+
+
+def test_only_the_rollback_role_may_send_to_the_dead_letter_queue_and_only_to_it():
+    r = run(stack_values())
+    dlq_arn = r.named("mlrollback-dev-dlq").outputs["arn"]
+    rollback = {s["Sid"]: s for s in policy_statements(r, "mlrollback-dev-rollback-policy")}
+    assert rollback["DeadLetters"]["Action"] == ["sqs:SendMessage"]
+    assert rollback["DeadLetters"]["Resource"] == [dlq_arn]
+    for kind in ("rollback", "stepper"):
+        for s in policy_statements(r, f"mlrollback-dev-{kind}-policy"):
+            sqs_actions = [a for a in s["Action"] if a.startswith("sqs:")]
+            if sqs_actions:
+                assert (kind, sqs_actions, s["Resource"]) == ("rollback", ["sqs:SendMessage"], [dlq_arn])
+
+
+def test_failed_scheduled_ticks_are_dropped_not_retried_late():
+    values = stack_values()
+    values["endpoints"][0]["triggers"]["drift"] = {"maxScore": 0.2, "minSamples": 100, "action": "notify"}
+    r = run(values)
+    stepper = r.named("mlrollback-dev-schedule-invoke-config").inputs
+    assert stepper["functionName"] == r.named("mlrollback-dev-stepper").outputs["name"]
+    assert stepper["maximumRetryAttempts"] == 0
+    # Lambda's minimum age; the next tick comes a minute later anyway.
+    assert stepper["maximumEventAgeInSeconds"] == 60
+    assert "destinationConfig" not in stepper
+    drift = r.named("mlrollback-dev-drift-schedule-invoke-config").inputs
+    assert drift["functionName"] == names.drift_function_name("dev")
+    assert drift["maximumRetryAttempts"] == 0
+    assert drift["maximumEventAgeInSeconds"] == 600
+    configs = r.of_type("lambda/functionEventInvokeConfig:FunctionEventInvokeConfig")
+    assert sorted(c.name for c in configs) == [
+        "mlrollback-dev-drift-schedule-invoke-config",
+        "mlrollback-dev-rollback-invoke-config",
+        "mlrollback-dev-schedule-invoke-config",
+    ]
