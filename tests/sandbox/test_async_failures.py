@@ -154,3 +154,91 @@ def test_failing_rollback_is_invoked_three_times_then_its_event_reaches_the_dlq_
     clock.advance(3600)
     bus.run_schedules()
     assert _dlq_messages(emulator) == []
+
+
+FAILING_HANDLER = "tests.sandbox.failing_handler.fail"
+
+
+def _replace_handler(emu: Emulator, function: str) -> None:
+    emu.client("lambda").update_function_configuration(FunctionName=function, Handler=FAILING_HANDLER)
+
+
+def test_failed_stepper_tick_is_dropped_not_retried_and_never_reaches_the_dlq(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    _applied(emulator, tmp_path)
+    stepper = names.stepper_function_name("dev")
+    _replace_handler(emulator, stepper)
+    clock = Clock()
+    bus = EventBus(emulator, clock)
+    bus.run_schedules()  # the first tick is one period in
+    clock.advance(60)
+
+    (tick,) = [i for i in bus.run_schedules() if i.function == stepper]
+    assert not tick.ok and tick.error_type == "DownstreamUnavailableError"
+    clock.advance(59)  # before the next tick: a retry would have come at +60 s
+    assert bus.run_schedules() == []
+    assert bus.pending_retries == 0
+    assert [(d["function"].split(":function:")[1], d["attempts"]) for d in bus.discarded] == [(stepper, 1)]
+    assert _dlq_messages(emulator) == []
+
+
+def test_undeliverable_alarm_event_goes_straight_to_the_dlq_without_invoking_or_retrying(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    _applied(emulator, tmp_path)
+    rollback = names.rollback_function_name("dev")
+    lam = emulator.client("lambda")
+    for statement in json.loads(lam.get_policy(FunctionName=rollback)["Policy"])["Statement"]:
+        lam.remove_permission(FunctionName=rollback, StatementId=statement["Sid"])
+    clock = Clock()
+    bus = EventBus(emulator, clock)
+    event = _candidate_alarm_event(emulator, clock)
+
+    (delivery,) = bus.publish(event)
+    clock.advance(3600)
+    bus.run_schedules()
+
+    assert not delivery.ok and delivery.api_calls == 0
+    assert [i for i in bus.invocations if i.function == rollback and i.api_calls] == []
+    (message,) = _dlq_messages(emulator)
+    assert json.loads(message["Body"]) == event  # EventBridge keeps the event itself
+    attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert attributes["ERROR_CODE"] == "AccessDeniedException"
+    assert attributes["RULE_ARN"].endswith(f"rule/{names.alarm_rule_name('dev', 1)}")
+
+
+def test_event_older_than_the_max_age_is_given_up_with_event_age_exceeded(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    _applied(emulator, tmp_path)
+    rollback = names.rollback_function_name("dev")
+    _replace_handler(emulator, rollback)
+    lam = emulator.client("lambda")
+    dlq_arn = lam.get_function_event_invoke_config(FunctionName=rollback)["DestinationConfig"]["OnFailure"][
+        "Destination"
+    ]
+    lam.delete_function_event_invoke_config(FunctionName=rollback)
+    lam.put_function_event_invoke_config(
+        FunctionName=rollback,
+        MaximumRetryAttempts=2,
+        MaximumEventAgeInSeconds=60,
+        DestinationConfig={"OnFailure": {"Destination": dlq_arn}},
+    )
+    clock = Clock()
+    bus = EventBus(emulator, clock)
+    event = _candidate_alarm_event(emulator, clock)
+
+    bus.publish(event)
+    clock.advance(300)  # the retry was due at +60 s, but nothing ran until the event was 5 minutes old
+    assert [i for i in bus.run_schedules() if i.function == rollback] == []
+
+    (message,) = _dlq_messages(emulator)
+    record = json.loads(message["Body"])
+    assert record["requestContext"]["condition"] == "EventAgeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert record["requestPayload"] == event
+    assert record["responsePayload"] == {
+        "errorMessage": "downstream unavailable",
+        "errorType": "DownstreamUnavailableError",
+    }
