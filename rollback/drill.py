@@ -7,15 +7,20 @@ Called by the ``drill`` command (owned by the sandbox module) for the non-sandbo
 
 from __future__ import annotations
 
-import contextlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-from rollback import audit, clock, names
-from rollback.errors import GateError
+from rollback import audit, clock, controller, names, records
+from rollback.errors import GateError, MLRollbackError
 
 Progress = Callable[[str, float], Any]
+
+#: How long the restore waits for the drained endpoint to leave ``Updating``: full-jitter backoff
+#: of at most 2, 4, 8, 16, then 30 s per attempt, 15 attempts: at most 330 s, about half on average.
+#: A weights update on a real endpoint usually settles within a few minutes.
+RESTORE_RETRY = controller.RetryPolicy(attempts=15, base=2.0, cap=30.0)
 
 
 def _weights(sagemaker: Any, physical: str) -> tuple[str, dict[str, float]]:
@@ -48,13 +53,20 @@ def run_drill(
     i_know_this_is_prod: bool,
     progress: Progress | None = None,
     poll_seconds: float = 2.0,
+    restore_retry: controller.RetryPolicy | None = None,
 ) -> dict[str, Any]:
     """Rehearse a rollback of ``endpoint`` on ``stack_cfg`` (an ``infra.config.StackConfig``).
 
     ``endpoint`` None means :func:`default_endpoint`. Refuses production stacks unless
     ``i_know_this_is_prod``. Returns a report with ``rolled_back``, ``ttr_seconds`` (alarm forced ->
-    candidate weight 0), ``weights_before`` and ``weights_after``; the pre-drill weights are restored
-    and the drill's quarantine cleared.
+    candidate weight 0), ``weights_before``, ``weights_after``, ``restored``, ``progress_reset`` and
+    ``notes`` (what the restore did, in words). After a seen drain the restore waits for the endpoint
+    to be InService (``restore_retry``, default :data:`RESTORE_RETRY`), puts the pre-drill weights
+    back, clears the drill's quarantine and deletes the rollout progress record, so the rollout
+    restarts at step 0 instead of staying ``halted`` by a stepper tick during the drill.
+
+    Every drill writes one ``drill`` audit item. When the restore cannot finish, that item has
+    outcome ``failed`` and says what was left behind, then the error is raised with the same words.
     """
     if stack_cfg.production and not i_know_this_is_prod:
         raise GateError(f"stack {stack_cfg.stack} is production; pass --i-know-this-is-prod to drill it")
@@ -66,7 +78,7 @@ def run_drill(
             f"{physical} has no candidate serving traffic; deploy one before rehearsing its rollback"
         )
     alarm = names.alarm_name(physical, names.CANDIDATE, "errors")
-    started_at, started = clock.now(), time.monotonic()
+    started = time.monotonic()
     clients.cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="mlrollback drill")
     ttr: float | None = None
     after = before
@@ -85,8 +97,18 @@ def run_drill(
             AlarmName=alarm, StateValue="OK", StateReason="mlrollback drill over"
         )
     passed = ttr is not None
+    restored: dict[str, Any] | None = None
+    failure: Exception | None = None
+    left: dict[str, Any] = {}
     if passed:
-        _restore(clients, stack_cfg.stack, physical, before, started_at)
+        try:
+            restored = _restore(
+                clients, stack_cfg.stack, physical, before, restore_retry or RESTORE_RETRY, progress, started
+            )
+        except Exception as exc:  # recorded in the drill item below, then raised again in words
+            failure = exc
+            left = _left_behind(clients, stack_cfg.stack, physical)
+    notes = (restored or {}).get("notes", [])
     report = {
         "scenario": "fault-injection",
         "stack": stack_cfg.stack,
@@ -96,32 +118,168 @@ def run_drill(
         "ttr_seconds": round(ttr, 3) if ttr is not None else None,
         "weights_before": before,
         "weights_after": after,
-        "restored": passed,
-        "expectation_met": passed,
+        "restored": restored is not None,
+        "progress_reset": bool((restored or {}).get("progress_reset")),
+        "notes": notes,
+        "expectation_met": passed and failure is None,
     }
-    audit.append(
-        clients.dynamodb,
-        names.audit_table_name(stack_cfg.stack),
-        audit.AuditItem(
+    detail: dict[str, Any] = {
+        "passed": passed,
+        "ttrSeconds": report["ttr_seconds"],
+        "timeoutSeconds": timeout_seconds,
+        "restored": restored is not None,
+        "progressReset": report["progress_reset"],
+    }
+    message = ""
+    if failure is not None:
+        message = _restore_failure_message(stack_cfg.stack, ep.name, physical, version, before, left, failure)
+        detail.update({"restoreError": str(failure), "left": left})
+        report["left"] = left
+        report["error"] = message
+    controller.call(
+        "PutItem",
+        audit.append,
+        controller.RetryPolicy(attempts=3),
+        dynamodb=clients.dynamodb,
+        table=names.audit_table_name(stack_cfg.stack),
+        item=audit.AuditItem(
             endpoint=physical,
             action="drill",
             actor="cli:drill",
-            outcome="done" if passed else "failed",
+            outcome="done" if passed and failure is None else "failed",
             version=version,
             alarm=alarm,
-            reason="rehearsal: forced candidate alarm",
-            detail={"passed": passed, "ttrSeconds": report["ttr_seconds"], "timeoutSeconds": timeout_seconds},
+            reason="rehearsal: forced candidate alarm"
+            + (
+                "" if failure is None else "; restore failed, the drain and its quarantine were left in place"
+            ),
+            detail=detail,
         ),
     )
+    if failure is not None:
+        cls = type(failure) if isinstance(failure, MLRollbackError) else MLRollbackError
+        raise cls(message) from failure
     return report
 
 
-def _restore(clients: Any, stack: str, physical: str, before: dict[str, float], started_at: Any) -> None:
-    """Put the pre-drill weights back and delete the quarantine record the drill caused."""
-    clients.sagemaker.update_endpoint_weights_and_capacities(
+def _delete_parameter(clients: Any, name: str, retry: controller.RetryPolicy) -> bool:
+    """Delete SSM parameter ``name``; False when it did not exist."""
+    try:
+        controller.call("DeleteParameter", clients.ssm.delete_parameter, retry, Name=name)
+    except clients.ssm.exceptions.ParameterNotFound:
+        return False
+    return True
+
+
+def _restore(
+    clients: Any,
+    stack: str,
+    physical: str,
+    before: dict[str, float],
+    retry: controller.RetryPolicy,
+    progress: Progress | None,
+    started: float,
+) -> dict[str, Any]:
+    """Put the pre-drill weights back, delete the drill's quarantine record and reset the rollout.
+
+    SageMaker keeps the endpoint ``Updating`` for a while after the drain, and answers a weights
+    update meanwhile with "Cannot update in-progress endpoint": the runtime's helpers wait for
+    InService and retry that answer with bounded backoff on :mod:`rollback.clock`. Weights go
+    first: the quarantine is only cleared once the candidate serves again, so a failure never
+    leaves a drained candidate without the record that keeps `pulumi up` from undoing the drain.
+    """
+
+    def say(text: str) -> None:
+        if progress is not None:
+            progress(text, time.monotonic() - started)
+
+    say(f"waiting for {physical} to be InService before restoring the pre-drill weights")
+    controller.describe_endpoint(clients, physical, retry, wait_ready=True)
+    controller.call(
+        "UpdateEndpointWeightsAndCapacities",
+        clients.sagemaker.update_endpoint_weights_and_capacities,
+        retry,
         EndpointName=physical,
         DesiredWeightsAndCapacities=[{"VariantName": v, "DesiredWeight": w} for v, w in before.items()],
     )
-    name = names.quarantine_parameter(stack, physical)
-    with contextlib.suppress(clients.ssm.exceptions.ParameterNotFound):
-        clients.ssm.delete_parameter(Name=name)
+    notes = [f"pre-drill weights restored: {_show(before)}"]
+    say(notes[-1])
+    if _delete_parameter(clients, names.quarantine_parameter(stack, physical), retry):
+        notes.append("the drill's quarantine record was cleared")
+    progress_name = names.rollout_progress_parameter(stack, physical)
+    previous = controller.call("GetParameter", records.get_text, retry, ssm=clients.ssm, name=progress_name)
+    reset = previous is not None and _delete_parameter(clients, progress_name, retry)
+    if reset:
+        notes.append(
+            f"rollout progress reset (was {_progress_words(previous)}): the rollout restarts at step 0 "
+            "on the stepper's next tick"
+        )
+    say(notes[-1])
+    return {"notes": notes, "progress_reset": reset}
+
+
+def _left_behind(clients: Any, stack: str, physical: str) -> dict[str, Any]:
+    """What a failed restore left in place, each fact read best-effort (``unknown`` when unreadable)."""
+    left: dict[str, Any] = {}
+    try:
+        status, weights = _weights(clients.sagemaker, physical)
+        left["status"], left["weights"] = status, weights
+    except Exception:
+        left["status"], left["weights"] = "unknown", "unknown"
+    for key, name in (
+        ("quarantine", names.quarantine_parameter(stack, physical)),
+        ("progress", names.rollout_progress_parameter(stack, physical)),
+    ):
+        try:
+            text = records.get_text(clients.ssm, name)
+            left[key] = None if text is None else {"parameter": name, "value": text}
+        except Exception:
+            left[key] = "unknown"
+    return left
+
+
+def _restore_failure_message(
+    stack: str,
+    endpoint: str,
+    physical: str,
+    version: str,
+    before: dict[str, float],
+    left: dict[str, Any],
+    failure: Exception,
+) -> str:
+    """One paragraph: the rollback worked, the restore did not, what is left, what to do."""
+    weights = left.get("weights")
+    live = _show(weights) if isinstance(weights, dict) else "unknown"
+    quarantine = left.get("quarantine")
+    kept = (
+        f"quarantine record {quarantine['parameter']} kept (so `pulumi up` does not undo the drain)"
+        if isinstance(quarantine, dict)
+        else "no quarantine record"
+        if quarantine is None
+        else "quarantine record unknown"
+    )
+    desired = " ".join(f"VariantName={v},DesiredWeight={w:g}" for v, w in before.items())
+    return (
+        f"the drill drained {version} on {physical}, but restoring the pre-drill weights failed: {failure}. "
+        f"Left behind: live weights {live} (status {left.get('status')}; before the drill {_show(before)}), "
+        f"{kept}, rollout progress untouched. When the endpoint is InService, run `aws sagemaker "
+        f"update-endpoint-weights-and-capacities --endpoint-name {physical} "
+        f"--desired-weights-and-capacities {desired}`, then `mlrollback clear-quarantine --stack {stack} "
+        f"--endpoint {endpoint}`; the drill is recorded as failed"
+    )
+
+
+def _show(weights: dict[str, float]) -> str:
+    return " / ".join(f"{role} {float(w):g}" for role, w in weights.items())
+
+
+def _progress_words(text: str) -> str:
+    """``halted at step 2`` from a progress record; the raw text when it is not the JSON we write."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    if not isinstance(data, dict):
+        return text
+    index = data.get("stepIndex")
+    return f"{data.get('state', '?')} at step {index}" if index is not None else str(data.get("state", "?"))

@@ -49,11 +49,17 @@ def test_drill_measures_the_drain_then_restores_weights_and_clears_quarantine(
     cfg = load_stack_file(project / "environments/Pulumi.staging.yaml", "staging")
     clients = _clients(aws)
 
+    alarm = names.alarm_name(physical, "candidate", "errors")
+
     def lambda_reacts(_message: str, _elapsed: float) -> None:
-        # Stands in for the deployed rollback Lambda reacting to the forced alarm.
-        if aws["sagemaker"].describe_endpoint(EndpointName=physical)["ProductionVariants"][1][
-            "CurrentWeight"
-        ]:
+        # Stands in for the deployed rollback Lambda reacting to the forced alarm (while it is in ALARM).
+        state = aws["cloudwatch"].describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["StateValue"]
+        if (
+            state == "ALARM"
+            and aws["sagemaker"].describe_endpoint(EndpointName=physical)["ProductionVariants"][1][
+                "CurrentWeight"
+            ]
+        ):
             controller.drain(
                 clients,
                 controller.Settings.for_stack("staging"),

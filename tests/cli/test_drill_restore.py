@@ -1,0 +1,231 @@
+"""The real-stack drill's restore: waits out a busy endpoint, resets the rollout, records a failed restore."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from infra.config import load_stack_file
+from rollback import audit, clock, controller, names
+from rollback.aws import Clients
+from rollback.drill import run_drill
+from rollback.errors import RetryExhaustedError
+from tests.cli.conftest import audit_table, deploy_endpoint
+
+BUSY = 'Cannot update in-progress endpoint "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/x"'
+POLL = 0.5
+
+
+class Flaky:
+    """A thin proxy over the moto SageMaker client: only AWS's answers change, never the code under test.
+
+    ``updating(n)`` makes the next ``n`` DescribeEndpoint answers say ``Updating``; ``refuse(n)`` makes
+    the next ``n`` weight updates fail with SageMaker's busy-endpoint ValidationException.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.busy_describes = 0
+        self.refusals = 0
+        self.calls: dict[str, int] = {}
+
+    def updating(self, times: int) -> None:
+        self.busy_describes += times
+
+    def refuse(self, times: int) -> None:
+        self.refusals += times
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._client, name)
+        if not callable(target):
+            return target
+
+        def wrapper(**kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            if name == "update_endpoint_weights_and_capacities" and self.refusals:
+                self.refusals -= 1
+                raise ClientError({"Error": {"Code": "ValidationException", "Message": BUSY}}, name)
+            response = target(**kwargs)
+            if name == "describe_endpoint" and self.busy_describes:
+                self.busy_describes -= 1
+                response = {**response, "EndpointStatus": "Updating"}
+            return response
+
+        return wrapper
+
+
+@pytest.fixture
+def virtual_clock() -> Iterator[clock.VirtualClock]:
+    """Backoff sleeps go through rollback.clock: a virtual clock records them without waiting."""
+    vc = clock.VirtualClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+    previous = clock.use(vc)
+    try:
+        yield vc
+    finally:
+        clock.use(previous)
+
+
+def _retry(attempts: int) -> controller.RetryPolicy:
+    """Deterministic backoff (the upper bound of each jitter window): 1, 2, 4, ... s."""
+    return controller.RetryPolicy(attempts=attempts, base=1.0, cap=8.0, rng=lambda _lo, hi: hi)
+
+
+def _lambda_then(
+    aws: dict[str, Any], clients: Clients, physical: str, after_drain: Callable[[], None]
+) -> Callable[[str, float], None]:
+    """Stands in for the rollback Lambda: one drain while the forced alarm is in ALARM, then ``after_drain``.
+
+    Reacting only in ALARM keeps it from draining again while the restore reports its progress.
+    """
+    alarm = names.alarm_name(physical, "candidate", "errors")
+    drained: list[bool] = []
+
+    def react(_message: str, _elapsed: float) -> None:
+        state = aws["cloudwatch"].describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["StateValue"]
+        if state == "ALARM" and not drained:
+            controller.drain(
+                clients,
+                controller.Settings.for_stack("staging"),
+                physical,
+                actor="lambda:test",
+                reason="alarm",
+                kind="auto",
+            )
+            drained.append(True)
+            after_drain()
+
+    return react
+
+
+def _live(aws: dict[str, Any], physical: str) -> dict[str, float]:
+    desc = aws["sagemaker"].describe_endpoint(EndpointName=physical)
+    return {v["VariantName"]: v["CurrentWeight"] for v in desc["ProductionVariants"]}
+
+
+def _parameter(aws: dict[str, Any], name: str) -> str | None:
+    try:
+        return aws["ssm"].get_parameter(Name=name)["Parameter"]["Value"]
+    except aws["ssm"].exceptions.ParameterNotFound:
+        return None
+
+
+def test_restore_waits_out_an_updating_endpoint_then_restores_weights_and_resets_a_halted_rollout(
+    project: Path, aws: dict[str, Any], virtual_clock: clock.VirtualClock
+) -> None:
+    table = audit_table(aws, "staging")
+    physical = deploy_endpoint(
+        aws,
+        "staging",
+        weights={"stable": 90, "candidate": 10},
+        progress={"stepIndex": 1, "state": "halted", "reason": "alarm during the drill"},
+    )
+    flaky = Flaky(aws["sagemaker"])
+    clients = Clients(**{**aws, "sagemaker": flaky})
+
+    def endpoint_stays_busy() -> None:
+        # One Updating answer is seen by the drill's own poll, two by the restore; then two refusals.
+        flaky.updating(3)
+        flaky.refuse(2)
+
+    report = run_drill(
+        clients,
+        load_stack_file(project / "environments/Pulumi.staging.yaml", "staging"),
+        "fraud-scorer",
+        timeout_seconds=30,
+        i_know_this_is_prod=False,
+        progress=_lambda_then(aws, clients, physical, endpoint_stays_busy),
+        poll_seconds=POLL,
+        restore_retry=_retry(6),
+    )
+
+    assert report["rolled_back"] is True and report["restored"] is True
+    assert _live(aws, physical) == {"stable": 90.0, "candidate": 10.0}
+    # waited 1 + 2 s for InService, then 1 + 2 s between refused updates, all on rollback.clock
+    assert [s for s in virtual_clock.slept if s != POLL] == [1.0, 2.0, 1.0, 2.0]
+    assert flaky.calls["update_endpoint_weights_and_capacities"] == 1 + 2 + 1  # drain, 2 refused, restore
+    assert _parameter(aws, names.quarantine_parameter("staging", physical)) is None
+    assert _parameter(aws, names.rollout_progress_parameter("staging", physical)) is None
+    assert report["progress_reset"] is True
+    assert any("was halted at step 1" in n and "restarts at step 0" in n for n in report["notes"])
+    drills = [i for i in audit.query(aws["dynamodb"], table, physical)[0] if i["action"] == "drill"]
+    assert [(d["outcome"], d["detail"]["restored"], d["detail"]["progressReset"]) for d in drills] == [
+        ("done", True, True)
+    ]
+
+
+def test_restore_without_a_progress_record_says_only_what_it_restored(
+    project: Path, aws: dict[str, Any], virtual_clock: clock.VirtualClock
+) -> None:
+    audit_table(aws, "staging")
+    physical = deploy_endpoint(aws, "staging", weights={"stable": 90, "candidate": 10})
+    clients = Clients(**aws)
+    report = run_drill(
+        clients,
+        load_stack_file(project / "environments/Pulumi.staging.yaml", "staging"),
+        "fraud-scorer",
+        timeout_seconds=30,
+        i_know_this_is_prod=False,
+        progress=_lambda_then(aws, clients, physical, lambda: None),
+        poll_seconds=POLL,
+        restore_retry=_retry(3),
+    )
+    assert report["restored"] is True and _live(aws, physical) == {"stable": 90.0, "candidate": 10.0}
+    assert report["progress_reset"] is False
+    assert report["notes"] == [
+        "pre-drill weights restored: stable 90 / candidate 10",
+        "the drill's quarantine record was cleared",
+    ]
+
+
+@pytest.mark.parametrize("stuck", ["updating", "refusing"])
+def test_restore_that_never_gets_through_records_a_failed_drill_and_says_what_was_left(
+    project: Path, aws: dict[str, Any], virtual_clock: clock.VirtualClock, stuck: str
+) -> None:
+    table = audit_table(aws, "staging")
+    progress_record = {"stepIndex": 1, "state": "baking"}
+    physical = deploy_endpoint(
+        aws, "staging", weights={"stable": 90, "candidate": 10}, progress=progress_record
+    )
+    flaky = Flaky(aws["sagemaker"])
+    clients = Clients(**{**aws, "sagemaker": flaky})
+
+    def never_settles() -> None:
+        if stuck == "updating":
+            flaky.updating(1000)
+        else:
+            flaky.refuse(1000)
+
+    with pytest.raises(RetryExhaustedError) as raised:
+        run_drill(
+            clients,
+            load_stack_file(project / "environments/Pulumi.staging.yaml", "staging"),
+            "fraud-scorer",
+            timeout_seconds=30,
+            i_know_this_is_prod=False,
+            progress=_lambda_then(aws, clients, physical, never_settles),
+            poll_seconds=POLL,
+            restore_retry=_retry(3),
+        )
+
+    message = " ".join(str(raised.value).split())
+    quarantine = names.quarantine_parameter("staging", physical)
+    assert "restoring the pre-drill weights failed" in message
+    assert "live weights stable 100 / candidate 0" in message
+    assert f"quarantine record {quarantine} kept" in message
+    assert "mlrollback clear-quarantine --stack staging --endpoint fraud-scorer" in message
+    # nothing half-undone: still drained, and still quarantined so `pulumi up` keeps the drain
+    assert _live(aws, physical) == {"stable": 100.0, "candidate": 0.0}
+    assert json.loads(_parameter(aws, quarantine) or "{}")["version"] == "v2"
+    assert _parameter(aws, names.rollout_progress_parameter("staging", physical)) is not None
+    drills = [i for i in audit.query(aws["dynamodb"], table, physical)[0] if i["action"] == "drill"]
+    assert len(drills) == 1 and drills[0]["outcome"] == "failed"
+    left = drills[0]["detail"]["left"]
+    assert left["weights"] == {"stable": 100.0, "candidate": 0.0}
+    assert left["quarantine"]["parameter"] == quarantine
+    assert drills[0]["detail"]["restored"] is False and "restore failed" in drills[0]["reason"]
