@@ -163,7 +163,7 @@ def revert(
     """
     with errors():
         if to and to_deployment:
-            raise GateError("give either --to or --to-deployment, not both")
+            raise ConfigError("give either --to or --to-deployment, not both")
         ctx = Context(stack, project_dir, sandbox)
         ep = ctx.endpoint(endpoint)
         doc = StackDocument.load(ctx.path)

@@ -91,6 +91,8 @@ def _summary(report: dict[str, Any]) -> Table:
     if quarantine:
         records.insert(0, f"{quarantine.get('version')} quarantined")
     table.add_row("records", ", ".join(records))
+    for note in report.get("notes") or []:
+        table.add_row("note", str(note))
     table.add_row("wall time", f"{report.get('wall_seconds')} s")
     return table
 

@@ -99,3 +99,12 @@ def test_revert_to_a_catalogued_version_still_passes_the_catalog_check(
     assert StackDocument.load(project / "environments/Pulumi.dev.yaml").release("fraud-scorer") == Release(
         "v1"
     )
+
+
+def test_revert_to_a_version_and_a_deployment_at_once_is_a_usage_error(project: Path, aws: dict) -> None:
+    before = (project / "environments/Pulumi.dev.yaml").read_text()
+    result = CliRunner().invoke(
+        app, ["revert", "-s", "dev", "-e", "fraud-scorer", "--to", "v1", "--to-deployment", "abc"]
+    )
+    assert result.exit_code == 2 and "either --to or --to-deployment" in result.output
+    assert (project / "environments/Pulumi.dev.yaml").read_text() == before

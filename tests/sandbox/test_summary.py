@@ -70,3 +70,8 @@ def test_fault_injection_counts_from_the_fault_and_a_finished_rollout_reads_prom
     )
     assert "promoted rollout ready-to-finalize; stable 0% / candidate 100%" in healthy
     assert "quarantined" not in healthy and "0 notifications" in healthy
+
+
+def test_notes_from_the_drill_are_shown() -> None:
+    text = _render(_report(notes=["rollout progress reset (was halted at step 1)"]))
+    assert "note rollout progress reset (was halted at step 1)" in text
