@@ -8,7 +8,7 @@ decision and records it. Guarantees (see docs/runtime.md):
   repeated delivery of the same alarm state change at most 2;
 - the stable variant is never drained because of the candidate and weights are never all zero;
 - busy endpoints and throttling are retried with bounded full-jitter backoff on
-  :mod:`rollback.clock`, then :class:`RetryExhaustedError` is raised (EventBridge retries, the
+  :mod:`rollback.clock`, then :class:`RetryExhaustedError` is raised (Lambda retries the invocation, the
   DLQ keeps the event); an audit item never says ``done`` for something not done, and follow-up
   effects that failed after the audit item was written are kept on the guard item as
   ``pending`` so the next delivery finishes them.
@@ -173,7 +173,7 @@ def call(op: str, fn: Callable[..., Any], retry: RetryPolicy, **kwargs: Any) -> 
             if attempt == retry.attempts:
                 raise RetryExhaustedError(
                     f"{op} kept failing with {_code(exc)} after {retry.attempts} attempts; "
-                    "raising so the event is retried (and kept in the dead-letter queue if it keeps failing)"
+                    "raising so Lambda retries the invocation (then the dead-letter queue keeps the event)"
                 ) from exc
             delay = retry.delay(attempt)
             log(logging.WARNING, "retrying", op=op, code=_code(exc), attempt=attempt, sleep=round(delay, 3))

@@ -46,7 +46,7 @@ class EventError(MLRollbackError):
 class RetryExhaustedError(MLRollbackError):
     """AWS kept refusing (throttling, endpoint busy) after bounded retries.
 
-    Raised from a Lambda handler so EventBridge retries and the dead-letter queue keeps the event.
+    Raised from a Lambda handler so Lambda retries the event twice, then sends it to the dead-letter queue.
     """
 
     exit_code = 7
@@ -92,7 +92,8 @@ class FollowUpError(MLRollbackError):
     """The drain itself was done and recorded, but a follow-up (quarantine record, notification) failed.
 
     The unfinished follow-ups are kept on the audit guard item; the next delivery of the same event
-    (EventBridge retry) or a retried command with the same idempotency key finishes them.
+    (Lambda's retry of the failed invocation) or a retried command with the same idempotency key
+    finishes them.
     """
 
     exit_code = 13

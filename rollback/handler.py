@@ -42,7 +42,7 @@ def on_alarm(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Drain a failing candidate (or report a failing stable) for one alarm state change.
 
     Raises EventError for a malformed event (nothing changed) and RetryExhaustedError when AWS
-    kept refusing, so EventBridge retries and the dead-letter queue keeps the event.
+    kept refusing, so Lambda retries the invocation twice and then sends the event to the dead-letter queue.
     """
     logs.configure()
     alarm = parse_alarm_event(event)
