@@ -25,6 +25,9 @@ BUSY_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBac
 #: (weights are floats) before the stepper refuses to advance.
 SHARE_TOLERANCE = 0.5
 
+#: A stable+candidate weight pool smaller than this is treated as empty by a rollout step.
+MIN_WEIGHT_POOL = 1e-6
+
 
 def percents(weights: Weights) -> dict[str, float]:
     """Role -> share of traffic in percent (rounded to 0.01), from relative SageMaker weights."""
@@ -111,8 +114,10 @@ def step_weights(weights: Weights, candidate_percent: float) -> Weights:
     if STABLE not in weights or CANDIDATE not in weights:
         raise UnsafeOperationError("a rollout step needs both a stable and a candidate variant")
     pool = weights[STABLE] + weights[CANDIDATE]
-    if pool <= 0:
-        pool = 1.0  # both at zero: start from a unit pool rather than leave traffic nowhere
+    if pool < MIN_WEIGHT_POOL:
+        # Both (practically) zero: start from a unit pool rather than leave traffic nowhere; a
+        # vanishing pool would also underflow the candidate's share to 0.
+        pool = 1.0
     after = dict(weights)
     after[CANDIDATE] = pool * candidate_percent / 100.0
     after[STABLE] = pool - after[CANDIDATE]

@@ -48,7 +48,8 @@ def test_step_weights_give_the_candidate_its_share_of_the_pool(weights, percent)
     after = policy.step_weights(weights, percent)
 
     pool = weights["stable"] + weights["candidate"]
-    expected_total = sum(weights.values()) + (0.0 if pool > 0 else 1.0)  # an empty pool restarts at 1
+    # An empty (or vanishing) pool restarts at 1.
+    expected_total = sum(weights.values()) + (0.0 if pool >= policy.MIN_WEIGHT_POOL else 1.0 - pool)
     assert sum(after.values()) == pytest.approx(expected_total)
     assert policy.candidate_share(after) == pytest.approx(percent)
     assert min(after.values()) >= 0 and sum(after.values()) > 0
