@@ -846,21 +846,7 @@ def drain(
     )
 
 
-# --- stepper, status, history ------------------------------------------------------------
-
-
-def step(
-    clients: Clients,
-    settings: Settings,
-    *,
-    actor: str,
-    endpoint: str | None = None,
-    retry: RetryPolicy | None = None,
-) -> dict[str, Any]:
-    """One rollout-stepper tick (see :func:`rollback.rollout.step`); the CLI's ``step`` calls this."""
-    from rollback import rollout  # rollout builds on this module
-
-    return rollout.step(clients, settings, actor=actor, endpoint=endpoint, retry=retry)
+# --- status, history, quarantine ------------------------------------------------------------
 
 
 def _json_or_none(text: str | None) -> Any:

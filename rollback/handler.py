@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollback import controller, logs
+from rollback import controller, logs, rollout
 from rollback.aws import Clients, make_clients
 from rollback.events import parse_alarm_event
 
@@ -54,4 +54,4 @@ def on_schedule(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Advance progressive rollouts by one tick (the event content is not needed)."""
     logs.configure()
     clients, settings = _context()
-    return controller.step(clients, settings, actor=_actor(context, "stepper"))
+    return rollout.step(clients, settings, actor=_actor(context, "stepper"))

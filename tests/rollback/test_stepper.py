@@ -7,8 +7,9 @@ from datetime import timedelta
 
 from rollback import clock, names
 from rollback.clock import VirtualClock
-from rollback.controller import clear_quarantine, step
+from rollback.controller import clear_quarantine
 from rollback.events import alarm_idempotency_key
+from rollback.rollout import step
 from tests.rollback.conftest import Faulty, World
 
 ACTOR = "lambda:mlrollback-dev-stepper"
