@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,8 @@ class Emulator:
         self._server: Any = None
         self._saved_env: dict[str, str | None] = {}
         self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
+        self._session: boto3.session.Session | None = None
         self.endpoint_url = ""
         self.attached = False
 
@@ -117,17 +120,34 @@ class Emulator:
         os.environ.pop("AWS_PROFILE", None)
 
     def client(self, service: str) -> Any:
-        """A cached boto3 client for ``service`` against the emulator."""
-        if service not in self._clients:
-            self._clients[service] = boto3.client(
-                service,
-                region_name=self.region,
-                endpoint_url=self.endpoint_url,
-                aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                config=Config(retries={"max_attempts": 2, "mode": "standard"}),
-            )
-        return self._clients[service]
+        """A cached boto3 client for ``service`` against the emulator; safe to call from any thread.
+
+        Pulumi's mock runtime calls the appliers from a thread pool, so two appliers may ask for
+        the same client at once. boto3 sessions are not thread-safe, and a client builds its
+        modeled exception classes lazily on first use: two threads doing that together can each
+        get their own ``ResourceNotFoundException`` class, and an ``except`` on one then misses an
+        error raised as the other. Clients are therefore made, and their exceptions loaded, under
+        a lock from one session the emulator owns.
+        """
+        client = self._clients.get(service)
+        if client is not None:
+            return client
+        with self._clients_lock:
+            client = self._clients.get(service)
+            if client is None:
+                if self._session is None:
+                    self._session = boto3.session.Session()
+                client = self._session.client(
+                    service,
+                    region_name=self.region,
+                    endpoint_url=self.endpoint_url,
+                    aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                    aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                    config=Config(retries={"max_attempts": 2, "mode": "standard"}),
+                )
+                _ = client.exceptions  # load the modeled exception classes once, here
+                self._clients[service] = client
+        return client
 
     def backend(self, service: str) -> Any:
         """moto's in-process backend of ``service`` for this account and region."""
