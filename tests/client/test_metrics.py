@@ -173,7 +173,9 @@ def test_full_queue_drops_and_counts_instead_of_blocking() -> None:
         started = time.perf_counter()
         for _ in range(500):
             bg.record_invocation("ep-dev", "stable", 3, False)
-        assert time.perf_counter() - started < 0.5
+        # Blocking on the full queue would wait out ~0.2 s per flush for ~100 s; a loaded CI
+        # machine still records 500 in well under 5 s when nothing blocks.
+        assert time.perf_counter() - started < 5
         assert bg.stats.dropped > 0
     finally:
         bg.close()
