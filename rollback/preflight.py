@@ -9,6 +9,11 @@ stack file declares, and refuses when the update would:
 * re-promote a quarantined version (as stable; as candidate the program keeps it at 0 itself),
 * reset live weights in the middle of a progressive rollout.
 
+It also warns (without failing) when the update changes the endpoint's set of variant names, e.g.
+``[stable]`` -> ``[stable, candidate]`` when a release starts: SageMaker's deployment guardrails
+require a blue/green update to keep the variant names, so such an update may be refused or run
+without the declared canary/linear bake (docs/config.md, "Open risk").
+
 :func:`check_endpoint` is pure (no I/O) so every rule is unit-tested on plain values;
 :func:`gather_live` reads the live side with injected boto3 clients.
 """
@@ -38,6 +43,16 @@ class Declared:
     steps: tuple[float, ...]  # candidate percents, as in the rollout plan
 
     @property
+    def variants(self) -> frozenset[str]:
+        """Variant names the program declares: ``stable``, plus ``candidate`` / ``shadow`` when set."""
+        roles = {names.STABLE}
+        if self.candidate is not None:
+            roles.add(names.CANDIDATE)
+        if self.shadow is not None:
+            roles.add(names.SHADOW)
+        return frozenset(roles)
+
+    @property
     def plan_fields(self) -> dict[str, Any]:
         """Rollout-plan fields whose change gives a new endpoint config (bake times etc. do not)."""
         return {
@@ -59,6 +74,7 @@ class Live:
     plan: dict[str, Any] | None = None
     progress: dict[str, Any] | None = None
     quarantine: dict[str, Any] | None = None
+    variants: frozenset[str] | None = None  # production and shadow variant names; None = not read
 
 
 @dataclass(frozen=True)
@@ -194,6 +210,20 @@ def check_endpoint(declared: Declared, live: Live) -> list[Finding]:
                     f"`mlrollback rollback --endpoint {ep}`, then change the release",
                 )
             )
+    if live.variants is not None and live.variants != declared.variants:
+        before, after = ", ".join(sorted(live.variants)), ", ".join(sorted(declared.variants))
+        out.append(
+            Finding(
+                ep,
+                "warning",
+                "variant-set-changes",
+                f"pulumi up changes the variants of {declared.physical} from [{before}] to [{after}]; "
+                "SageMaker's deployment guardrails require a blue/green update to keep the variant "
+                "names, so this update may be refused or run without its declared bake",
+                "watch the update with `mlrollback status`; the rollout itself is stepped by the "
+                "stepper's weight changes either way (docs/config.md, 'Open risk')",
+            )
+        )
     if not out:
         out.append(Finding(ep, "info", "ok", f"{declared.physical}: pulumi up keeps the live traffic split"))
     return out
@@ -228,11 +258,14 @@ def gather_live(sagemaker: Any, ssm: Any, stack: str, physical: str) -> Live:
         if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
             return Live(physical, exists=False)
         raise
+    variants = [v["VariantName"] for v in desc.get("ProductionVariants") or []]
+    variants += [v["VariantName"] for v in desc.get("ShadowProductionVariants") or []]
     return Live(
         physical,
         exists=True,
         status=desc.get("EndpointStatus"),
         weights=live_weights(desc),
+        variants=frozenset(variants),
         plan=_get_json_parameter(ssm, names.rollout_plan_parameter(stack, physical)),
         progress=_get_json_parameter(ssm, names.rollout_progress_parameter(stack, physical)),
         quarantine=_get_json_parameter(ssm, names.quarantine_parameter(stack, physical)),
