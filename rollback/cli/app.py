@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rollback.errors import ConfigError, CredentialsError, MLRollbackError, NotFoundError
 
@@ -50,7 +51,7 @@ def main() -> None:
     try:
         app()
     except MLRollbackError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise SystemExit(exc.exit_code) from None
 
 
@@ -171,5 +172,5 @@ def cli_errors() -> Iterator[None]:
                 raise NotFoundError(f"{message} (is the stack deployed? run `pulumi up` first)") from None
             raise MLRollbackError(f"AWS error {code}: {message}") from None
     except MLRollbackError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None

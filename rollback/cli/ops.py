@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from rollback import audit, clock, names, preflight
@@ -200,13 +201,13 @@ def status(
             if st.get("quarantine"):
                 q = st["quarantine"]
                 console.print(
-                    f"  [red]quarantined[/]: {q.get('version')} at {q.get('at')} by {q.get('by')}: "
-                    f"{q.get('reason')}"
+                    f"  [red]quarantined[/]: {escape(str(q.get('version')))} at {q.get('at')} by "
+                    f"{escape(str(q.get('by')))}: {escape(str(q.get('reason')))}"
                 )
             for item in st["recent"]:
                 console.print(
                     f"  {item.get('at', '')[:19]} {item.get('action')} {item.get('version') or ''} "
-                    f"{item.get('outcome')} {item.get('actor')}",
+                    f"{item.get('outcome')} {escape(str(item.get('actor')))}",
                     highlight=False,
                 )
 
@@ -268,8 +269,8 @@ def history(
             cells += [
                 r.get("action", "") + ("" if outcome == "done" else f" ({outcome})"),
                 str(r.get("version") or ""),
-                r.get("actor", ""),
-                str(r.get("reason") or ""),
+                escape(str(r.get("actor", ""))),
+                escape(str(r.get("reason") or "")),
             ]
             table.add_row(*cells)
         console.print(table)
@@ -314,7 +315,8 @@ def rollback(
         if json_out:
             print_json(result)
         else:
-            console.print(f"{ep.physical_name}: {result.get('action', 'drain')} - {result.get('reason', '')}")
+            why = escape(str(result.get("reason", "")))
+            console.print(f"{ep.physical_name}: {result.get('action', 'drain')} - {why}", highlight=False)
 
 
 @app.command(rich_help_panel="Guard")
@@ -356,10 +358,11 @@ def preflight_cmd(
             colour = {"error": "red", "warning": "yellow", "info": "green"}
             for f in findings:
                 console.print(
-                    f"[{colour[f.severity]}]{f.severity}[/] {f.endpoint}: {f.message}", highlight=False
+                    f"[{colour[f.severity]}]{f.severity}[/] {escape(f.endpoint)}: {escape(f.message)}",
+                    highlight=False,
                 )
                 if f.fix and f.severity != "info":
-                    console.print(f"    fix: {f.fix}", highlight=False, soft_wrap=True)
+                    console.print(f"    fix: {escape(f.fix)}", highlight=False, soft_wrap=True)
         if errors:
             raise GateError(
                 f"preflight failed for stack {stack}: {len(errors)} problem(s); pulumi up is not safe"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rollback import names
@@ -174,10 +175,12 @@ def _render_shadow(report: Any) -> None:
             table.add_row(f"{label} 5xx rate / mean latency", f"{_pct(health.error_rate)} / {lat}")
     console.print(table)
     for reason in report.reasons:
-        console.print(f"- {reason}")
+        console.print(f"- {escape(str(reason))}", highlight=False)
     for example in report.disagreements:
         console.print(
-            f"  disagree {example['id']}: production={example['production']} shadow={example['shadow']}"
+            f"  disagree {escape(str(example['id']))}: production={escape(str(example['production']))} "
+            f"shadow={escape(str(example['shadow']))}",
+            highlight=False,
         )
 
 
@@ -248,7 +251,7 @@ def ab_report(
             console.print(table)
             console.print(f"required per arm: {report.required_per_arm or '-'}")
             for reason in report.reasons:
-                console.print(f"- {reason}")
+                console.print(f"- {escape(str(reason))}", highlight=False)
         if check and report.verdict != "candidate-better":
             raise GateError(f"A/B verdict for {physical} is {report.verdict}")
 
@@ -315,7 +318,9 @@ def drift_report(
         if json_out:
             print_json(report.to_dict())
             return
-        console.print(f"[bold]{physical}[/] {report.variant}: {report.status} — {report.message}")
+        console.print(
+            f"[bold]{physical}[/] {report.variant}: {report.status} — {escape(str(report.message))}"
+        )
         table = Table("feature", "PSI", "KS D", "KS p", "n baseline", "n current")
         for f in report.features:
             table.add_row(

@@ -91,6 +91,18 @@ def test_preflight_passes_mid_rollout_when_the_release_is_unchanged(
     assert result.exit_code == 0, result.output
 
 
+def test_preflight_warns_but_passes_when_a_release_adds_the_candidate_variant(
+    project: Path, aws: dict[str, Any]
+) -> None:
+    # Live: stable only (no release yet); the dev stack file declares candidate v2.
+    deploy_endpoint(aws, "dev", weights={"stable": 100}, candidate=None)
+    result = _run("preflight", "--stack", "dev")
+    assert result.exit_code == 0, result.output
+    assert "warning fraud-scorer: pulumi up changes the variants of fraud-scorer-dev" in _flat(result)
+    assert "from [stable] to [candidate, stable]" in _flat(result)
+    assert "fix: watch the update with `mlrollback status`" in _flat(result)
+
+
 # -- errors ----------------------------------------------------------------------------------------
 
 
@@ -181,6 +193,24 @@ def test_status_and_history_json(project: Path, aws: dict[str, Any]) -> None:
     assert ep["recent"][0]["action"] == "drain"
     history = json.loads(_run("history", "--stack", "dev", "--json").stdout)
     assert [h["action"] for h in history] == ["drain"]
+
+
+def test_reasons_with_brackets_are_printed_as_typed_not_read_as_markup(
+    project: Path, aws: dict[str, Any]
+) -> None:
+    # Rich reads "[red]" as a style and raises on an unmatched "[/x]": operator text must be escaped.
+    audit_table(aws, "dev")
+    deploy_endpoint(aws, "dev", weights={"stable": 90, "candidate": 10})
+    reason = "[red]p99 doubled[/red], see [/runbook]"
+    rolled = _run("rollback", "-s", "dev", "-e", "fraud-scorer", "-r", reason, "--yes")
+    assert rolled.exit_code == 0, rolled.output
+    assert reason in _flat(rolled)
+    history = runner.invoke(app, ["history", "--stack", "dev"], env={"COLUMNS": "200"})
+    assert history.exit_code == 0, history.output
+    assert reason in _flat(history)
+    status = runner.invoke(app, ["status", "--stack", "dev"], env={"COLUMNS": "200"})
+    assert status.exit_code == 0, status.output
+    assert reason in _flat(status)
 
 
 # -- revert ------------------------------------------------------------------------------------------
