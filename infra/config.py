@@ -122,6 +122,10 @@ class Strategy:
     min_requests_per_step: int = 100
     guardrail_wait_seconds: int = 300
     max_execution_timeout_seconds: int = 1800
+    #: Declare the candidate variant even without a release (serving the stable version at weight
+    #: 0), so every update keeps the variant names SageMaker's guardrails require. Costs the idle
+    #: candidate's instances.
+    keep_variant_names: bool = False
 
     def candidate_steps(self) -> tuple[int, ...]:
         """Candidate percents the rollout walks through, first one declared by the program."""
@@ -211,6 +215,12 @@ class EndpointConfig:
         """Catalog keys that the release declares, in role order, without duplicates."""
         keys = [self.release.stable, self.release.candidate, self.release.shadow]
         return tuple(dict.fromkeys(k for k in keys if k))
+
+    def production_roles(self) -> tuple[str, ...]:
+        """Production variant names declared: ``stable``, and ``candidate`` when released or kept idle."""
+        if self.release.candidate or self.strategy.keep_variant_names:
+            return (names.STABLE, names.CANDIDATE)
+        return (names.STABLE,)
 
     def alarm_names(self, roles: tuple[str, ...] = (names.STABLE, names.CANDIDATE)) -> list[str]:
         """Alarm names of this endpoint for ``roles`` x every KPI, stable across releases."""
@@ -477,6 +487,7 @@ def _parse_strategy(raw: Any, key: str, problems: _Problems) -> Strategy:
             "minRequestsPerStep",
             "guardrailWaitSeconds",
             "maxExecutionTimeoutSeconds",
+            "keepVariantNames",
         }
     )
     stype = r.str_("type", "canary") or "canary"
@@ -514,6 +525,7 @@ def _parse_strategy(raw: Any, key: str, problems: _Problems) -> Strategy:
         min_requests_per_step=r.int_("minRequestsPerStep", 100, 0),
         guardrail_wait_seconds=guardrail_wait,
         max_execution_timeout_seconds=max_exec,
+        keep_variant_names=r.bool_("keepVariantNames", False),
     )
 
 
@@ -1062,7 +1074,9 @@ def declared_weights(ep: EndpointConfig, *, quarantined: bool = False) -> dict[s
     so ``pulumi up`` never silently re-promotes a rolled-back version.
     """
     if not ep.release.candidate:
-        return {names.STABLE: 100}
+        # An idle candidate (strategy.keepVariantNames) serves the stable version and no traffic.
+        idle = {names.CANDIDATE: 0} if ep.strategy.keep_variant_names else {}
+        return {names.STABLE: 100, **idle}
     first = ep.strategy.candidate_steps()[0]
     cand = 0 if quarantined else first
     return {names.STABLE: 100 - cand, names.CANDIDATE: cand}

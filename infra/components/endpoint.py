@@ -202,6 +202,10 @@ class Endpoint(pulumi.ComponentResource):
             production.append(
                 variant(names.CANDIDATE, ep.release.candidate, args.weights.get(names.CANDIDATE, 0))
             )
+        elif ep.strategy.keep_variant_names:
+            # Idle candidate: the stable model at weight 0 keeps the variant names of every update
+            # equal, which SageMaker's blue/green guardrails require (docs/config.md).
+            production.append(variant(names.CANDIDATE, ep.release.stable, 0))
         shadow = (
             [variant(names.SHADOW, ep.release.shadow, ep.strategy.shadow_percent)]
             if ep.release.shadow
