@@ -41,12 +41,13 @@ class Declared:
     shadow: str | None
     strategy: str
     steps: tuple[float, ...]  # candidate percents, as in the rollout plan
+    keep_variant_names: bool = False  # strategy.keepVariantNames: an idle candidate without a release
 
     @property
     def variants(self) -> frozenset[str]:
         """Variant names the program declares: ``stable``, plus ``candidate`` / ``shadow`` when set."""
         roles = {names.STABLE}
-        if self.candidate is not None:
+        if self.candidate is not None or self.keep_variant_names:
             roles.add(names.CANDIDATE)
         if self.shadow is not None:
             roles.add(names.SHADOW)
@@ -220,8 +221,9 @@ def check_endpoint(declared: Declared, live: Live) -> list[Finding]:
                 f"pulumi up changes the variants of {declared.physical} from [{before}] to [{after}]; "
                 "SageMaker's deployment guardrails require a blue/green update to keep the variant "
                 "names, so this update may be refused or run without its declared bake",
-                "watch the update with `mlrollback status`; the rollout itself is stepped by the "
-                "stepper's weight changes either way (docs/config.md, 'Open risk')",
+                "watch the update with `mlrollback status`; to keep the names on every later update, "
+                f"set strategy.keepVariantNames: true on endpoint {ep} in the stack file (an idle "
+                "candidate; docs/config.md)",
             )
         )
     if not out:

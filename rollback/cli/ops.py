@@ -188,7 +188,7 @@ def status(
                 )
                 table.add_row(
                     role,
-                    str(plan.get(role) or "?"),
+                    _version(plan, role),
                     _pct(st.get("percents"), role),
                     _desired(variants.get(role), st.get("variants") or []),
                     _instances(variants.get(role)),
@@ -276,6 +276,15 @@ def history(
         console.print(table)
 
 
+def _version(plan: dict[str, Any], role: str) -> str:
+    """The version a variant serves per the plan; an idle candidate serves the stable version."""
+    if plan.get(role):
+        return str(plan[role])
+    if role == names.CANDIDATE and plan.get(names.STABLE):
+        return f"{plan[names.STABLE]} (idle)"
+    return "?"
+
+
 @app.command(rich_help_panel="Operate")
 def rollback(
     stack: StackOpt,
@@ -348,6 +357,7 @@ def preflight_cmd(
                 shadow=ep.release.shadow,
                 strategy=ep.strategy.type,
                 steps=tuple(float(s) for s in ep.strategy.candidate_steps()) if ep.release.candidate else (),
+                keep_variant_names=ep.strategy.keep_variant_names,
             )
             live = preflight.gather_live(ctx.clients.sagemaker, ctx.clients.ssm, stack, ep.physical_name)
             findings += preflight.check_endpoint(declared, live)

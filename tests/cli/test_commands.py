@@ -213,6 +213,17 @@ def test_reasons_with_brackets_are_printed_as_typed_not_read_as_markup(
     assert reason in _flat(status)
 
 
+def test_status_shows_an_idle_candidate_as_serving_the_stable_version(
+    project: Path, aws: dict[str, Any]
+) -> None:
+    audit_table(aws, "dev")
+    deploy_endpoint(aws, "dev", weights={"stable": 100, "candidate": 0}, candidate=None)
+    result = runner.invoke(app, ["status", "--stack", "dev"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "candidate" in line and "%" in line)
+    assert "v1 (idle)" in row
+
+
 # -- revert ------------------------------------------------------------------------------------------
 
 

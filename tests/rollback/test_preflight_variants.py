@@ -81,3 +81,24 @@ def test_gather_live_reads_production_and_shadow_variant_names() -> None:
     live = gather_live(_SageMaker(), _SSM(), "dev", "fraud-scorer-dev")
     assert live.variants == frozenset({"stable", "shadow"})
     assert live.weights == {"stable": 100.0}
+
+
+def test_an_idle_candidate_keeps_the_set_so_finalize_gives_no_warning() -> None:
+    declared = Declared(
+        endpoint="fraud-scorer",
+        physical="fraud-scorer-dev",
+        stable="v2",
+        candidate=None,
+        shadow=None,
+        strategy="canary",
+        steps=(),
+        keep_variant_names=True,
+    )
+    live = _live({"stable", "candidate"}, {"stable": 0.0, "candidate": 100.0})
+    findings = check_endpoint(declared, live)
+    assert "variant-set-changes" not in [f.code for f in findings]
+
+
+def test_the_warning_names_the_option_that_avoids_it() -> None:
+    finding = check_endpoint(_declared(), _live({"stable"}, {"stable": 100.0}))[0]
+    assert "strategy.keepVariantNames: true on endpoint fraud-scorer" in finding.fix
