@@ -271,20 +271,29 @@ def _update_weights(
     )
 
 
-def _plan_version(
+def _plan_role(
     clients: Clients, settings: Settings, endpoint: str, role: str, retry: RetryPolicy
-) -> str | None:
+) -> tuple[bool, str | None]:
+    """(whether a readable rollout plan exists, the version it gives ``role``)."""
     text = call(
         "GetParameter", records.get_text, retry, ssm=clients.ssm, name=settings.plan_parameter(endpoint)
     )
     if text is None:
-        return None
+        return False, None
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        return None
-    value = data.get(role) if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None
+        return False, None
+    if not isinstance(data, dict):
+        return False, None
+    value = data.get(role)
+    return True, value if isinstance(value, str) else None
+
+
+def _plan_version(
+    clients: Clients, settings: Settings, endpoint: str, role: str, retry: RetryPolicy
+) -> str | None:
+    return _plan_role(clients, settings, endpoint, role, retry)[1]
 
 
 # --- drain ---------------------------------------------------------------------------------
@@ -648,7 +657,16 @@ def _already_drained(
     )
     existing = Quarantine.parse(settings.quarantine_parameter(endpoint), text) if text else None
     if version is None:
-        version = _plan_version(clients, settings, endpoint, names.CANDIDATE, retry)
+        plan_found, version = _plan_role(clients, settings, endpoint, names.CANDIDATE, retry)
+        if plan_found and version is None:
+            # strategy.keepVariantNames: between releases the candidate variant serves the stable
+            # version at weight 0. Quarantining "unknown" would only add noise to the records.
+            return _result(
+                "skipped",
+                f"no candidate is released on {endpoint}: the candidate variant is idle (it serves the "
+                "stable version at weight 0); nothing to drain",
+                **base,
+            )
     version = version or "unknown"
     base["version"] = version
     if existing is not None and existing.version == version:

@@ -341,3 +341,22 @@ def test_manual_drain_without_a_topic_setting_notifies_the_stack_topic(world: Wo
 
     [message] = world.messages()
     assert message["body"]["by"] == "cli:alice" and message["body"]["kind"] == "manual"
+
+
+def test_an_idle_candidate_is_not_drained_quarantined_or_announced(world: World) -> None:
+    # strategy.keepVariantNames between releases: candidate variant at 0, the plan has no candidate.
+    world.add_endpoint("idle-scorer", stable=100.0, candidate=0.0)
+    physical = names.endpoint_name("dev", "idle-scorer")
+    world.put_plan(physical, candidate=None, steps=[])
+    alarm = world.add_alarm(physical, names.CANDIDATE, "errors", None)
+
+    manual = drain(world.clients, world.settings, physical, actor="cli:alice", reason="checking")
+    fired = handle(world, alarm_event(alarm, physical, names.CANDIDATE, version=None))
+
+    for result in (manual, fired):
+        assert result["action"] == "skipped", result
+        assert "candidate variant is idle" in result["reason"]
+    assert "UpdateEndpointWeightsAndCapacities" not in world.log.ops()
+    assert world.quarantine(physical) is None
+    assert world.audit_items(physical) == []
+    assert world.messages() == []
