@@ -34,6 +34,10 @@ STRATEGIES: Final[tuple[str, ...]] = ("canary", "linear", "blue-green", "all-at-
 #: Strategies whose rollout is a single declared step (nothing for the stepper to advance).
 SINGLE_STEP_STRATEGIES: Final[frozenset[str]] = frozenset({"blue-green", "all-at-once", "ab", "shadow"})
 METRIC_SOURCES: Final[tuple[str, ...]] = ("custom", "builtin")
+#: KPIs and roles of the blue/green auto-rollback (guardrail) alarms: the ones every endpoint always
+#: has, so the ForceNew guardrail list never changes with the triggers (``guardrail_alarm_names``).
+GUARDRAIL_KPIS: Final[tuple[str, ...]] = ("errors", "latency")
+GUARDRAIL_ROLES: Final[tuple[str, ...]] = (names.STABLE, names.CANDIDATE)
 DRIFT_ACTIONS: Final[tuple[str, ...]] = ("rollback", "notify")
 
 #: ``framework`` values -> SageMaker prebuilt ECR repository, resolved at deploy time with the
@@ -76,7 +80,38 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _INSTANCE_RE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
 _VERSION_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_IMAGE_RE = re.compile(r"^\S+/\S+(:\S+|@sha256:[0-9a-f]{64})$")
+#: An Amazon ECR image: SageMaker pulls a model's image from ECR only, unless the model sets VPC image
+#: access (ImageConfig RepositoryAccessMode=Vpc + VpcConfig), which this program does not declare.
+ECR_IMAGE_RE: Final = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
+    r"(?P<repo>[a-z0-9][a-z0-9._/-]*)(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$"
+)
+
+#: Instance families with local NVMe instance storage although their name has no "d" attribute (EC2's
+#: naming marks instance store with "d": m5d, c6id, g4dn, p4d, ...).
+_LOCAL_STORAGE_FAMILIES: Final = frozenset(
+    {"g5", "g6", "g6e", "gr6", "p5", "p5e", "p5en", "p6-b200", "p6e-gb200", "trn1", "trn1n", "trn2", "dl1"}
+)
+_FAMILY_RE = re.compile(r"^(?P<series>[a-z]+)(?P<generation>\d+)(?P<attributes>[a-z]*)(-.*)?$")
+
+
+def has_local_instance_storage(instance_type: str) -> bool:
+    """Whether ``ml.<family>.<size>`` is a Nitro instance with local (NVMe) instance storage.
+
+    CreateEndpointConfig fails when KmsKeyId is set and a variant runs on such an instance: its local
+    volumes are encrypted by a hardware module on the instance and cannot take a KMS key. EC2 marks
+    instance store with a "d" attribute (m5d, c6id, r6id, g4dn, p3dn, p4d, ...); a few families have
+    NVMe storage without it (g5, g6, g6e, p5, trn1, ...), listed in ``_LOCAL_STORAGE_FAMILIES``.
+    """
+    parts = instance_type.split(".")
+    if len(parts) != 3:
+        return False
+    family = parts[1]
+    if family in _LOCAL_STORAGE_FAMILIES:
+        return True
+    m = _FAMILY_RE.match(family)
+    return bool(m and "d" in m["attributes"])
+
 
 # ----------------------------------------------------------------------------------------------
 # Typed model
@@ -181,8 +216,11 @@ class Triggers:
     drift: DriftTrigger | None = None
 
     def kpis(self) -> tuple[str, ...]:
-        """KPIs that get an alarm per role; depends on triggers only (alarm names never churn)."""
-        kpis = ["errors", "latency"]
+        """KPIs that get an alarm per role; depends on triggers only (alarm names never churn).
+
+        Always starts with the guardrail KPIs, so the guardrail alarms always exist.
+        """
+        kpis = list(GUARDRAIL_KPIS)
         if self.quality is not None:
             kpis.append("quality")
         if self.drift is not None:
@@ -227,10 +265,20 @@ class EndpointConfig:
         return [names.alarm_name(self.physical_name, r, k) for r in roles for k in self.triggers.kpis()]
 
     def rollback_alarm_names(self, roles: tuple[str, ...] = (names.STABLE, names.CANDIDATE)) -> list[str]:
-        """Alarm names whose ALARM state drains the candidate (event rule and blue/green guardrail)."""
+        """Alarm names whose ALARM state drains the candidate (the EventBridge rule, the rollout plan)."""
         return [
             names.alarm_name(self.physical_name, r, k) for r in roles for k in self.triggers.rollback_kpis()
         ]
+
+    def guardrail_alarm_names(self) -> list[str]:
+        """The endpoint's blue/green auto-rollback alarms: errors + latency of stable and candidate.
+
+        ``deployment_config.auto_rollback_configuration`` is ForceNew in the provider, so this list
+        depends on the physical name only: optional triggers (quality, drift, drift.action) must not
+        change it, or changing them would replace the explicitly named endpoint (delete, then create).
+        Those alarms exist for every endpoint (candidate ones too, without a candidate).
+        """
+        return [names.alarm_name(self.physical_name, r, k) for r in GUARDRAIL_ROLES for k in GUARDRAIL_KPIS]
 
 
 @dataclass(frozen=True)
@@ -394,6 +442,12 @@ def _percent(r: _Reader, name: str, default: int, *, lo_open: bool = True) -> in
 _SAGEMAKER_NAME_MAX = 63
 #: Pulumi's auto-naming appends "-" and 7 random characters to the logical name.
 _AUTONAME_SUFFIX = 8
+#: IAM role names: at most 64 characters (the provider refuses a longer auto-name before any call).
+_IAM_ROLE_NAME_MAX = 64
+#: Logical name of an endpoint's SageMaker execution role: ``<physical endpoint>`` + this, auto-named.
+#: Kept (not shortened) because renaming it would replace every deployed role and, through the models'
+#: ForceNew ``execution_role_arn``, every model: endpoint names are validated against it instead.
+EXECUTION_ROLE_SUFFIX: Final = "-execution-role"
 
 
 def model_name_part(version: str) -> str:
@@ -404,7 +458,16 @@ def model_name_part(version: str) -> str:
 def _check_generated_names(
     physical: str, versions: Mapping[str, Any], name_key: str, versions_key: str, problems: _Problems
 ) -> None:
-    """Names the program auto-generates must be valid SageMaker names, or `pulumi up` fails mid-way."""
+    """Auto-generated names must be valid SageMaker and IAM names, or `pulumi up` fails mid-way."""
+    role_len = len(f"{physical}{EXECUTION_ROLE_SUFFIX}") + _AUTONAME_SUFFIX
+    if role_len > _IAM_ROLE_NAME_MAX:
+        longest = _IAM_ROLE_NAME_MAX - _AUTONAME_SUFFIX - len(EXECUTION_ROLE_SUFFIX)
+        problems.add(
+            name_key,
+            f"the endpoint's execution role name '{physical}{EXECUTION_ROLE_SUFFIX}-xxxxxxx' would be "
+            f"{role_len} characters and IAM allows {_IAM_ROLE_NAME_MAX}; shorten the endpoint name so that "
+            f"'{physical}' (name + '-' + stack) is at most {longest} characters",
+        )
     config_len = len(f"{physical}-config") + _AUTONAME_SUFFIX
     if config_len > _SAGEMAKER_NAME_MAX:
         longest = _SAGEMAKER_NAME_MAX - _AUTONAME_SUFFIX - len("-config")
@@ -450,8 +513,14 @@ def _parse_version(key: str, raw: Any, vkey: str, problems: _Problems, root: Pat
         problems.add(vkey, "set either image or framework + frameworkVersion, not both")
     elif not image and not framework:
         problems.add(vkey, "set image (an ECR image URI) or framework + frameworkVersion")
-    if image and not _IMAGE_RE.match(image):
-        problems.add(r.k("image"), f"{image!r} is not an image URI like <registry>/<repo>:<tag>")
+    if image and not ECR_IMAGE_RE.match(image):
+        problems.add(
+            r.k("image"),
+            f"{image!r} is not an Amazon ECR image URI like "
+            "<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag> (or @sha256:<digest>); SageMaker pulls "
+            "only from ECR unless the model is set up for VPC image access, which this program does not do: "
+            "push the image to ECR, or use framework + frameworkVersion",
+        )
     if framework:
         if framework not in FRAMEWORK_REPOSITORIES:
             known = ", ".join(sorted(FRAMEWORK_REPOSITORIES))
@@ -768,6 +837,13 @@ def _parse_endpoint(
             )
     elif shadow:
         problems.add(rel.k("shadow"), f"a shadow version needs strategy.type: shadow (got {strategy.type!r})")
+    if strategy.keep_variant_names and (shadow or strategy.type == "shadow"):
+        problems.add(
+            f"{skey}.keepVariantNames",
+            "an idle candidate would be a second production variant, but SageMaker allows only one "
+            "production variant next to a shadow variant; remove keepVariantNames (or set it to false) "
+            "for strategy shadow",
+        )
     if strategy.type in STRATEGIES:
         total = guardrail_total_seconds(strategy)
         budget = min(GUARDRAIL_BUDGET_SECONDS, strategy.max_execution_timeout_seconds)

@@ -22,9 +22,10 @@ from infra.components.endpoint import AwsScope, Endpoint, EndpointArgs, ImageRef
 from infra.components.registry import Registry, RegistryArgs
 from infra.config import EndpointConfig, StackConfig, declared_weights, drift_endpoints, project_root_dir
 from rollback import names
+from rollback.errors import ConfigError
 
 _ECR_RE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repo>[^:@]+)"
+    r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repo>[^:@]+)"
 )
 
 
@@ -83,10 +84,14 @@ def resolve_image(cfg: StackConfig, ep: EndpointConfig, version: str, scope: Aws
             repository_name=spec.repository, image_tag=spec.framework_version, region=cfg.region
         ).registry_path
     m = _ECR_RE.match(uri)
-    if m:
-        repo_arn = f"arn:{scope.partition}:ecr:{m['region']}:{m['account']}:repository/{m['repo']}"
-    else:  # not ECR (e.g. a private registry): scope to this account's repositories of that name
-        repo_arn = scope.arn("ecr", f"repository/{uri.rsplit('/', 1)[-1].split(':')[0].split('@')[0]}")
+    if not m:
+        # Validation admits ECR images only (SageMaker pulls from nowhere else without VPC image
+        # access); a prebuilt-image lookup answering something else is a provider surprise.
+        raise ConfigError(
+            f"{cfg.source}: endpoint {ep.name!r} version {version!r}: image {uri!r} is not in Amazon ECR; "
+            "SageMaker can only pull ECR images here"
+        )
+    repo_arn = f"arn:{scope.partition}:ecr:{m['region']}:{m['account']}:repository/{m['repo']}"
     return ImageRef(uri=uri, repository_arn=repo_arn)
 
 
@@ -187,7 +192,7 @@ def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any
                 bucket_name=registry.bucket_name,
                 bucket_arn=registry.bucket_arn,
                 kms_key_arn=registry.kms_key_arn,
-                guardrail_alarms=ep.rollback_alarm_names(),
+                guardrail_alarms=ep.guardrail_alarm_names(),
                 tags=tags,
             ),
             # SageMaker checks that auto-rollback alarms exist when the endpoint is updated.

@@ -2,8 +2,9 @@
 
 Production endpoints (a stack listed in the ``productionStacks`` config, default ``prod``) must
 have auto-rollback alarms, data capture, at least two instances per variant and an encrypted
-endpoint config; every stack must keep its buckets private, encrypt data at rest and grant IAM
-actions by name (no ``*``). Properties arrive with the engine's camelCase names.
+endpoint config (a KMS key, except on instances with local NVMe storage, which take none); every
+stack must keep its buckets private, encrypt data at rest and grant IAM actions by name (no ``*``).
+Properties arrive with the engine's camelCase names.
 
 Each validation is a plain function of ``(args, report_violation)``, so tests build the
 validation arguments themselves and call it (see tests/policy).
@@ -24,6 +25,8 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
+
+from infra.config import has_local_instance_storage
 
 ENDPOINT = "aws:sagemaker/endpoint:Endpoint"
 ENDPOINT_CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
@@ -124,8 +127,22 @@ def _min_instances(args: ResourceValidationArgs, report_violation: ReportViolati
 
 
 def _endpoint_encryption(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    """Production model volumes and captured data are encrypted with a customer managed key."""
+    """Production model volumes and captured data are encrypted with a customer managed key.
+
+    Exempt: a config with a variant on an instance with local NVMe storage (ml.g5, ml.g4dn, ml.m5d,
+    ...). Those disks are encrypted by a hardware module and CreateEndpointConfig fails when a
+    KmsKeyId is given, so the program leaves it out for them.
+    """
     if args.resource_type != ENDPOINT_CONFIG:
+        return
+    variants = [
+        *(args.props.get("productionVariants") or []),
+        *(args.props.get("shadowProductionVariants") or []),
+    ]
+    if any(
+        isinstance(v, Mapping) and has_local_instance_storage(str(v.get("instanceType") or ""))
+        for v in variants
+    ):
         return
     if not args.props.get("kmsKeyArn"):
         report_violation(

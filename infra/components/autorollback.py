@@ -80,6 +80,36 @@ class AutoRollbackArgs:
 
 #: EventBridge's default quota for one rule's event pattern, in characters (adjustable to 4096).
 EVENT_PATTERN_LIMIT = 2048
+#: IAM's quota for all inline policies of one role together, counted without whitespace.
+INLINE_POLICY_LIMIT = 10_240
+
+
+def stack_resource_patterns(
+    scope: AwsScope, stack: str, watched_alarms: Sequence[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """ARN patterns (endpoints, endpoint configs, alarms) of this stack's names, whatever its size.
+
+    Listing every endpoint and alarm ARN passed IAM's 10,240-character inline-policy quota at about
+    ten endpoints; one pattern per name *shape* keeps the policy size independent of the endpoint
+    count. Every physical name of the stack ends with ``-<stack>`` (``names.endpoint_name``), configs
+    are auto-named ``<endpoint>-config-<random>`` and alarms ``<endpoint>-<role>-<kpi>``
+    (``names.alarm_name``); the alarm patterns name each (role, KPI) the stack watches. Another stack
+    whose name ends with ``-<stack>`` in the same account and region would match too, but its physical
+    names could already clash with this one's (``a-b`` + ``dev`` = ``a`` + ``b-dev``): such stacks must
+    not share an account and region (docs/config.md).
+    """
+    endpoints = [scope.arn("sagemaker", f"endpoint/*-{stack}")]
+    configs = [scope.arn("sagemaker", f"endpoint-config/*-{stack}-config-*")]
+    shapes: set[tuple[str, str]] = set()
+    for alarm in watched_alarms:
+        parsed = names.parse_alarm_name(alarm)
+        if parsed is None or not parsed[0].endswith(f"-{stack}"):
+            raise ValueError(f"alarm {alarm!r} is not named by names.alarm_name for stack {stack!r}")
+        shapes.add((parsed[1], parsed[2]))
+    alarms = [
+        scope.arn("cloudwatch", f"alarm:{names.alarm_name(f'*-{stack}', r, k)}") for r, k in sorted(shapes)
+    ]
+    return endpoints, configs, alarms
 
 
 def alarm_event_pattern(alarms: Sequence[str]) -> dict[str, Any]:
@@ -246,11 +276,7 @@ class AutoRollback(pulumi.ComponentResource):
             opts=child,
         )
 
-        endpoint_arns = [scope.arn("sagemaker", f"endpoint/{e.lower()}") for e in args.endpoint_names]
-        config_arns = [
-            scope.arn("sagemaker", f"endpoint-config/{e.lower()}-config-*") for e in args.endpoint_names
-        ]
-        alarm_arns = [scope.arn("cloudwatch", f"alarm:{a}") for a in sorted(args.watched_alarms)]
+        endpoint_arns, config_arns, alarm_arns = stack_resource_patterns(scope, stack, args.watched_alarms)
         quarantine_path = scope.arn("ssm", f"parameter{names.quarantine_prefix(stack)}")
         quarantine = scope.arn("ssm", f"parameter{names.quarantine_prefix(stack)}/*")
         rollout_path = scope.arn("ssm", f"parameter{names.rollout_prefix(stack)}")

@@ -47,8 +47,9 @@ class EndpointArgs:
     """Inputs of :class:`Endpoint`.
 
     ``weights`` are the declared production-variant percents by role (already 0 for a
-    quarantined candidate); ``guardrail_alarms`` the auto-rollback alarm names (must never
-    change on a release); ``images`` maps every version in use to its resolved image.
+    quarantined candidate); ``guardrail_alarms`` the auto-rollback alarm names (ForceNew in the
+    provider: must depend on the physical name only, see ``EndpointConfig.guardrail_alarm_names``);
+    ``images`` maps every version in use to its resolved image.
     """
 
     stack: str
@@ -163,7 +164,7 @@ class Endpoint(pulumi.ComponentResource):
                 statement("ArtifactsKey", ["kms:Decrypt", "kms:GenerateDataKey"], [args.kms_key_arn])
             )
         role = aws.iam.Role(
-            f"{name}-execution-role",
+            f"{name}{cfgmod.EXECUTION_ROLE_SUFFIX}",
             assume_role_policy=assume_role_policy("sagemaker.amazonaws.com"),
             description=f"SageMaker execution role of endpoint {ep.physical_name}",
             tags=tags,
@@ -173,6 +174,8 @@ class Endpoint(pulumi.ComponentResource):
             f"{name}-execution-policy", role=role.id, policy=policy_document(statements), opts=child
         )
 
+        # Models are retained on delete like the endpoint configs below: a kept config is only a
+        # revert target if the models it names still exist (models cost nothing while unused).
         models: dict[str, aws.sagemaker.Model] = {}
         for version in ep.versions_in_use():
             spec = ep.versions[version]
@@ -185,7 +188,7 @@ class Endpoint(pulumi.ComponentResource):
                     "environment": {"MLROLLBACK_MODEL_VERSION": version},
                 },
                 tags={**tags, "mlrollback:version": version},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy], retain_on_delete=True),
             )
 
         def variant(role_name: str, version: str, weight: float) -> dict[str, Any]:
@@ -220,15 +223,19 @@ class Endpoint(pulumi.ComponentResource):
         if args.kms_key_arn is not None:
             capture["kms_key_id"] = args.kms_key_arn
 
+        # Instances with local NVMe storage encrypt it in hardware and CreateEndpointConfig refuses a
+        # KmsKeyId for them; captured data is still written with the stack's key (kms_key_id above).
+        volume_key = None if cfgmod.has_local_instance_storage(ep.instance_type) else args.kms_key_arn
         # Auto-named: every attribute of an endpoint configuration forces replacement, so each
-        # change is a new config. retain_on_delete keeps the replaced ones: they are the exact,
-        # known-good targets of a stack revert (and of SageMaker's own blue/green rollback).
+        # change is a new config. retain_on_delete keeps the replaced ones (and their models, above):
+        # they are the exact, known-good targets of a stack revert (and of SageMaker's own blue/green
+        # rollback).
         endpoint_config = aws.sagemaker.EndpointConfiguration(
             f"{name}-config",
             production_variants=production,
             shadow_production_variants=shadow,
             data_capture_config=capture,
-            kms_key_arn=args.kms_key_arn,
+            kms_key_arn=volume_key,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )

@@ -188,7 +188,7 @@ def test_deployment_config_follows_the_strategy(strategy, routing):
     assert policy["maximumExecutionTimeoutInSeconds"] == 2400
 
 
-def test_auto_rollback_alarms_are_the_rollback_alarms_of_both_roles():
+def test_auto_rollback_alarms_are_the_errors_and_latency_alarms_of_both_roles():
     r = run(stack_values())
     alarms = r.named("fraud-scorer-dev-endpoint").inputs["deploymentConfig"]["autoRollbackConfiguration"][
         "alarms"
@@ -249,7 +249,7 @@ def test_alarm_names_are_stable_when_the_candidate_version_changes_but_markers_f
     ep1 = endpoint_values()
     ep2 = endpoint_values(release={"stable": "v1", "candidate": "v3"})
     ep2["versions"]["v3"] = {
-        "image": "a.example/fraud:3",
+        "image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/fraud:3",
         "modelDataUrl": "s3://models-bucket/fraud/v3/m.tar.gz",
     }
     first, second = alarms_by_name(run(stack_values(ep1))), alarms_by_name(run(stack_values(ep2)))
@@ -393,15 +393,15 @@ def test_lambda_roles_list_actions_and_scope_resources_to_this_stack(kind):
     for s in statements.values():
         assert s["Effect"] == "Allow"
         assert all(a != "*" and not a.endswith(":*") for a in s["Action"]), s
-    assert statements["Endpoints"]["Resource"] == [
-        "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/a-dev",
-        "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/b-dev",
+    assert statements["Endpoints"]["Resource"] == ["arn:aws:sagemaker:eu-west-1:123456789012:endpoint/*-dev"]
+    assert statements["EndpointConfigs"]["Resource"] == [
+        "arn:aws:sagemaker:eu-west-1:123456789012:endpoint-config/*-dev-config-*"
     ]
-    assert all(
-        a.startswith("arn:aws:cloudwatch:eu-west-1:123456789012:alarm:")
-        for a in statements["Alarms"]["Resource"]
-    )
-    assert len(statements["Alarms"]["Resource"]) == 8
+    assert statements["Alarms"]["Resource"] == [
+        f"arn:aws:cloudwatch:eu-west-1:123456789012:alarm:*-dev-{role}-{kpi}"
+        for role in ("candidate", "stable")
+        for kpi in ("errors", "latency")
+    ]
     assert statements["Audit"]["Resource"] == [r.named("mlrollback-dev-audit").outputs["arn"]]
     assert statements["Notify"]["Resource"] == [r.named("mlrollback-dev-topic").outputs["arn"]]
     log_arn = r.named(f"mlrollback-dev-{kind}-logs").outputs["arn"]

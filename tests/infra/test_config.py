@@ -191,7 +191,8 @@ def test_load_stack_file_names_the_file_in_messages(tmp_path):
     path = tmp_path / "Pulumi.qa.yaml"
     path.write_text(
         "config:\n  aws:region: eu-west-1\n  mlrollback:endpoints:\n"
-        "    - name: e\n      instanceType: ml.m5.large\n      versions: {v1: {image: a/b:1, modelDataUrl: s3://bb/m}}\n"
+        "    - name: e\n      instanceType: ml.m5.large\n"
+        "      versions: {v1: {image: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/b:1, modelDataUrl: s3://bb/m}}\n"
         "      release: {stable: v7}\n"
     )
     with pytest.raises(ConfigError) as info:
