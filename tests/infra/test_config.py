@@ -302,3 +302,103 @@ def test_shadow_verdict_gate_settings_are_validated_and_default_off():
         stack_values(endpoint_values(), rehearsal={"shadowVerdict": {"required": True, "minAgreement": 1.5}})
     )
     assert "mlrollback:rehearsal.shadowVerdict.minAgreement: 1.5 must be a share in (0, 1]" in message
+
+
+# --- Review findings: things real AWS refuses that validation used to accept ----------------------
+
+
+def test_keep_variant_names_with_a_shadow_is_rejected_naming_the_key():
+    """SageMaker allows one production variant next to a shadow variant; an idle candidate is a second."""
+    ep = endpoint_values(
+        release={"stable": "v1", "shadow": "v2"},
+        strategy={
+            "type": "shadow",
+            "shadowPercent": 50,
+            "guardrailWaitSeconds": 60,
+            "keepVariantNames": True,
+        },
+    )
+    message = rejected(stack_values(ep))
+    assert (
+        f"{SOURCE}: mlrollback:endpoints[0].strategy.keepVariantNames: an idle candidate would be a second "
+        "production variant, but SageMaker allows only one production variant next to a shadow variant; "
+        "remove keepVariantNames (or set it to false) for strategy shadow"
+    ) in message
+
+
+def test_shadow_strategy_without_keep_variant_names_is_accepted():
+    ep = endpoint_values(
+        release={"stable": "v1", "shadow": "v2"},
+        strategy={
+            "type": "shadow",
+            "shadowPercent": 50,
+            "guardrailWaitSeconds": 60,
+            "keepVariantNames": False,
+        },
+    )
+    cfg = validate(stack_values(ep), stack="dev", region="eu-west-1", source=SOURCE)
+    assert cfg.endpoints[0].production_roles() == ("stable",)
+
+
+def test_endpoint_name_whose_execution_role_name_would_pass_64_characters_is_rejected():
+    """Pulumi auto-names the role '<physical>-execution-role-' + 7 characters; IAM allows 64."""
+    name = "customer-lifetime-value-predictor-eu"  # + "-staging" = 44 characters
+    values = stack_values(endpoint_values(name=name))
+    with pytest.raises(ConfigError) as info:
+        validate(values, stack="staging", region="eu-west-1", source=SOURCE)
+    assert (
+        f"{SOURCE}: mlrollback:endpoints[0].name: the endpoint's execution role name "
+        f"'{name}-staging-execution-role-xxxxxxx' would be 67 characters and IAM allows 64; shorten the "
+        f"endpoint name so that '{name}-staging' (name + '-' + stack) is at most 41 characters"
+    ) in str(info.value)
+
+
+@pytest.mark.parametrize(("length", "ok"), [(41, True), (42, False)])
+def test_the_longest_accepted_physical_name_gives_a_64_character_role_name(length, ok):
+    name = "e" * (length - len("-dev"))
+    values = stack_values(endpoint_values(name=name))
+    if ok:
+        validate(values, stack="dev", region="eu-west-1", source=SOURCE)
+        roles = [r.name for r in run_program(config_map(values), stack="dev").of_type("iam/role:Role")]
+        assert max(len(r) + len("-xxxxxxx") for r in roles) == 64
+    else:
+        with pytest.raises(ConfigError, match="IAM allows 64"):
+            validate(values, stack="dev", region="eu-west-1", source=SOURCE)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "registry.example.com/fraud:1.0",
+        "docker.io/library/python:3.12",
+        "ghcr.io/acme/fraud@sha256:" + "a" * 64,
+        "123.dkr.ecr.eu-west-1.amazonaws.com/fraud:1.0",  # not a 12-digit account
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/fraud",  # no tag or digest
+    ],
+)
+def test_non_ecr_images_are_rejected_with_what_to_do(image):
+    """SageMaker pulls from ECR only, unless the model sets VPC image access, which the program does not."""
+    ep = endpoint_values()
+    ep["versions"]["v1"]["image"] = image
+    message = rejected(stack_values(ep))
+    assert (
+        f"{SOURCE}: mlrollback:endpoints[0].versions.v1.image: {image!r} is not an Amazon ECR image URI"
+        in message
+    )
+    assert "push the image to ECR, or use framework + frameworkVersion" in message
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/fraud:1.0",
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/fraud-scorer@sha256:" + "0" * 64,
+        "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com/fraud:1.0",
+        "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/fraud:v1_2",
+    ],
+)
+def test_ecr_images_are_accepted(image):
+    ep = endpoint_values()
+    ep["versions"]["v1"]["image"] = image
+    cfg = validate(stack_values(ep), stack="dev", region="eu-west-1", source=SOURCE)
+    assert cfg.endpoints[0].versions["v1"].image == image

@@ -69,3 +69,17 @@ def test_a_production_stack_cut_to_one_instance_is_refused(tmp_path: Path) -> No
     path.write_text(yaml.safe_dump(data))
     found = violations(run_stack_file(path), "prod")
     assert found and all(v.startswith("prod-endpoint-min-instances") for v in found), found
+
+
+def test_a_production_stack_on_local_nvme_instances_passes_without_an_endpoint_config_key(
+    tmp_path: Path,
+) -> None:
+    data = yaml.safe_load((REPO / "environments" / "Pulumi.prod.yaml").read_text())
+    for ep in data["config"]["mlrollback:endpoints"]:
+        ep["instanceType"] = "ml.g5.xlarge"
+    path = tmp_path / "Pulumi.prod.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run = run_stack_file(path)
+    configs = run.of_type("sagemaker/endpointConfiguration:EndpointConfiguration")
+    assert configs and all("kmsKeyArn" not in c.inputs for c in configs)
+    assert violations(run, "prod") == []

@@ -111,6 +111,30 @@ def test_prod_endpoint_config_without_kms_key_is_refused() -> None:
     assert _violations("prod-endpoint-encryption", _args(CONFIG, _good_config())) == []
 
 
+@pytest.mark.parametrize(
+    "instance_type", ["ml.g5.xlarge", "ml.g4dn.2xlarge", "ml.p4d.24xlarge", "ml.c6id.large"]
+)
+def test_prod_endpoint_config_on_local_nvme_instances_needs_no_kms_key(instance_type: str) -> None:
+    """CreateEndpointConfig fails with a KmsKeyId on these: their local disks are encrypted in hardware."""
+    props = _good_config()
+    del props["kmsKeyArn"]
+    for variant in props["productionVariants"]:
+        variant["instanceType"] = instance_type
+    assert _violations("prod-endpoint-encryption", _args(CONFIG, props)) == []
+
+
+def test_prod_endpoint_config_on_ebs_instances_without_kms_key_is_still_refused() -> None:
+    props = _good_config()
+    del props["kmsKeyArn"]
+    for variant in props["productionVariants"]:
+        variant["instanceType"] = "ml.m5.xlarge"
+    props["shadowProductionVariants"] = [{"variantName": "shadow", "instanceType": "ml.c5.large"}]
+    assert _violations("prod-endpoint-encryption", _args(CONFIG, props)) == [
+        "endpoint config res: kmsKeyArn is not set; production endpoint storage must be encrypted with the "
+        "stack's KMS key"
+    ]
+
+
 @pytest.mark.parametrize("action", ["*", "sagemaker:*", "ssm:Get*"])
 def test_wildcard_iam_actions_are_refused(action: str) -> None:
     doc = {
