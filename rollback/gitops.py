@@ -154,6 +154,12 @@ class StackDocument:
                     self._replace_value(rel, role, version)
             elif version is not None:
                 self._add_key(rel, role, _scalar(version))
+        # A text edit in an unusual layout could land somewhere else and still parse: read it back.
+        if self.release(name) != release:
+            raise ConfigError(
+                f"{where}: cannot edit this layout safely (the edit did not read back as "
+                f"{release.as_dict()}); set the release by hand"
+            )
 
     def add_version(self, name: str, version: str, spec: dict[str, Any]) -> bool:
         """Add ``version`` (as a one-line flow mapping) to the catalog unless present; True when added."""
@@ -163,6 +169,12 @@ class StackDocument:
         if version in catalog:
             return False
         self._add_key(catalog, version, _flow(spec))
+        # e.g. a flow mapping that closes on a later line: the '}' found may be a nested one.
+        if self.versions(name).get(version) != spec:
+            raise ConfigError(
+                f"{self.path}: {ENDPOINTS_KEY}[{self._index(name)}].versions: cannot locate where to add "
+                f"{version!r} in this layout; add it to the version catalog by hand and run again"
+            )
         return True
 
     def render(self) -> str:
@@ -170,8 +182,17 @@ class StackDocument:
         return self.text
 
     def _reparse(self, text: str) -> None:
+        """Take the edited ``text``; an edit that broke the YAML is refused, the document kept as it was."""
+        try:
+            data = self._yaml.load(text)
+        except Exception as exc:  # ruamel raises several parser/scanner error types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"{self.path}: cannot locate where to edit in this layout (the edit would not parse: "
+                f"{first}); make the change by hand"
+            ) from None
         self.text = text
-        self.data = self._yaml.load(text)
+        self.data = data
 
     def _replace_value(self, mapping: CommentedMap, key: str, value: str | None) -> None:
         lines = self.text.splitlines(keepends=True)
@@ -319,6 +340,90 @@ def write_atomic(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+class StagedFile:
+    """A stack file's new text, written and validated next to it but not yet in place.
+
+    The order a change takes is: :func:`stage` (write a temporary file beside the target and
+    validate it as the Pulumi program would), record the change, then :meth:`replace` (one rename).
+    So a refused or unwritable change is never recorded, and the recorded change is one rename away.
+    Used as a context manager, the temporary file is removed whatever happens.
+    """
+
+    def __init__(self, path: Path, tmp: Path) -> None:
+        self.path = path
+        self.tmp = tmp
+
+    def replace(self) -> None:
+        """Put the new text in place; an OSError becomes one line naming the file."""
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.discard()
+            raise MLRollbackError(
+                f"cannot write {self.path}: {exc.strerror or exc}; it is unchanged. Make the file and its "
+                "directory writable, then run the command again"
+            ) from None
+
+    def discard(self) -> None:
+        """Remove the temporary file (a no-op once :meth:`replace` moved it)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+
+    def __enter__(self) -> StagedFile:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.discard()
+
+
+def stage(path: Path, text: str, *, stack: str, hint: str) -> StagedFile:
+    """Write ``text`` beside ``path`` and validate it with ``infra.config`` (what the program runs).
+
+    Raises MLRollbackError (exit 1) naming the file when it cannot be written (read-only file or
+    directory, full disk), and ConfigError (exit 2) listing every problem plus ``hint`` (what to do)
+    when the program would reject the new text: in both cases nothing is in place and the temporary
+    file is gone. ``path`` itself is only replaced by :meth:`StagedFile.replace`.
+    """
+    from infra.config import load_stack_file
+
+    def unwritable(why: str) -> MLRollbackError:
+        return MLRollbackError(
+            f"cannot write {path}: {why}; nothing was changed or recorded. Make the file and its directory "
+            "writable, then run the command again"
+        )
+
+    if path.exists() and not os.access(path, os.W_OK):
+        raise unwritable("the file is read-only")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise unwritable(str(exc.strerror or exc)) from None
+    staged = StagedFile(path, Path(name))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(staged.tmp, path.stat().st_mode & 0o777)
+    except OSError as exc:
+        staged.discard()
+        raise unwritable(str(exc.strerror or exc)) from None
+    try:
+        load_stack_file(staged.tmp, stack)
+    except ConfigError as exc:
+        staged.discard()
+        problems = str(exc).replace(staged.tmp.name, path.name)
+        raise ConfigError(
+            f"refused: the change would leave a stack file the Pulumi program rejects, so nothing was "
+            f"written or recorded.\n{problems}\n{hint}"
+        ) from None
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

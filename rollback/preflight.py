@@ -5,7 +5,9 @@ declared ones (design.md, "Facts about the provider"). So before every ``pulumi 
 per endpoint, the live state (weights, rollout plan and progress, quarantine record) with what the
 stack file declares, and refuses when the update would:
 
-* undo a drain (the candidate is at 0 live, the stack would give it traffic again),
+* undo a drain (the candidate is at 0 live, the stack would give it traffic again), unless the
+  audit trail shows an operator cleared that version's quarantine after the drain (a deliberate
+  re-release, runbook step 4),
 * re-promote a quarantined version (as stable; as candidate the program keeps it at 0 itself),
 * reset live weights in the middle of a progressive rollout.
 
@@ -76,6 +78,9 @@ class Live:
     progress: dict[str, Any] | None = None
     quarantine: dict[str, Any] | None = None
     variants: frozenset[str] | None = None  # production and shadow variant names; None = not read
+    #: The newest ``clear-quarantine`` audit item of the live candidate version with no drain of that
+    #: version after it: the operator released the drained version again on purpose (runbook step 4).
+    released: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -179,18 +184,36 @@ def check_endpoint(declared: Declared, live: Live) -> list[Finding]:
     live_version = (live.plan or {}).get("candidate", declared.candidate)
     target = declared_candidate_percent(declared, q)
     drained = live_candidate == 0 and live.weights.get(names.STABLE, 0) > 0
+    released = live.released if (live.released or {}).get("version") == declared.candidate else None
     if drained and declared.candidate is not None and declared.candidate == live_version and target > 0:
-        out.append(
-            Finding(
-                ep,
-                "error",
-                "undoes-drain",
-                f"candidate {declared.candidate} is drained live (weight 0) but the stack declares it at "
-                f"{target:g}%; pulumi up would undo the rollback",
-                f"drop or replace the candidate (`mlrollback revert --endpoint {ep}`), or restore "
-                f"its quarantine record; only if the drain was a mistake, keep the release as is",
+        if released is not None:
+            out.append(
+                Finding(
+                    ep,
+                    "info",
+                    "re-releases-cleared",
+                    f"candidate {declared.candidate} is drained live, and its quarantine was cleared at "
+                    f"{released.get('at', '?')[:19]} by {released.get('actor', '?')} "
+                    f"({released.get('reason') or 'no reason'}); pulumi up gives it {target:g}% again "
+                    "and the rollout restarts",
+                )
             )
-        )
+        else:
+            out.append(
+                Finding(
+                    ep,
+                    "error",
+                    "undoes-drain",
+                    f"candidate {declared.candidate} is drained live (weight 0) but the stack declares it "
+                    f"at {target:g}% and no quarantine record keeps it there; pulumi up would undo the "
+                    "rollback",
+                    f"drop or replace the candidate (`mlrollback revert --endpoint {ep}`); if the quarantine "
+                    "record was deleted by hand but the drain stands, put the record back; to release "
+                    f"{declared.candidate} again on purpose, record that decision with `mlrollback "
+                    f"clear-quarantine --endpoint {ep} --reason ...` while its record exists (preflight "
+                    "then lets pulumi up run)",
+                )
+            )
     elif live_candidate is not None and live_candidate > 0 and _plan_changes(declared, live.plan):
         state = (live.progress or {}).get("state")
         finalizing = (
@@ -252,8 +275,40 @@ def live_weights(description: dict[str, Any]) -> dict[str, float]:
     return {role: (w * 100.0 / total if total else 0.0) for role, w in raw.items()}
 
 
-def gather_live(sagemaker: Any, ssm: Any, stack: str, physical: str) -> Live:
-    """Read one endpoint's live state: DescribeEndpoint plus its three SSM records."""
+#: How many of an endpoint's newest audit items preflight reads to find a clear-quarantine.
+RELEASE_LOOKBACK = 50
+
+
+def release_after_drain(items: list[dict[str, Any]], version: str) -> dict[str, Any] | None:
+    """The newest ``clear-quarantine`` of ``version`` in ``items`` (newest first), if no drain came later.
+
+    Pure, on audit items as :func:`rollback.audit.query` returns them.
+    """
+    for item in items:
+        if item.get("version") != version:
+            continue
+        if item.get("action") == "drain" and item.get("outcome", "done") == "done":
+            return None
+        if item.get("action") == "clear-quarantine":
+            return item
+    return None
+
+
+def gather_live(
+    sagemaker: Any,
+    ssm: Any,
+    stack: str,
+    physical: str,
+    *,
+    dynamodb: Any = None,
+    audit_table: str | None = None,
+) -> Live:
+    """Read one endpoint's live state: DescribeEndpoint plus its three SSM records.
+
+    With ``dynamodb`` and ``audit_table``, a drained candidate without a quarantine record also
+    costs one query of the newest :data:`RELEASE_LOOKBACK` audit items, to see whether an operator
+    cleared its quarantine after the drain (:attr:`Live.released`).
+    """
     try:
         desc = sagemaker.describe_endpoint(EndpointName=physical)
     except sagemaker.exceptions.ClientError as exc:
@@ -262,13 +317,33 @@ def gather_live(sagemaker: Any, ssm: Any, stack: str, physical: str) -> Live:
         raise
     variants = [v["VariantName"] for v in desc.get("ProductionVariants") or []]
     variants += [v["VariantName"] for v in desc.get("ShadowProductionVariants") or []]
+    weights = live_weights(desc)
+    plan = _get_json_parameter(ssm, names.rollout_plan_parameter(stack, physical))
+    quarantine = _get_json_parameter(ssm, names.quarantine_parameter(stack, physical))
+    released = None
+    version = (plan or {}).get("candidate")
+    if (
+        dynamodb is not None
+        and audit_table
+        and quarantine is None
+        and version
+        and weights.get(names.CANDIDATE) == 0
+    ):
+        from rollback import audit
+
+        try:
+            items, _ = audit.query(dynamodb, audit_table, physical, limit=RELEASE_LOOKBACK)
+        except dynamodb.exceptions.ClientError:
+            items = []  # unreadable trail: no proof of a release, so the drain is guarded as before
+        released = release_after_drain(items, str(version))
     return Live(
         physical,
         exists=True,
         status=desc.get("EndpointStatus"),
-        weights=live_weights(desc),
+        weights=weights,
         variants=frozenset(variants),
-        plan=_get_json_parameter(ssm, names.rollout_plan_parameter(stack, physical)),
+        plan=plan,
         progress=_get_json_parameter(ssm, names.rollout_progress_parameter(stack, physical)),
-        quarantine=_get_json_parameter(ssm, names.quarantine_parameter(stack, physical)),
+        quarantine=quarantine,
+        released=released,
     )

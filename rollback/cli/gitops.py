@@ -1,12 +1,17 @@
 """Stack changes as commits: ``revert`` (roll a stack back to a version) and ``promote`` (staging -> prod).
 
-Both rewrite ``environments/Pulumi.<stack>.yaml`` (comment-preserving, atomic), record the change
-in the stack's audit trail before writing it, print the diff, and with ``--apply`` run
-``pulumi up`` (Automation API) or the sandbox applier.
+Both rewrite ``environments/Pulumi.<stack>.yaml`` (comment-preserving). The order never lets the
+file and the audit trail disagree: everything ``--apply`` needs is checked first, the new text is
+written beside the file and validated as the Pulumi program would (``rollback.gitops.stage``), the
+change is recorded, and only then renamed into place. They print the diff (``--json``: only JSON on
+stdout, human lines on stderr), and with ``--apply`` run ``pulumi up`` (Automation API) or the
+sandbox applier.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import sys
 from datetime import timedelta
@@ -15,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from rollback import audit, clock, names
+from rollback import audit, clock, names, records
 from rollback.cli.app import actor, console, print_json
 from rollback.cli.app import app as cli_app
 from rollback.cli.app import cli_errors as errors
@@ -30,9 +35,12 @@ from rollback.cli.ops import (
     _record,
     commit_change,
     ensure_not_busy,
+    human,
+    publish,
+    ready_to_apply,
 )
 from rollback.errors import ConfigError, GateError, MLRollbackError, NotFoundError
-from rollback.gitops import Release, StackDocument, require_clean, write_atomic
+from rollback.gitops import Release, StackDocument, require_clean, stage
 from rollback.schema import check_versions
 
 ApplyOpt = Annotated[bool, typer.Option("--apply", help="Then run `pulumi up` (or the sandbox applier).")]
@@ -82,22 +90,43 @@ def _require_catalogued(
     )
 
 
-def _apply(ctx: Context, physical: str) -> dict[str, Any]:
-    ensure_not_busy(ctx, physical)
-    if ctx.sandbox:
-        import rollback.sandbox as sandbox
+def _apply(ctx: Context, physical: str, json_out: bool = False) -> dict[str, Any]:
+    """Run ``pulumi up`` (or the sandbox applier); under ``--json`` its output goes to stderr."""
+    ensure_not_busy(ctx, physical)  # checked before the write too; the endpoint may have moved since
+    quiet = contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext()
+    with quiet:
+        if ctx.sandbox:
+            import rollback.sandbox as sandbox
 
-        applier = getattr(sandbox, "apply_stack", None)
-        if applier is None:
-            raise MLRollbackError(
-                "this sandbox has no applier (rollback.sandbox.apply_stack); run `mlrollback sandbox up`"
-            )
-        return applier(ctx.root, ctx.stack)
-    from rollback import pulumi_ops
+            applier = getattr(sandbox, "apply_stack", None)
+            if applier is None:
+                raise MLRollbackError(
+                    "this sandbox has no applier (rollback.sandbox.apply_stack); run `mlrollback sandbox up`"
+                )
+            return applier(ctx.root, ctx.stack)
+        from rollback import pulumi_ops
 
-    return pulumi_ops.up(
-        ctx.root, ctx.stack, on_output=lambda line: console.print(line, markup=False, end="")
-    )
+        out = human(json_out)
+        return pulumi_ops.up(
+            ctx.root, ctx.stack, on_output=lambda line: out.print(line, markup=False, end="")
+        )
+
+
+def _unchanged(
+    ctx: Context, physical: str, message: str, *, apply: bool, json_out: bool, **fields: Any
+) -> None:
+    """Nothing to change in the stack file: say so (``{"changed": false, ...}`` under ``--json``).
+
+    With ``--apply`` the file's release is still applied: a retry after a failed ``pulumi up`` finds
+    the file already changed, and must converge the endpoint rather than report "nothing to do".
+    """
+    if apply:
+        ready_to_apply(ctx, physical)
+        message += "; applying what the stack file declares"
+    human(json_out).print(message, highlight=False)
+    applied = _apply(ctx, physical, json_out) if apply else None
+    if json_out:
+        print_json({"changed": False, "endpoint": physical, "message": message, "applied": applied, **fields})
 
 
 def _matches(item: dict[str, Any], deployment: str) -> bool:
@@ -176,31 +205,46 @@ def revert(
             target = Release(current.stable, None, current.shadow)
         _require_catalogued(ctx, doc, ep.name, target, to_deployment)
         if target == current:
-            console.print(
-                f"{ep.name} already serves {current.stable} with no other change; nothing to revert"
+            _unchanged(
+                ctx,
+                ep.physical_name,
+                f"{ep.name} already serves {current.stable} with no other change; nothing to revert",
+                apply=apply,
+                json_out=json_out,
+                release=target.as_dict(),
             )
             return
         _schema_gate(ctx, ep.name, current.stable, [target.stable, target.candidate or ""], skip_schema_check)
         if commit:
             require_clean(ctx.root, ctx.path)
+        if apply:
+            ready_to_apply(ctx, ep.physical_name)
         doc.set_release(ep.name, target)
-        diff = doc.diff(str(ctx.path.relative_to(ctx.root)))
-        audit_id = _record(
-            ctx, ep.physical_name, "revert", target.stable, reason, diff,
-            release=target.as_dict(), previous=current.as_dict(),
-        )  # fmt: skip
-        write_atomic(ctx.path, doc.render())
+        where = str(ctx.path.relative_to(ctx.root))
+        diff = doc.diff(where)
+        hint = (
+            f"revert only edits the release lines of {ep.name}; change the rest of the endpoint in {where} "
+            "by hand (e.g. strategy.type) so it accepts that release, or pick another target"
+        )
+        with stage(ctx.path, doc.render(), stack=ctx.stack, hint=hint) as staged:
+            audit_id = _record(
+                ctx, ep.physical_name, "revert", target.stable, reason, diff,
+                release=target.as_dict(), previous=current.as_dict(),
+            )  # fmt: skip
+            publish(ctx, staged, ep.physical_name, "revert", target.stable, audit_id, diff)
         sha = commit_change(
             ctx,
             commit,
             f"mlrollback revert {stack}/{ep.name}: {_show(current)} -> {_show(target)}",
             reason,
             audit_id,
+            json_out=json_out,
         )
-        applied = _apply(ctx, ep.physical_name) if apply else None
+        applied = _apply(ctx, ep.physical_name, json_out) if apply else None
         if json_out:
             print_json(
                 {
+                    "changed": True,
                     "endpoint": ep.physical_name,
                     "release": target.as_dict(),
                     "diff": diff,
@@ -219,11 +263,42 @@ def _show(release: Release) -> str:
     return release.stable + (f"+{release.candidate}" if release.candidate else "")
 
 
-def _gates(src: Context, dst: Context, endpoint: str, version: str, max_age_hours: float) -> list[str]:
-    """Every promotion gate that fails, as one sentence each (empty: promote)."""
+def _target_state(dst: Context, endpoint: str) -> tuple[bool, dict[str, Any] | None]:
+    """(is the target endpoint deployed, its quarantine record or None).
+
+    Read without the endpoint's status: a target that was never deployed (prod's first `pulumi up`
+    comes after the promotion in CI) has nothing live to protect, which is not an error.
+    """
+    from botocore.exceptions import ClientError
+
+    physical = dst.endpoint(endpoint).physical_name
+    try:
+        dst.clients.sagemaker.describe_endpoint(EndpointName=physical)
+        deployed = True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("ValidationException", "ResourceNotFound"):
+            raise
+        deployed = False
+    text = records.get_text(dst.clients.ssm, dst.settings.quarantine_parameter(physical))
+    if text is None:
+        return deployed, None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):  # fail safe: an unreadable record still says something was rolled back
+        record = {"version": None, "reason": f"unreadable quarantine record: {text}"}
+    return deployed, record
+
+
+def _gates(
+    src: Context, dst: Context, endpoint: str, version: str, max_age_hours: float
+) -> tuple[list[str], list[str]]:
+    """(every promotion gate that fails, one sentence each; notes for the operator). No failure: promote."""
     from rollback import controller
 
     failed: list[str] = []
+    notes: list[str] = []
     sep = src.endpoint(endpoint)
     st = controller.endpoint_status(src.clients, src.settings, sep.physical_name)
     alarming = [a["name"] for a in st["alarms"] if a.get("state") == "ALARM"]
@@ -255,10 +330,15 @@ def _gates(src: Context, dst: Context, endpoint: str, version: str, max_age_hour
             f"run `mlrollback drill --stack {src.stack}`"
         )
     dep = dst.endpoint(endpoint)
-    dst_q = controller.endpoint_status(dst.clients, dst.settings, dep.physical_name).get("quarantine")
-    if dst_q and dst_q.get("version") == version:
+    deployed, dst_q = _target_state(dst, endpoint)
+    if dst_q and dst_q.get("version") in (version, None):
         failed.append(f"{dst.stack}: {version} is quarantined there ({dst_q.get('reason')})")
-    return failed
+    if not deployed:
+        notes.append(
+            f"{dep.physical_name} is not deployed yet: nothing live to protect there; "
+            f"`pulumi up --stack {dst.stack}` creates it"
+        )
+    return failed, notes
 
 
 def _shadow_gate(
@@ -391,20 +471,34 @@ def promote(
         dst.endpoint(endpoint)  # an endpoint the target does not declare fails before any gate
         version = version or sep.release.candidate or sep.release.stable
         age = max_age_hours if max_age_hours is not None else float(src.cfg.rehearsal.max_age_hours)
-        failed = _gates(src, dst, endpoint, version, age)
+        failed, notes = _gates(src, dst, endpoint, version, age)
         shadow: dict[str, Any] | None = None
         if require_shadow_verdict or src.cfg.rehearsal.shadow_verdict.required:
             shadow_failed, shadow = _shadow_gate(src, endpoint, version, capture_uri, age)
             failed += shadow_failed
         if failed:
             raise GateError("promotion refused:\n" + "\n".join(f"  - {f}" for f in failed))
-        if commit:
-            require_clean(dst.root, dst.path)
+        out = human(json_out)
+        for note in notes:
+            out.print(f"note: {note}", highlight=False)
+        physical = names.endpoint_name(to_stack, endpoint)
         doc = StackDocument.load(dst.path)
         current = doc.release(endpoint)
         if version in (current.stable, current.candidate):
-            console.print(f"{to_stack} already serves {version} on {endpoint}; nothing to promote")
+            _unchanged(
+                dst,
+                physical,
+                f"{to_stack} already serves {version} on {endpoint}; nothing to promote",
+                apply=apply,
+                json_out=json_out,
+                version=version,
+                notes=notes,
+            )
             return
+        if commit:
+            require_clean(dst.root, dst.path)
+        if apply:
+            ready_to_apply(dst, physical)
         source_doc = StackDocument.load(src.path)
         doc.add_version(endpoint, version, source_doc.versions(endpoint)[version])
         _schema_gate(dst, endpoint, current.stable, [], skip_schema_check)  # target file readable
@@ -414,32 +508,88 @@ def promote(
             raise GateError(result.explain())
         target = Release(current.stable, version, current.shadow)
         doc.set_release(endpoint, target)
-        diff = doc.diff(str(dst.path.relative_to(dst.root)))
-        physical = names.endpoint_name(to_stack, endpoint)
+        where = str(dst.path.relative_to(dst.root))
+        diff = doc.diff(where)
         reason = f"promoted from {from_stack}"
-        audit_id = _record(
-            dst, physical, "promote", version, reason, diff,
-            release=target.as_dict(), previous=current.as_dict(), source=from_stack,
+        hint = (
+            f"promote keeps {to_stack}'s own strategy and shadow; change endpoint {endpoint} in {where} so "
+            "it accepts a candidate (e.g. strategy.type canary, or drop release.shadow), commit, then "
+            "promote again"
+        )
+        detail: dict[str, Any] = {
+            "release": target.as_dict(),
+            "previous": current.as_dict(),
+            "source": from_stack,
             **({"shadowVerdict": shadow} if shadow else {}),
-        )  # fmt: skip
-        write_atomic(dst.path, doc.render())
+        }
+        with stage(dst.path, doc.render(), stack=dst.stack, hint=hint) as staged:
+            trail, trail_physical, audit_id = _record_promotion(
+                src, dst, endpoint, version, reason, diff, detail, out
+            )
+            publish(trail, staged, trail_physical, "promote", version, audit_id, diff)
         sha = commit_change(
             dst,
             commit,
             f"mlrollback promote {from_stack} -> {to_stack}/{endpoint}: {version}",
             reason,
             audit_id,
+            json_out=json_out,
         )
-        applied = _apply(dst, physical) if apply else None
+        applied = _apply(dst, physical, json_out) if apply else None
         if json_out:
             print_json(
-                {"endpoint": physical, "version": version, "diff": diff, "commit": sha, "applied": applied}
+                {
+                    "changed": True,
+                    "endpoint": physical,
+                    "version": version,
+                    "diff": diff,
+                    "commit": sha,
+                    "applied": applied,
+                    "notes": notes,
+                }
             )
             return
         sys.stdout.write(diff)
         console.print(
             f"{version} is the candidate of {physical}; commit and run `pulumi up --stack {to_stack}`"
         )
+
+
+def _record_promotion(
+    src: Context,
+    dst: Context,
+    endpoint: str,
+    version: str,
+    reason: str,
+    diff: str,
+    detail: dict[str, Any],
+    out: Any,
+) -> tuple[Context, str, str]:
+    """Record the promotion in the target's audit trail: (context, physical endpoint, item id) used.
+
+    A target stack that was never deployed has no audit table yet (CI's first `pulumi up` of prod
+    runs after the promotion); then the item goes to the source's trail, on the source endpoint,
+    naming the target, so the change is still recorded before it is made.
+    """
+    from botocore.exceptions import ClientError
+
+    physical = names.endpoint_name(dst.stack, endpoint)
+    try:
+        return dst, physical, _record(dst, physical, "promote", version, reason, diff, **detail)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+    source_physical = src.endpoint(endpoint).physical_name
+    out.print(
+        f"note: {dst.stack}'s audit table {dst.settings.audit_table} does not exist yet (stack not "
+        f"deployed); the promotion is recorded in {src.stack}'s audit trail on {source_physical}",
+        highlight=False,
+    )
+    audit_id = _record(
+        src, source_physical, "promote", version, f"{reason} to {dst.stack} ({physical})", diff,
+        **detail, file=str(dst.path.relative_to(dst.root)), target=physical, targetStack=dst.stack,
+    )  # fmt: skip
+    return src, source_physical, audit_id
 
 
 def git_head(root: Path) -> str | None:

@@ -6,6 +6,7 @@ Thin: parse options, call :mod:`rollback.controller` / :mod:`rollback.preflight`
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -23,12 +24,13 @@ from rollback.cli.app import (
     cli_errors,
     clients_for,
     console,
+    err_console,
     find_project_root,
     load_stack,
     print_json,
     stack_path,
 )
-from rollback.errors import ConfigError, ConflictError, GateError, NotFoundError
+from rollback.errors import ConfigError, ConflictError, GateError, MLRollbackError, NotFoundError
 
 StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name: environments/Pulumi.<stack>.yaml.")]
 EndpointOpt = Annotated[
@@ -359,7 +361,14 @@ def preflight_cmd(
                 steps=tuple(float(s) for s in ep.strategy.candidate_steps()) if ep.release.candidate else (),
                 keep_variant_names=ep.strategy.keep_variant_names,
             )
-            live = preflight.gather_live(ctx.clients.sagemaker, ctx.clients.ssm, stack, ep.physical_name)
+            live = preflight.gather_live(
+                ctx.clients.sagemaker,
+                ctx.clients.ssm,
+                stack,
+                ep.physical_name,
+                dynamodb=ctx.clients.dynamodb,
+                audit_table=ctx.settings.audit_table,
+            )
             findings += preflight.check_endpoint(declared, live)
         errors = [f for f in findings if f.severity == "error"]
         if json_out:
@@ -402,7 +411,7 @@ def finalize(
       mlrollback finalize --stack staging --endpoint fraud-scorer --commit
     """
     from rollback import controller
-    from rollback.gitops import Release, StackDocument, require_clean, write_atomic
+    from rollback.gitops import Release, StackDocument, require_clean, stage
 
     with cli_errors():
         ctx = Context(stack, project_dir, sandbox)
@@ -426,12 +435,23 @@ def finalize(
         doc = StackDocument.load(ctx.path)
         before = doc.release(ep.name)
         doc.set_release(ep.name, Release(candidate, None, before.shadow))
-        diff = doc.diff(str(ctx.path.relative_to(ctx.root)))
+        where = str(ctx.path.relative_to(ctx.root))
+        diff = doc.diff(where)
         reason = f"{candidate} becomes stable"
-        audit_id = _record(ctx, ep.physical_name, "finalize", candidate, reason, diff)
-        write_atomic(ctx.path, doc.render())
+        hint = (
+            f"finalize only edits the release lines; change the rest of endpoint {ep.name} in {where} by "
+            "hand (e.g. strategy.type) so it accepts the new release, then run finalize again"
+        )
+        with stage(ctx.path, doc.render(), stack=ctx.stack, hint=hint) as staged:
+            audit_id = _record(ctx, ep.physical_name, "finalize", candidate, reason, diff)
+            publish(ctx, staged, ep.physical_name, "finalize", candidate, audit_id, diff)
         sha = commit_change(
-            ctx, commit, f"mlrollback finalize {stack}/{ep.name}: {candidate} is stable", reason, audit_id
+            ctx,
+            commit,
+            f"mlrollback finalize {stack}/{ep.name}: {candidate} is stable",
+            reason,
+            audit_id,
+            json_out=json_out,
         )
         if json_out:
             print_json({"endpoint": ep.physical_name, "stable": candidate, "diff": diff, "commit": sha})
@@ -475,19 +495,57 @@ def clear_quarantine(
 
 
 def _record(
-    ctx: Context, physical: str, action: str, version: str | None, reason: str, diff: str, **detail: Any
+    ctx: Context,
+    physical: str,
+    action: str,
+    version: str | None,
+    reason: str,
+    diff: str,
+    *,
+    outcome: str = "done",
+    **detail: Any,
 ) -> str:
-    """Audit a stack-file change before it is written (no change without its record); return its id."""
+    """Audit a stack-file change once it is staged and validated, before it is put in place; return its id.
+
+    See :func:`publish` for the order that keeps the trail and the file in agreement.
+    """
     item = audit.AuditItem(
         endpoint=physical,
         action=action,
         actor=actor(),
+        outcome=outcome,
         reason=reason,
         version=version,
-        detail={"file": str(ctx.path.relative_to(ctx.root)), "diff": diff, **detail},
+        detail={
+            "file": str(ctx.path.relative_to(ctx.root)),
+            "diff": diff,
+            **detail,
+        },  # detail may name the file
     )
     audit.append(ctx.clients.dynamodb, ctx.settings.audit_table, item)
     return item.at.rsplit("#", 1)[-1]
+
+
+def publish(
+    ctx: Context, staged: Any, physical: str, action: str, version: str | None, audit_id: str, diff: str
+) -> None:
+    """Put a staged, recorded change in place (``staged.replace()``).
+
+    :func:`rollback.gitops.stage` already wrote and validated the new text beside the file, so the
+    rename rarely fails; when it does, the trail gets a ``failed`` item of the same action saying the
+    recorded change (``audit_id``) did not happen, and the one-line error names the file.
+    """
+    try:
+        staged.replace()
+    except MLRollbackError as exc:
+        with contextlib.suppress(Exception):  # the error below is what the operator must see
+            _record(
+                ctx, physical, action, version,
+                f"not done: {staged.path.name} could not be written; the {action} recorded as {audit_id} "
+                "did not happen", diff, outcome="failed", recorded=audit_id, error=str(exc),
+                file=str(staged.path.relative_to(ctx.root)),
+            )  # fmt: skip
+        raise
 
 
 CommitOpt = Annotated[
@@ -499,15 +557,47 @@ CommitOpt = Annotated[
 ]
 
 
-def commit_change(ctx: Context, commit: bool, subject: str, reason: str, audit_id: str) -> str | None:
-    """With --commit, commit the stack file with a message that carries the why and the audit id."""
+def commit_change(
+    ctx: Context, commit: bool, subject: str, reason: str, audit_id: str, *, json_out: bool = False
+) -> str | None:
+    """With --commit, commit the stack file with a message that carries the why and the audit id.
+
+    The ``committed <sha>`` line is for people: under ``--json`` it goes to stderr (stdout is JSON only).
+    """
     if not commit:
         return None
     from rollback.gitops import commit_file
 
     sha = commit_file(ctx.root, ctx.path, f"{subject}\n\n{reason}\n\nmlrollback-audit: {audit_id}\n")
-    console.print(f"committed {sha[:12]}: {subject}", highlight=False)
+    human(json_out).print(f"committed {sha[:12]}: {subject}", highlight=False)
     return sha
+
+
+def human(json_out: bool) -> Any:
+    """Where lines for people go: stdout, or stderr under ``--json`` (stdout carries only the JSON)."""
+    return err_console if json_out else console
+
+
+def ready_to_apply(ctx: Context, physical: str) -> None:
+    """Everything ``--apply`` needs, checked before anything is written, recorded or committed.
+
+    The endpoint must not be mid-update (ConflictError, exit 4) and the engine must exist: the
+    Pulumi CLI, or with ``--sandbox`` the sandbox applier. Refusing after the write would leave a
+    changed, recorded file that a retry reports as "nothing to do" and never applies.
+    """
+    ensure_not_busy(ctx, physical)
+    if ctx.sandbox:
+        import rollback.sandbox as sandbox
+
+        if getattr(sandbox, "apply_stack", None) is None:
+            raise MLRollbackError(
+                "this sandbox has no applier (rollback.sandbox.apply_stack); run `mlrollback sandbox up`"
+            )
+        return
+    from rollback import pulumi_ops
+
+    if not pulumi_ops.pulumi_available():
+        raise MLRollbackError(f"--apply: {pulumi_ops.INSTALL_HINT}; nothing was changed")
 
 
 def ensure_not_busy(ctx: Context, physical: str) -> None:

@@ -42,6 +42,8 @@ def virtual_clock() -> Iterator[clock.VirtualClock]:
 def _as_shadow(text: str) -> str:
     """The staging stack file with v2 as shadow of v1 (strategy shadow) instead of canary candidate."""
     text = text.replace("        candidate: v2\n", "        shadow: v2\n", 1)
+    # an idle candidate would be a second production variant next to the shadow: not allowed there
+    text = text.replace("        keepVariantNames: true\n", "", 1)
     return text.replace(
         "        type: canary\n        steps: [10, 25, 50, 100]\n", "        type: shadow\n", 1
     )
