@@ -1,7 +1,8 @@
 """How long the Pulumi program takes under the mock runtime for 1, 10 and 100 endpoints.
 
 Target: 100 endpoints in under 10 s on this machine, growth about linear. Prints, per size, the
-median of 3 runs, the number of provider resources, and the time per endpoint.
+median of 3 runs, the number of provider resources, the time per endpoint, and the largest inline
+policy of the rollback/stepper roles as IAM counts it (no whitespace; IAM's quota is 10,240 per role).
 
     .venv/bin/python benchmarks/bench_program.py
 """
@@ -55,25 +56,36 @@ def config(n: int) -> dict[str, str]:
     }
 
 
-def measure(n: int) -> tuple[float, int]:
-    times, count = [], 0
+def lambda_policy_chars(mocks: RecordingMocks) -> int:
+    """Largest rollback/stepper inline policy, whitespace excluded as IAM counts it."""
+    return max(
+        len(json.dumps(json.loads(r.inputs["policy"]), separators=(",", ":")))
+        for r in mocks.resources
+        if r.typ == "aws:iam/rolePolicy:RolePolicy"
+        and r.name.endswith(("-rollback-policy", "-stepper-policy"))
+    )
+
+
+def measure(n: int) -> tuple[float, int, int]:
+    times, count, chars = [], 0, 0
     for _ in range(RUNS):
         mocks = RecordingMocks()
         start = time.perf_counter()
         run_program(config(n), stack="bench", mocks=mocks)
         times.append(time.perf_counter() - start)
         count = sum(1 for r in mocks.resources if r.custom)
-    return statistics.median(times), count
+        chars = lambda_policy_chars(mocks)
+    return statistics.median(times), count, chars
 
 
 def main() -> int:
     measure(1)  # warm-up: imports and provider module loading are not the program's cost
-    print(f"{'endpoints':>9} {'resources':>9} {'median s':>9} {'ms/endpoint':>12}")
+    print(f"{'endpoints':>9} {'resources':>9} {'median s':>9} {'ms/endpoint':>12} {'policy chars':>12}")
     results = {}
     for n in SIZES:
-        median, count = measure(n)
+        median, count, chars = measure(n)
         results[n] = median
-        print(f"{n:>9} {count:>9} {median:>9.3f} {1000 * median / n:>12.1f}")
+        print(f"{n:>9} {count:>9} {median:>9.3f} {1000 * median / n:>12.1f} {chars:>12}")
     growth = results[100] / results[10]
     print(f"growth 10 -> 100 endpoints: x{growth:.1f} (linear would be x10)")
     ok = results[100] < 10
