@@ -10,6 +10,7 @@ Standard library only (the client is passed in): on the Lambda import path.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -151,11 +152,50 @@ def guard_key(idempotency_key: str) -> dict[str, Any]:
     return {"endpoint": {"S": GUARD_PREFIX + idempotency_key}, "at": {"S": GUARD_SORT_KEY}}
 
 
-def append(dynamodb: Any, table: str, item: AuditItem) -> bool:
-    """Write ``item``; return False (and write nothing) when its idempotency key was seen before.
+@dataclass(frozen=True)
+class Commit:
+    """What an idempotent append found: ``written`` or the guard item that was there before."""
 
-    With a key: one TransactWriteItems of the guard item and the audit item, both conditional,
-    so of many racing duplicates exactly one succeeds. Without a key: one conditional PutItem.
+    written: bool
+    guard: dict[str, Any] | None = None
+
+
+def _guard_expiry(item: AuditItem) -> int:
+    # Derived from the item's own time, not from "now": a retried attempt must send the very
+    # same request, or DynamoDB's ClientRequestToken check would reject it as a mismatch.
+    try:
+        at = clock.parse_iso(item.at.split("#", 1)[0])
+    except ValueError:
+        at = clock.now()
+    return int((at + GUARD_TTL).timestamp())
+
+
+def client_token(guard: str, item: AuditItem) -> str:
+    """ClientRequestToken (<= 36 chars) of the transaction writing ``item`` under ``guard``.
+
+    The same attempt retried (by botocore after a lost response, or by the controller) sends the
+    same token and DynamoDB answers success instead of failing the condition its own first
+    attempt made true. Racing deliveries carry different item times, hence different tokens,
+    and one of them fails the condition as it should.
+    """
+    return hashlib.sha256(f"{guard}|{item.at}".encode()).hexdigest()[:32]
+
+
+def commit(
+    dynamodb: Any,
+    table: str,
+    item: AuditItem,
+    *,
+    guard: str | None = None,
+    followups: dict[str, Any] | None = None,
+) -> Commit:
+    """Write ``item`` once per idempotency key; report the existing guard when it was a duplicate.
+
+    ``guard`` (default: the item's idempotency key) names the guard item; ``followups`` (JSON-able)
+    are stored on it in the same transaction, so a delivery that dies right after the commit
+    leaves the exact effects still owed for the next one to finish. A condition failure whose
+    guard points at this very item is our own earlier attempt (its response was lost): written.
+    Without any key: one conditional PutItem.
     """
     audit_put = {
         "TableName": table,
@@ -163,35 +203,60 @@ def append(dynamodb: Any, table: str, item: AuditItem) -> bool:
         "ConditionExpression": "attribute_not_exists(#e)",
         "ExpressionAttributeNames": {"#e": "endpoint"},
     }
+    key = guard or item.idempotency_key
+    if key is None:
+        dynamodb.put_item(**audit_put)
+        return Commit(True)
+    guard_item = {
+        **guard_key(key),
+        "auditEndpoint": {"S": item.endpoint},
+        "auditAt": {"S": item.at},
+        "expiresAt": {"N": str(_guard_expiry(item))},
+    }
+    if followups:
+        guard_item["followUps"] = {"S": json.dumps(followups, sort_keys=True)}
     try:
-        if item.idempotency_key is None:
-            dynamodb.put_item(**audit_put)
-            return True
-        expires = int((clock.now() + GUARD_TTL).timestamp())
-        guard = {
-            **guard_key(item.idempotency_key),
-            "auditEndpoint": {"S": item.endpoint},
-            "auditAt": {"S": item.at},
-            "expiresAt": {"N": str(expires)},
-        }
         dynamodb.transact_write_items(
             TransactItems=[
                 {
                     "Put": {
                         "TableName": table,
-                        "Item": guard,
+                        "Item": guard_item,
                         "ConditionExpression": "attribute_not_exists(#e)",
                         "ExpressionAttributeNames": {"#e": "endpoint"},
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                     }
                 },
                 {"Put": audit_put},
-            ]
+            ],
+            ClientRequestToken=client_token(key, item),
         )
-        return True
+        return Commit(True)
     except Exception as exc:
-        if is_duplicate(exc):
-            return False
-        raise
+        if not is_duplicate(exc):
+            raise
+        existing = _cancelled_guard(exc)
+        if existing is None:  # no ALL_OLD copy in the answer: read it
+            existing = get_guard(dynamodb, table, key)
+        if existing is not None and existing.get("auditAt") == item.at:
+            return Commit(True)
+        return Commit(False, existing)
+
+
+def append(dynamodb: Any, table: str, item: AuditItem) -> bool:
+    """Write ``item``; return False (and write nothing) when its idempotency key was seen before.
+
+    With a key: one TransactWriteItems of the guard item and the audit item, both conditional,
+    so of many racing duplicates exactly one succeeds. Without a key: one conditional PutItem.
+    """
+    return commit(dynamodb, table, item).written
+
+
+def _cancelled_guard(exc: Exception) -> dict[str, Any] | None:
+    reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
+    if reasons and reasons[0].get("Code") == "ConditionalCheckFailed" and reasons[0].get("Item"):
+        return {k: from_attr(v) for k, v in reasons[0]["Item"].items()}
+    return None
 
 
 def get_guard(dynamodb: Any, table: str, idempotency_key: str) -> dict[str, Any] | None:
@@ -201,22 +266,33 @@ def get_guard(dynamodb: Any, table: str, idempotency_key: str) -> dict[str, Any]
     return None if raw is None else {k: from_attr(v) for k, v in raw.items()}
 
 
-def set_pending(dynamodb: Any, table: str, idempotency_key: str, pending: list[str]) -> None:
-    """Note on the guard which follow-up effects (``quarantine``, ``notify``) are still owed.
+def guard_followups(guard: dict[str, Any]) -> dict[str, Any]:
+    """The follow-up effects a guard item says may still be owed (empty when none).
 
-    A redelivery that finds the guard reads this list and finishes the work instead of treating
-    the event as a completed duplicate. An empty list clears it.
+    Reads ``followUps`` (written with the commit) and the older ``pending`` list of JSON chunks
+    that guards written before it may still carry.
     """
-    if pending:
+    out: dict[str, Any] = {}
+    for chunk in guard.get("pending") or []:
+        out.update(json.loads(chunk))
+    text = guard.get("followUps")
+    if text:
+        out.update(json.loads(text))
+    return out
+
+
+def set_followups(dynamodb: Any, table: str, idempotency_key: str, followups: dict[str, Any]) -> None:
+    """Replace what the guard says is still owed; an empty dict marks the follow-ups done."""
+    if followups:
         dynamodb.update_item(
             TableName=table,
             Key=guard_key(idempotency_key),
-            UpdateExpression="SET pending = :p",
-            ExpressionAttributeValues={":p": to_attr(pending)},
+            UpdateExpression="SET followUps = :f REMOVE pending",
+            ExpressionAttributeValues={":f": {"S": json.dumps(followups, sort_keys=True)}},
         )
     else:
         dynamodb.update_item(
-            TableName=table, Key=guard_key(idempotency_key), UpdateExpression="REMOVE pending"
+            TableName=table, Key=guard_key(idempotency_key), UpdateExpression="REMOVE followUps, pending"
         )
 
 

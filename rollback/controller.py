@@ -24,8 +24,8 @@ import os
 import random
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rollback import audit, clock, names, notify, policy, records
@@ -125,26 +125,67 @@ class Settings:
         return endpoint if endpoint.endswith(f"-{self.stack}") else names.endpoint_name(self.stack, endpoint)
 
 
+#: Seconds of one invocation that retries (their sleeps and the calls between them) may use when
+#: nothing tighter is known. The rollback function's timeout is 60 s: what is left after the
+#: budget is for the calls themselves and for failing loudly, so Lambda records an error (and
+#: retries the event, then keeps it in the DLQ) instead of killing the function mid-sequence.
+DEFAULT_BUDGET_SECONDS = 45.0
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded exponential backoff with full jitter: sleep U(0, min(cap, base * 2**n)).
 
-    Six attempts with base 0.5 s and cap 8 s wait at most 23.5 s in total (about half on
-    average), well inside a 60 s Lambda timeout.
+    Six attempts with base 0.5 s and cap 8 s sleep at most 23.5 s for one call, and a drain makes
+    up to five calls in a row, so the attempts alone do not bound an invocation. ``deadline``
+    does: one time limit for every retry of the invocation (:meth:`bounded` sets it from
+    ``budget`` and the Lambda context's remaining time). A retry whose sleep would end past the
+    deadline raises :class:`RetryExhaustedError` instead of sleeping.
     """
 
     attempts: int = 6
     base: float = 0.5
     cap: float = 8.0
     rng: Callable[[float, float], float] = random.uniform
+    budget: float | None = DEFAULT_BUDGET_SECONDS
+    deadline: datetime | None = None
 
     def delay(self, attempt: int) -> float:
         """Sleep before retry number ``attempt`` (1-based)."""
         return self.rng(0.0, min(self.cap, self.base * 2 ** (attempt - 1)))
 
+    def bounded(self, remaining_seconds: float | None = None) -> RetryPolicy:
+        """This policy with its deadline set from now: the tighter of ``budget`` and ``remaining_seconds``.
 
-def _code(exc: BaseException) -> str:
+        A policy that already has a deadline keeps it (the invocation's budget is shared by every
+        step of it, the stepper's safety-net drain included); with neither limit it stays unbounded.
+        """
+        if self.deadline is not None:
+            return self
+        limits = [s for s in (self.budget, remaining_seconds) if s is not None]
+        if not limits:
+            return self
+        return replace(self, deadline=clock.now() + timedelta(seconds=max(0.0, min(limits))))
+
+    def wait(self, op: str, attempt: int, code: str) -> None:
+        """Sleep before retry ``attempt + 1`` of ``op``, or raise when that would pass the deadline."""
+        delay = self.delay(attempt)
+        if self.deadline is not None and clock.now() + timedelta(seconds=delay) > self.deadline:
+            raise RetryExhaustedError(
+                f"{op} kept failing ({code}) and the invocation's retry time budget is spent "
+                f"(deadline {clock.iso(self.deadline)}); raising so Lambda retries the invocation "
+                "(then the dead-letter queue keeps the event)"
+            )
+        log(logging.WARNING, "retrying", op=op, code=code, attempt=attempt, sleep=round(delay, 3))
+        clock.sleep(delay)
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError ("" for anything else)."""
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+
+
+_code = error_code
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -163,7 +204,10 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def call(op: str, fn: Callable[..., Any], retry: RetryPolicy, **kwargs: Any) -> Any:
-    """Call ``fn(**kwargs)``, retrying retryable errors; RetryExhaustedError after the last attempt."""
+    """Call ``fn(**kwargs)``, retrying retryable errors; RetryExhaustedError after the last attempt.
+
+    Also raised early when the next sleep would pass ``retry.deadline``.
+    """
     for attempt in range(1, retry.attempts + 1):
         try:
             return fn(**kwargs)
@@ -175,9 +219,10 @@ def call(op: str, fn: Callable[..., Any], retry: RetryPolicy, **kwargs: Any) -> 
                     f"{op} kept failing with {_code(exc)} after {retry.attempts} attempts; "
                     "raising so Lambda retries the invocation (then the dead-letter queue keeps the event)"
                 ) from exc
-            delay = retry.delay(attempt)
-            log(logging.WARNING, "retrying", op=op, code=_code(exc), attempt=attempt, sleep=round(delay, 3))
-            clock.sleep(delay)
+            try:
+                retry.wait(op, attempt, _code(exc))
+            except RetryExhaustedError as spent:
+                raise spent from exc
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -243,16 +288,7 @@ def describe_endpoint(
                 f"endpoint {endpoint} stayed {status} for {retry.attempts} attempts; "
                 "raising so the event is retried"
             )
-        delay = retry.delay(attempt)
-        log(
-            logging.WARNING,
-            "endpoint busy",
-            endpoint=endpoint,
-            status=status,
-            attempt=attempt,
-            sleep=round(delay, 3),
-        )
-        clock.sleep(delay)
+        retry.wait(f"DescribeEndpoint ({endpoint} busy)", attempt, status)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -298,6 +334,11 @@ def _plan_version(
 
 # --- drain ---------------------------------------------------------------------------------
 
+#: A guard of the same drain key written this close before (or after) the start of our drain was
+#: written by a delivery racing ours on the same drain. An older one belongs to an earlier drain
+#: of an earlier release of this candidate (an alarm that stayed in ALARM keeps its key).
+RACE_WINDOW = timedelta(seconds=60)
+
 
 def _result(action: str, reason: str, **fields: Any) -> dict[str, Any]:
     out = {"action": action, "reason": reason, **{k: v for k, v in fields.items() if v is not None}}
@@ -305,98 +346,154 @@ def _result(action: str, reason: str, **fields: Any) -> dict[str, Any]:
     return out
 
 
-def _finish(
+def drain_guard(key: str, version: str) -> str:
+    """Guard key of the drain of candidate ``version`` for state change (or command) ``key``.
+
+    The version is part of it because the stepper's safety net reuses an alarm's state-change key
+    for as long as the alarm stays in ALARM: a new release drained under that key is a new drain
+    that needs its own audit item, quarantine record and message.
+    """
+    return f"{key}#{version}"
+
+
+def _commit(
     clients: Clients,
     settings: Settings,
-    key: str,
-    pending: dict[str, Any],
+    item: audit.AuditItem,
     retry: RetryPolicy,
-) -> list[str]:
-    """Do the follow-up effects after the audit item was written; on failure keep them on the guard."""
-    done: list[str] = []
-    remaining = dict(pending)
-    try:
-        if "quarantine" in remaining:
-            q = remaining["quarantine"]
-            call(
-                "PutParameter",
-                records.put_text,
-                retry,
-                ssm=clients.ssm,
-                name=q["name"],
-                value=q["value"],
-                description="mlrollback quarantine record: the program keeps this candidate at weight 0",
-            )
-            remaining.pop("quarantine")
-            done.append("quarantine")
-        if "notify" in remaining:
-            n = remaining["notify"]
-            topic = n.get("topic") or settings.topic_arn
-            if topic:
-                message = notify.Message(subject=n["subject"], body=json.loads(n["body"]))
-                call(
-                    "Publish",
-                    notify.publish,
-                    retry,
-                    sns=clients.sns,
-                    topic_arn=topic,
-                    message=message,
-                )
-                done.append("notify")
-            else:
-                log(logging.WARNING, "no topic configured; notification not sent", key=key)
-            remaining.pop("notify")
-    except Exception as exc:
-        log(
-            logging.ERROR,
-            "follow-up failed; kept on the guard item",
-            key=key,
-            pending=sorted(remaining),
-            error=str(exc),
-        )
-        try:
-            audit.set_pending(
-                clients.dynamodb, settings.audit_table, key, [json.dumps(remaining, sort_keys=True)]
-            )
-        except Exception as mark_exc:  # the original error is the one to surface
-            log(logging.ERROR, "could not record pending follow-ups", key=key, error=str(mark_exc))
-        raise FollowUpError(
-            f"the drain is done and recorded, but {', '.join(sorted(remaining))} failed ({exc}); "
-            f"kept as pending on audit guard {key!r} for the next delivery to finish"
-        ) from exc
-    return done
+    *,
+    guard: str | None = None,
+    followups: dict[str, Any] | None = None,
+) -> audit.Commit:
+    return call(
+        "TransactWriteItems",
+        audit.commit,
+        retry,
+        dynamodb=clients.dynamodb,
+        table=settings.audit_table,
+        item=item,
+        guard=guard,
+        followups=followups,
+    )
 
 
-def _resume(
-    clients: Clients, settings: Settings, key: str, guard: dict[str, Any], retry: RetryPolicy
-) -> list[str]:
-    """Finish what an earlier delivery of ``key`` could not do (stored on its guard item)."""
-    stored = guard.get("pending") or []
-    pending: dict[str, Any] = {}
-    for chunk in stored:
-        pending.update(json.loads(chunk))
-    done = _finish(clients, settings, key, pending, retry)
-    call(
-        "UpdateItem",
-        audit.set_pending,
+def _get_guard(clients: Clients, settings: Settings, key: str, retry: RetryPolicy) -> dict[str, Any] | None:
+    return call(
+        "GetItem",
+        audit.get_guard,
         retry,
         dynamodb=clients.dynamodb,
         table=settings.audit_table,
         idempotency_key=key,
-        pending=[],
     )
+
+
+def _publish(clients: Clients, settings: Settings, spec: dict[str, Any], retry: RetryPolicy) -> bool:
+    topic = spec.get("topic") or settings.topic_arn
+    if not topic:
+        log(logging.WARNING, "no topic configured; notification not sent", subject=spec.get("subject"))
+        return False
+    message = notify.Message(subject=spec["subject"], body=json.loads(spec["body"]))
+    call("Publish", notify.publish, retry, sns=clients.sns, topic_arn=topic, message=message)
+    return True
+
+
+def _put_quarantine(
+    clients: Clients, spec: dict[str, Any], retry: RetryPolicy, pending: tuple[str, ...] = ()
+) -> None:
+    value = spec["value"]
+    if pending:
+        value = json.dumps({**json.loads(value), "pending": list(pending)}, sort_keys=True)
+    call(
+        "PutParameter",
+        records.put_text,
+        retry,
+        ssm=clients.ssm,
+        name=spec["name"],
+        value=value,
+        description="mlrollback quarantine record: the program keeps this candidate at weight 0",
+    )
+
+
+def _finish(
+    clients: Clients,
+    settings: Settings,
+    guard: str,
+    followups: dict[str, Any],
+    retry: RetryPolicy,
+    what: str = "drain",
+) -> list[str]:
+    """Do the follow-ups after the audit commit: Publish, then the quarantine record, last.
+
+    The quarantine record carries the drain's idempotency key and is written last, so it is the
+    completion marker a redelivery checks: until it exists, the guard's ``followUps`` (stored in
+    the commit) tell the next delivery what to redo. When Publish fails the record is still
+    written (it keeps ``pulumi up`` from re-promoting the candidate) with ``pending: ["notify"]``.
+    """
+    done: list[str] = []
+    notify_error: Exception | None = None
+    if "notify" in followups:
+        try:
+            if _publish(clients, settings, followups["notify"], retry):
+                done.append("notify")
+        except Exception as exc:
+            notify_error = exc
+            log(logging.ERROR, "notification failed", key=guard, error=str(exc))
+    if "quarantine" in followups:
+        try:
+            _put_quarantine(
+                clients, followups["quarantine"], retry, ("notify",) if notify_error is not None else ()
+            )
+            done.append("quarantine")
+        except Exception as exc:
+            owed = {k: v for k, v in followups.items() if k not in done}
+            if done:  # narrow what the guard says is owed, so the next delivery does not publish twice
+                try:
+                    audit.set_followups(clients.dynamodb, settings.audit_table, guard, owed)
+                except Exception as mark_exc:  # the original error is the one to surface
+                    log(logging.ERROR, "could not narrow the owed follow-ups", key=guard, error=str(mark_exc))
+            raise FollowUpError(
+                f"the {what} is done and recorded, but {', '.join(sorted(owed))} failed ({exc}); "
+                f"audit guard {guard!r} keeps them for the next delivery to finish"
+            ) from exc
+    if notify_error is not None:
+        where = (
+            "the quarantine record notes it as pending"
+            if "quarantine" in followups
+            else f"audit guard {guard!r} keeps it"
+        )
+        raise FollowUpError(
+            f"the {what} is done and recorded, but notify failed ({notify_error}); "
+            f"{where} for the next delivery to send"
+        ) from notify_error
     return done
 
 
-def _record_failure(clients: Clients, settings: Settings, item: audit.AuditItem, error: Exception) -> None:
-    """Best effort: an audit item with outcome ``failed`` (no idempotency guard: every failed try counts)."""
+def _record_failure(
+    clients: Clients, settings: Settings, item: audit.AuditItem, error: Exception, key: str | None
+) -> None:
+    """Best effort: an audit item with outcome ``failed``, once per key.
+
+    A command without a key records every failure; a retried alarm event, or the stepper's safety
+    net trying every minute while ``pulumi up`` keeps the endpoint Updating, records one.
+    """
     item.outcome = "failed"
     item.detail = {**item.detail, "error": str(error)[:500]}
-    item.idempotency_key = None
     try:
-        audit.append(clients.dynamodb, settings.audit_table, item)
+        audit.commit(clients.dynamodb, settings.audit_table, item, guard=f"{key}#failed" if key else None)
     except Exception as exc:
         log(logging.ERROR, "could not write the failed audit item", endpoint=item.endpoint, error=str(exc))
+
+
+def _raced(guard: dict[str, Any] | None, started: datetime) -> bool:
+    """True when ``guard`` was written by a delivery racing ours (not by an earlier drain)."""
+    if guard is None:
+        return True
+    try:
+        at = clock.parse_iso(str(guard.get("auditAt", "")).split("#", 1)[0])
+    except ValueError:
+        return True
+    return at >= started - RACE_WINDOW
 
 
 def drain_candidate(
@@ -419,28 +516,35 @@ def drain_candidate(
     endpoint changed after that time and the candidate still serves traffic, the alarm's current
     state is read (one DescribeAlarms) and the drain happens only if it is still in ALARM.
     """
-    retry = retry or RetryPolicy()
+    retry = (retry or RetryPolicy()).bounded()
+    started = clock.now()
     base = {
         "endpoint": endpoint,
         "variant": names.CANDIDATE,
         "alarm": alarm,
         "idempotencyKey": idempotency_key,
     }
-    try:
-        state = describe_endpoint(clients, endpoint, retry, wait_ready=True)
-    except (RetryExhaustedError, ConflictError) as exc:
-        failed = audit.AuditItem(
+
+    def item_of(outcome: str, before: dict[str, float] | None, after: dict[str, float] | None, **kw: Any):
+        return audit.AuditItem(
             endpoint=endpoint,
             action="drain",
             actor=actor,
-            reason=reason,
+            outcome=outcome,
+            reason=kw.pop("why", reason),
             variant=names.CANDIDATE,
             version=version,
             alarm=alarm,
+            weights_before=before,
+            weights_after=after,
             idempotency_key=idempotency_key,
-            detail={"kind": kind},
+            detail=kw.pop("detail", {"kind": kind}),
         )
-        _record_failure(clients, settings, failed, exc)
+
+    try:
+        state = describe_endpoint(clients, endpoint, retry, wait_ready=True)
+    except (RetryExhaustedError, ConflictError) as exc:
+        _record_failure(clients, settings, item_of("failed", None, None), exc, idempotency_key)
         raise
     decision = policy.decide_alarm(state.weights, names.CANDIDATE, "ALARM")
     pct_before = policy.percents(state.weights)
@@ -460,20 +564,8 @@ def drain_candidate(
                 retry=retry,
             )
         # Cannot drain safely (no stable variant to take the share): record once, change nothing.
-        item = audit.AuditItem(
-            endpoint=endpoint,
-            action="drain",
-            actor=actor,
-            outcome="skipped",
-            reason=decision.reason,
-            variant=names.CANDIDATE,
-            version=version,
-            alarm=alarm,
-            weights_before=pct_before,
-            weights_after=pct_before,
-            idempotency_key=idempotency_key,
-        )
-        append_audit(clients, settings, item, retry)
+        skipped = item_of("skipped", pct_before, pct_before, why=decision.reason, detail={})
+        append_audit(clients, settings, skipped, retry)
         return _result("skipped", decision.reason, **base, weightsBefore=pct_before)
 
     if state_at is not None and alarm and state.last_modified and state.last_modified > state_at:
@@ -496,36 +588,44 @@ def drain_candidate(
         version = _plan_version(clients, settings, endpoint, names.CANDIDATE, retry)
     version = version or "unknown"
     pct_after = policy.percents(decision.after)
-    item = audit.AuditItem(
-        endpoint=endpoint,
-        action="drain",
-        actor=actor,
-        outcome="done",
-        reason=reason,
-        variant=names.CANDIDATE,
-        version=version,
-        alarm=alarm,
-        weights_before=pct_before,
-        weights_after=pct_after,
-        idempotency_key=idempotency_key,
-        detail={"kind": kind},
-    )
     try:
         _update_weights(clients, endpoint, decision.after, (names.CANDIDATE, names.STABLE), retry)
     except Exception as exc:
-        _record_failure(clients, settings, item, exc)
+        _record_failure(clients, settings, item_of("failed", pct_before, pct_after), exc, idempotency_key)
         raise
-    written = append_audit(clients, settings, item, retry)
+    # The record's time is taken after the weights changed: a racing delivery's guard is then
+    # never older than our start (see _raced).
+    item = item_of("done", pct_before, pct_after)
     base["version"] = version
-    if not written:
-        return _result(
-            "duplicate", "another delivery of this state change already recorded the drain", **base
-        )
     topic = topic_arn_for(settings, state.raw.get("EndpointArn"))
-    pending = _followups(
-        settings, topic, endpoint, version, alarm, reason, actor, kind, pct_before, pct_after, item.at
+    followups = _followups(
+        settings,
+        topic,
+        endpoint,
+        version,
+        alarm,
+        reason,
+        actor,
+        kind,
+        pct_before,
+        pct_after,
+        item.at,
+        idempotency_key,
     )
-    done = _finish(clients, settings, idempotency_key, pending, retry)
+    guard = drain_guard(idempotency_key, version)
+    committed = _commit(clients, settings, item, retry, guard=guard, followups=followups)
+    if not committed.written:
+        if _raced(committed.guard, started):
+            return _result(
+                "duplicate", "another delivery of this state change already recorded the drain", **base
+            )
+        # The guard is from an earlier drain of this version (released again since, while the alarm
+        # stayed in ALARM). This drain really moved traffic: it gets its own records.
+        guard = f"{guard}#{item.at}"
+        committed = _commit(clients, settings, item, retry, guard=guard, followups=followups)
+        if not committed.written:  # pragma: no cover - the key carries this item's own time
+            return _result("duplicate", "another delivery already recorded this drain", **base)
+    done = _finish(clients, settings, guard, followups, retry)
     return _result(
         "drained",
         reason,
@@ -563,6 +663,7 @@ def _followups(
     before: dict[str, float],
     after: dict[str, float],
     at: str,
+    key: str,
 ) -> dict[str, Any]:
     quarantine = Quarantine(
         endpoint=endpoint,
@@ -573,6 +674,7 @@ def _followups(
         at=at.split("#", 1)[0],
         by=actor,
         kind=kind,
+        extra={"idempotencyKey": key},
     )
     message = notify.rollback_message(
         stack=settings.stack,
@@ -586,49 +688,34 @@ def _followups(
         kind=kind,
         actor=actor,
     )
+    # The key lets subscribers drop the repeat a crash between Publish and the quarantine write
+    # can cause (delivery is at-least-once in that window).
+    body = json.dumps({**message.body, "idempotencyKey": key}, sort_keys=True)
     return {
         "quarantine": {"name": settings.quarantine_parameter(endpoint), "value": quarantine.to_json()},
-        "notify": {"subject": message.subject, "body": message.to_json(), "topic": topic_arn},
+        "notify": {"subject": message.subject, "body": body, "topic": topic_arn},
     }
 
 
 def append_audit(clients: Clients, settings: Settings, item: audit.AuditItem, retry: RetryPolicy) -> bool:
     """Write ``item`` with its idempotency guard in one transaction; False when it was a duplicate."""
-    return call(
-        "TransactWriteItems",
-        audit.append,
-        retry,
-        dynamodb=clients.dynamodb,
-        table=settings.audit_table,
-        item=item,
-    )
+    return _commit(clients, settings, item, retry).written
 
 
-def _handled_before(
-    clients: Clients,
-    settings: Settings,
-    key: str,
-    base: dict[str, Any],
-    retry: RetryPolicy,
-    duplicate_reason: str,
-) -> dict[str, Any] | None:
-    """The result for a state change whose guard item exists (finishing pending follow-ups), else None."""
-    guard = call(
-        "GetItem",
-        audit.get_guard,
-        retry,
-        dynamodb=clients.dynamodb,
-        table=settings.audit_table,
-        idempotency_key=key,
-    )
-    if guard is None:
+def read_quarantine(
+    clients: Clients, settings: Settings, endpoint: str, retry: RetryPolicy
+) -> Quarantine | None:
+    """The quarantine record of ``endpoint`` (one GetParameter); None when absent or unreadable."""
+    name = settings.quarantine_parameter(endpoint)
+    text = call("GetParameter", records.get_text, retry, ssm=clients.ssm, name=name)
+    if text is None:
         return None
-    if guard.get("pending"):
-        done = _resume(clients, settings, key, guard, retry)
-        return _result(
-            "completed", "finished follow-ups an earlier delivery could not do", **base, followUps=done
-        )
-    return _result("duplicate", duplicate_reason, **base)
+    try:
+        return Quarantine.parse(name, text)
+    except ConfigError as exc:
+        # Overwritten with a readable record if this delivery completes a drain.
+        log(logging.WARNING, "unreadable quarantine record", endpoint=endpoint, error=str(exc))
+        return None
 
 
 def _already_drained(
@@ -644,41 +731,62 @@ def _already_drained(
     version: str | None,
     retry: RetryPolicy,
 ) -> dict[str, Any]:
-    """Candidate at weight 0: a duplicate, a partly handled earlier delivery, or someone else's drain."""
+    """Candidate at weight 0: a duplicate, a cut-off earlier delivery, someone else's drain, or idle.
+
+    The quarantine record is read first: written last by a drain and carrying its key, it answers
+    a duplicate in 2 calls. Then the plan (an idle or re-released candidate is not this event's
+    business), then the guard of this drain (an earlier delivery committed the audit item but
+    not its follow-ups: finish them), else the records are completed for a drain nobody recorded.
+    """
     endpoint = state.name
     base = {"endpoint": endpoint, "variant": names.CANDIDATE, "alarm": alarm, "idempotencyKey": key}
-    handled = _handled_before(
-        clients, settings, key, base, retry, "this state change was already handled; candidate is at weight 0"
-    )
-    if handled is not None:
-        return handled
-    text = call(
-        "GetParameter", records.get_text, retry, ssm=clients.ssm, name=settings.quarantine_parameter(endpoint)
-    )
-    existing = Quarantine.parse(settings.quarantine_parameter(endpoint), text) if text else None
-    if version is None:
-        plan_found, version = _plan_role(clients, settings, endpoint, names.CANDIDATE, retry)
-        if plan_found and version is None:
-            # strategy.keepVariantNames: between releases the candidate variant serves the stable
-            # version at weight 0. Quarantining "unknown" would only add noise to the records.
-            return _result(
-                "skipped",
-                f"no candidate is released on {endpoint}: the candidate variant is idle (it serves the "
-                "stable version at weight 0); nothing to drain",
-                **base,
-            )
-    version = version or "unknown"
-    base["version"] = version
-    if existing is not None and existing.version == version:
+    existing = read_quarantine(clients, settings, endpoint, retry)
+    if (
+        existing is not None
+        and existing.idempotency_key == key
+        and (version is None or existing.version == version)
+    ):
+        base["version"] = existing.version
+        if "notify" in existing.pending:
+            return _resume_notify(clients, settings, existing, base, retry)
+        return _result("duplicate", "this state change was already handled; candidate is at weight 0", **base)
+    if existing is not None and version is not None and existing.version == version:
+        return _skipped_quarantined(existing, base, version)
+    plan_found, planned = _plan_role(clients, settings, endpoint, names.CANDIDATE, retry)
+    if plan_found and planned is None:
+        # strategy.keepVariantNames: between releases the candidate variant serves the stable
+        # version at weight 0. Quarantining anything would only add noise to the records, and a
+        # late event naming the version just finalized would quarantine the *stable* version.
         return _result(
             "skipped",
-            f"candidate already at weight 0 and {version} quarantined "
-            f"({existing.kind}, {existing.alarm or existing.by} "
-            f"at {existing.at})",
+            f"no candidate is released on {endpoint}: the candidate variant is idle (it serves the "
+            "stable version at weight 0); nothing to drain",
             **base,
+            version=version,
+        )
+    if plan_found and version is not None and version != planned:
+        return _result(
+            "skipped",
+            f"stale event: it is about {version} but the released candidate is {planned}; nothing recorded",
+            **base,
+            version=version,
+        )
+    version = version or planned or "unknown"
+    base["version"] = version
+    if existing is not None and existing.version == version:
+        return _skipped_quarantined(existing, base, version)
+    guard = drain_guard(key, version)
+    found = _get_guard(clients, settings, guard, retry)
+    if found is not None:
+        owed = audit.guard_followups(found)
+        if not owed:
+            return _result("duplicate", "this state change was already handled", **base)
+        done = _finish(clients, settings, guard, owed, retry)
+        return _result(
+            "completed", "finished follow-ups an earlier delivery could not do", **base, followUps=done
         )
     # Drained (by an earlier attempt that failed before recording, or by hand) but never
-    # quarantined: finish the records so `pulumi up` does not re-promote it silently.
+    # recorded: complete the records so `pulumi up` does not re-promote it silently.
     pct = policy.percents(state.weights)
     item = audit.AuditItem(
         endpoint=endpoint,
@@ -694,18 +802,58 @@ def _already_drained(
         idempotency_key=key,
         detail={"kind": kind, "weightsAlreadyZero": True},
     )
-    written = append_audit(clients, settings, item, retry)
-    if not written:
-        return _result("duplicate", "another delivery of this state change already recorded it", **base)
     topic = topic_arn_for(settings, state.raw.get("EndpointArn"))
-    pending = _followups(settings, topic, endpoint, version, alarm, reason, actor, kind, pct, pct, item.at)
-    done = _finish(clients, settings, key, pending, retry)
+    followups = _followups(
+        settings, topic, endpoint, version, alarm, reason, actor, kind, pct, pct, item.at, key
+    )
+    if not _commit(clients, settings, item, retry, guard=guard, followups=followups).written:
+        return _result("duplicate", "another delivery of this state change already recorded it", **base)
+    done = _finish(clients, settings, guard, followups, retry)
     return _result(
         "completed",
         "candidate was already at weight 0; quarantine and audit completed",
         **base,
         followUps=done,
     )
+
+
+def _skipped_quarantined(existing: Quarantine, base: dict[str, Any], version: str) -> dict[str, Any]:
+    return _result(
+        "skipped",
+        f"candidate already at weight 0 and {version} quarantined "
+        f"({existing.kind}, {existing.alarm or existing.by} at {existing.at})",
+        **{**base, "version": version},
+    )
+
+
+def _resume_notify(
+    clients: Clients, settings: Settings, record: Quarantine, base: dict[str, Any], retry: RetryPolicy
+) -> dict[str, Any]:
+    """The drain's quarantine is written but its message is not: send it, then clear ``pending``."""
+    key = str(record.idempotency_key)
+    guard = drain_guard(key, record.version)
+    found = _get_guard(clients, settings, guard, retry)
+    owed = audit.guard_followups(found) if found is not None else {}
+    if "notify" not in owed:
+        return _result("duplicate", "already handled; the owed message is not on the guard any more", **base)
+    extra = {k: v for k, v in record.extra.items() if k != "pending"}
+    rewritten = Quarantine(
+        record.endpoint,
+        record.version,
+        record.variant,
+        record.alarm,
+        record.reason,
+        record.at,
+        record.by,
+        record.kind,
+        extra,
+    )
+    followups = {
+        "notify": owed["notify"],
+        "quarantine": {"name": settings.quarantine_parameter(record.endpoint), "value": rewritten.to_json()},
+    }
+    done = _finish(clients, settings, guard, followups, retry)
+    return _result("completed", "sent the message an earlier delivery could not send", **base, followUps=done)
 
 
 def _describe_alarm(clients: Clients, alarm: str, retry: RetryPolicy) -> dict[str, Any] | None:
@@ -723,12 +871,23 @@ def _describe_alarm(clients: Clients, alarm: str, retry: RetryPolicy) -> dict[st
 def _stable_alarm(
     clients: Clients, settings: Settings, event: AlarmEvent, endpoint: str, actor: str, retry: RetryPolicy
 ) -> dict[str, Any]:
-    """Stable's own alarm: record and notify once, never touch weights."""
+    """Stable's own alarm: record and notify once, never touch weights.
+
+    The message is owed on the guard from the commit until an UpdateItem after Publish clears it,
+    so a delivery cut off in between is finished by the next one (which may repeat the message).
+    """
     key = event.idempotency_key
     base = {"endpoint": endpoint, "variant": names.STABLE, "alarm": event.alarm_name, "idempotencyKey": key}
-    handled = _handled_before(clients, settings, key, base, retry, "this state change was already handled")
-    if handled is not None:
-        return handled
+    found = _get_guard(clients, settings, key, retry)
+    if found is not None:
+        owed = audit.guard_followups(found)
+        if not owed:
+            return _result("duplicate", "this state change was already handled", **base)
+        done = _finish(clients, settings, key, owed, retry, what="stable alarm")
+        _clear_owed(clients, settings, key, retry)
+        return _result(
+            "completed", "finished follow-ups an earlier delivery could not do", **base, followUps=done
+        )
     state = describe_endpoint(clients, endpoint, retry, wait_ready=False)
     decision = policy.decide_alarm(state.weights, names.STABLE, event.state)
     marker = event.marker
@@ -751,10 +910,6 @@ def _stable_alarm(
         idempotency_key=key,
         detail={"kind": "stable-failing"},
     )
-    written = append_audit(clients, settings, item, retry)
-    base["version"] = version
-    if not written:
-        return _result("duplicate", "another delivery of this state change already recorded it", **base)
     message = notify.stable_failing_message(
         stack=settings.stack,
         endpoint=endpoint,
@@ -764,27 +919,42 @@ def _stable_alarm(
         weights=pct,
         actor=actor,
     )
-    done = _finish(
-        clients,
-        settings,
-        key,
-        {
-            "notify": {
-                "subject": message.subject,
-                "body": message.to_json(),
-                "topic": topic_arn_for(settings, state.raw.get("EndpointArn")),
-            }
-        },
-        retry,
-    )
+    followups = {
+        "notify": {
+            "subject": message.subject,
+            "body": json.dumps({**message.body, "idempotencyKey": key}, sort_keys=True),
+            "topic": topic_arn_for(settings, state.raw.get("EndpointArn")),
+        }
+    }
+    base["version"] = version
+    if not _commit(clients, settings, item, retry, followups=followups).written:
+        return _result("duplicate", "another delivery of this state change already recorded it", **base)
+    done = _finish(clients, settings, key, followups, retry, what="stable alarm")
+    _clear_owed(clients, settings, key, retry)
     return _result("notified", decision.reason, **base, weightsBefore=pct, weightsAfter=pct, followUps=done)
+
+
+def _clear_owed(clients: Clients, settings: Settings, key: str, retry: RetryPolicy) -> None:
+    call(
+        "UpdateItem",
+        audit.set_followups,
+        retry,
+        dynamodb=clients.dynamodb,
+        table=settings.audit_table,
+        idempotency_key=key,
+        followups={},
+    )
 
 
 def handle_alarm(
     clients: Clients, settings: Settings, event: AlarmEvent, *, actor: str, retry: RetryPolicy | None = None
 ) -> dict[str, Any]:
-    """React to one alarm state change (the rollback Lambda's logic)."""
-    retry = retry or RetryPolicy()
+    """React to one alarm state change (the rollback Lambda's logic).
+
+    ``retry`` without a deadline gets one here (:meth:`RetryPolicy.bounded`): every retry of
+    this invocation shares one time budget.
+    """
+    retry = (retry or RetryPolicy()).bounded()
     base = {"alarm": event.alarm_name, "state": event.state, "stack": settings.stack}
     if event.state != "ALARM":
         return _result("skipped", f"alarm state is {event.state}; only ALARM transitions act", **base)

@@ -17,6 +17,10 @@ from rollback.events import parse_alarm_event
 _clients: Clients | None = None
 _settings: controller.Settings | None = None
 
+#: Seconds kept back from the function's remaining time: the retry budget ends this long before
+#: Lambda would kill the invocation, leaving time for the calls in flight and for raising.
+SAFETY_MARGIN_SECONDS = 10.0
+
 
 def _context() -> tuple[Clients, controller.Settings]:
     global _clients, _settings
@@ -38,20 +42,40 @@ def _actor(context: Any, default: str) -> str:
     return f"lambda:{name or default}"
 
 
+def _retry(context: Any, policy: controller.RetryPolicy) -> controller.RetryPolicy:
+    """``policy`` bounded by this invocation's remaining time (minus the margin) and its own budget."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    seconds = remaining() / 1000.0 - SAFETY_MARGIN_SECONDS if callable(remaining) else None
+    return policy.bounded(seconds)
+
+
 def on_alarm(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Drain a failing candidate (or report a failing stable) for one alarm state change.
 
     Raises EventError for a malformed event (nothing changed) and RetryExhaustedError when AWS
-    kept refusing, so Lambda retries the invocation twice and then sends the event to the dead-letter queue.
+    kept refusing or the invocation's retry budget (remaining time minus
+    :data:`SAFETY_MARGIN_SECONDS`) is spent, so Lambda retries the invocation twice and then sends
+    the event to the dead-letter queue, instead of timing out in the middle of a drain.
     """
     logs.configure()
     alarm = parse_alarm_event(event)
     clients, settings = _context()
-    return controller.handle_alarm(clients, settings, alarm, actor=_actor(context, "rollback"))
+    return controller.handle_alarm(
+        clients,
+        settings,
+        alarm,
+        actor=_actor(context, "rollback"),
+        retry=_retry(context, controller.RetryPolicy()),
+    )
 
 
 def on_schedule(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Advance progressive rollouts by one tick (the event content is not needed)."""
     logs.configure()
     clients, settings = _context()
-    return rollout.step(clients, settings, actor=_actor(context, "stepper"))
+    return rollout.step(
+        clients,
+        settings,
+        actor=_actor(context, "stepper"),
+        retry=_retry(context, controller.RetryPolicy(attempts=3)),
+    )

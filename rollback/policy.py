@@ -210,6 +210,19 @@ def decide_step(
         return StepDecision("hold", f"candidate alarm(s) not OK: {', '.join(not_ok)}", index)
     if live_weights is not None:
         share = candidate_share(live_weights)
+        nxt = index + 1
+        if nxt < len(plan.steps) and abs(share - plan.steps[nxt]) <= SHARE_TOLERANCE < abs(
+            share - plan.steps[index]
+        ):
+            # An earlier tick moved the weights and was cut off before its progress write:
+            # finish that step's records instead of holding forever on "someone else changed it".
+            return StepDecision(
+                "advance",
+                f"live candidate share is already step {nxt} ({plan.steps[nxt]:g}%): an earlier tick "
+                "advanced and was cut off before recording it; completing the step's records",
+                nxt,
+                plan.steps[nxt],
+            )
         if abs(share - plan.steps[index]) > SHARE_TOLERANCE:
             return StepDecision(
                 "hold",

@@ -22,6 +22,10 @@ from rollback.errors import ConfigError
 
 PROGRESS_STATES = ("baking", "paused", "ready-to-finalize", "halted")
 QUARANTINE_KINDS = ("auto", "manual", "drill")
+#: The quarantine record keeps at most this many characters of the reason: an SSM Standard
+#: parameter holds 4 KB, and a long operator ``--reason`` must not make the record unwritable
+#: (the audit item and the message keep the whole reason).
+QUARANTINE_REASON_MAX = 1000
 
 
 def _load(name: str, text: str) -> dict[str, Any]:
@@ -168,6 +172,9 @@ class Quarantine:
 
     def to_json(self) -> str:
         """The JSON stored in the quarantine parameter (contract keys first, then extras)."""
+        reason = self.reason
+        if len(reason) > QUARANTINE_REASON_MAX:
+            reason = reason[: QUARANTINE_REASON_MAX - 3] + "..."
         return json.dumps(
             {
                 **self.extra,
@@ -175,7 +182,7 @@ class Quarantine:
                 "version": self.version,
                 "variant": self.variant,
                 "alarm": self.alarm,
-                "reason": self.reason,
+                "reason": reason,
                 "at": self.at,
                 "by": self.by,
                 "kind": self.kind,
@@ -200,6 +207,18 @@ class Quarantine:
             kind=str(data.get("kind", "auto")),
             extra={k: v for k, v in data.items() if k not in known},
         )
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """Key of the alarm state change / command whose drain wrote this record (None: older record)."""
+        key = self.extra.get("idempotencyKey")
+        return key if isinstance(key, str) else None
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """Follow-ups the drain that wrote this record still owes (``notify`` when Publish failed)."""
+        value = self.extra.get("pending")
+        return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
 
 
 # --- SSM I/O -------------------------------------------------------------------------------

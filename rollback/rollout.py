@@ -24,8 +24,11 @@ from rollback.controller import (
     call,
     describe_endpoint,
     drain_candidate,
+    error_code,
+    is_retryable,
+    read_quarantine,
 )
-from rollback.errors import ConfigError
+from rollback.errors import ConfigError, RetryExhaustedError
 from rollback.events import alarm_idempotency_key, parse_marker
 from rollback.logs import log
 from rollback.records import Progress, Quarantine, RolloutPlan
@@ -193,6 +196,10 @@ def _apply(
         "reason": decision.reason,
         "stepIndex": decision.step_index,
     }
+    if ep.quarantined and plan.advances:
+        enforced = _enforce_quarantine(clients, settings, ep, actor, retry)
+        if enforced is not None:
+            out["drain"] = enforced
     if decision.action in ("none", "wait", "evaluate"):
         return out
     if decision.action == "start":
@@ -215,6 +222,8 @@ def _apply(
         # when only the evaluation state changes, which would give a different idempotency key.
         state_at = alarm.get("StateTransitionedTimestamp") or alarm["StateUpdatedTimestamp"]
         marker = parse_marker(alarm.get("AlarmDescription"))
+        # The plan's candidate is the version this rollout put into service; the drain's records
+        # (and its guard key) name it even if the alarm's description still carries an older marker.
         out["drain"] = drain_candidate(
             clients,
             settings,
@@ -224,7 +233,7 @@ def _apply(
             kind="auto",
             idempotency_key=alarm_idempotency_key(alarm["AlarmName"], state_at),
             alarm=alarm["AlarmName"],
-            version=(marker.version if marker else None) or plan.candidate,
+            version=plan.candidate or (marker.version if marker else None),
             retry=retry,
         )
         halted = Progress(
@@ -292,22 +301,16 @@ def _apply(
         return out
     # advance
     assert decision.candidate_percent is not None
-    after = policy.step_weights(live, decision.candidate_percent)
-    desired = [{"VariantName": r, "DesiredWeight": float(after[r])} for r in (names.STABLE, names.CANDIDATE)]
-    call(
-        "UpdateEndpointWeightsAndCapacities",
-        clients.sagemaker.update_endpoint_weights_and_capacities,
-        retry,
-        EndpointName=ep.name,
-        DesiredWeightsAndCapacities=desired,
-    )
-    _write_progress(
-        clients,
-        settings,
-        ep.name,
-        Progress(plan.plan_id, decision.step_index, now, "baking", decision.reason),
-        retry,
-    )
+    if abs(policy.candidate_share(live) - decision.candidate_percent) <= policy.SHARE_TOLERANCE:
+        after = live  # an earlier tick moved the weights and was cut off before its records
+    else:
+        moved = _advance_weights(clients, settings, ep, live, decision.candidate_percent, retry)
+        if isinstance(moved, str):
+            return {"action": "hold", "reason": moved, "stepIndex": progress.step_index}
+        after = moved
+    # The audit item first: the weights have moved, so the record of it must not depend on the
+    # progress write. A tick cut off before the progress write is finished by the next one
+    # (policy.decide_step recognises live weights at the next step); the item's key dedupes it.
     append_audit(
         clients,
         settings,
@@ -325,8 +328,107 @@ def _apply(
         ),
         retry,
     )
+    _write_progress(
+        clients,
+        settings,
+        ep.name,
+        Progress(plan.plan_id, decision.step_index, now, "baking", decision.reason),
+        retry,
+    )
     out["weightsBefore"], out["weightsAfter"] = before, policy.percents(after)
     return out
+
+
+def _advance_weights(
+    clients: Clients,
+    settings: Settings,
+    ep: _Endpoint,
+    live: policy.Weights,
+    percent: float,
+    retry: RetryPolicy,
+) -> policy.Weights | str:
+    """Move the candidate to ``percent``; the weights sent, or why the advance was abandoned.
+
+    The quarantine is read again right before every attempt, and after a refused attempt (a drain
+    keeps the endpoint Updating) the live weights are read again: a retry computed from the
+    weights seen before a drain would put the drained candidate back into service.
+    """
+    assert ep.progress is not None
+    expected = ep.plan.steps[ep.progress.step_index]
+    current = live
+    for attempt in range(1, retry.attempts + 1):
+        quarantine = read_quarantine(clients, settings, ep.name, retry)
+        if quarantine is not None and quarantine.version == ep.plan.candidate:
+            return (
+                f"candidate {quarantine.version} was quarantined ({quarantine.kind} at {quarantine.at}) "
+                "during this tick; not advancing"
+            )
+        after = policy.step_weights(current, percent)
+        desired = [
+            {"VariantName": r, "DesiredWeight": float(after[r])} for r in (names.STABLE, names.CANDIDATE)
+        ]
+        try:
+            clients.sagemaker.update_endpoint_weights_and_capacities(
+                EndpointName=ep.name, DesiredWeightsAndCapacities=desired
+            )
+            return after
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
+            if attempt == retry.attempts:
+                raise RetryExhaustedError(
+                    f"UpdateEndpointWeightsAndCapacities kept failing with {error_code(exc)} after "
+                    f"{retry.attempts} attempts; the next tick tries again"
+                ) from exc
+            retry.wait("UpdateEndpointWeightsAndCapacities", attempt, error_code(exc))
+        state = describe_endpoint(clients, ep.name, retry, wait_ready=True)
+        share = policy.candidate_share(state.weights)
+        if abs(share - expected) > policy.SHARE_TOLERANCE:
+            return (
+                f"live candidate share changed to {share:.2f}% while advancing from step "
+                f"{ep.progress.step_index} ({expected:g}%): a drain or someone else moved the weights; "
+                "not advancing"
+            )
+        current = state.weights
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _enforce_quarantine(
+    clients: Clients, settings: Settings, ep: _Endpoint, actor: str, retry: RetryPolicy
+) -> dict[str, Any] | None:
+    """Drain a quarantined candidate found serving traffic again (the same drain path as alarms).
+
+    A weights update computed before a drain can land after it (the stepper's own advance, a
+    script, a late retry): the quarantine says this version stays at weight 0, so every tick
+    checks (one DescribeEndpoint per quarantined endpoint) and drains it again. The record is read
+    again right before draining, so a restore that just cleared it (a drill) is left alone.
+    """
+    state = describe_endpoint(clients, ep.name, retry, wait_ready=False)
+    if state.weights.get(names.CANDIDATE, 0.0) <= 0:
+        return None
+    share = policy.candidate_share(state.weights)
+    if state.status != "InService":
+        return {
+            "action": "wait",
+            "reason": f"quarantined candidate serves {share:.2f}% but the endpoint is {state.status}; "
+            "draining it on a later tick",
+        }
+    record = read_quarantine(clients, settings, ep.name, retry)
+    if record is None or record.version != ep.plan.candidate:
+        return None
+    return drain_candidate(
+        clients,
+        settings,
+        endpoint=ep.name,
+        reason=f"candidate {record.version} is quarantined ({record.kind}, {record.alarm or record.by} at "
+        f"{record.at}) but served {share:.2f}% of traffic again; drained again",
+        actor=actor,
+        kind=record.kind if record.kind in records.QUARANTINE_KINDS else "auto",
+        idempotency_key=f"quarantined#{ep.name}#{record.version}#{record.at}",
+        alarm=record.alarm,
+        version=record.version,
+        retry=retry,
+    )
 
 
 def step(
@@ -342,7 +444,7 @@ def step(
     Per-endpoint failures are reported in the result (``action: error``) and logged; they never
     stop the other endpoints. The returned dict maps endpoint -> what happened and why.
     """
-    retry = retry or RetryPolicy(attempts=3)
+    retry = (retry or RetryPolicy(attempts=3)).bounded()
     now = clock.now()
     only = settings.physical(endpoint) if endpoint else None
     params = call(

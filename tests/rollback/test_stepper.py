@@ -35,6 +35,17 @@ def send_traffic(world: World, vclock: VirtualClock, physical: str, requests: fl
     )
 
 
+def declare_first_step(world: World, physical: str, candidate: float = 10.0) -> None:
+    """What `pulumi up` does for a released candidate: the declared weights (steps[0]) go live."""
+    world.raw["sagemaker"].update_endpoint_weights_and_capacities(
+        EndpointName=physical,
+        DesiredWeightsAndCapacities=[
+            {"VariantName": "stable", "DesiredWeight": 100.0 - candidate},
+            {"VariantName": "candidate", "DesiredWeight": candidate},
+        ],
+    )
+
+
 def tick(world: World, **kwargs) -> dict:
     return step(world.clients, world.settings, actor=ACTOR, **kwargs)["endpoints"]
 
@@ -145,7 +156,7 @@ def test_new_plan_id_restarts_progress_at_step_zero(world: World, vclock: Virtua
     assert (record["planId"], record["stepIndex"]) == ("plan00000002", 0)
 
 
-def test_quarantined_candidate_is_never_advanced(world: World, vclock: VirtualClock) -> None:
+def test_quarantined_candidate_is_drained_and_never_advanced(world: World, vclock: VirtualClock) -> None:
     world.put_plan(world.endpoint)
     world.set_alarm(names.alarm_name(world.endpoint, names.CANDIDATE, "errors"), "OK")
     tick(world)
@@ -157,8 +168,13 @@ def test_quarantined_candidate_is_never_advanced(world: World, vclock: VirtualCl
 
     seen = run(world, vclock, minutes=12, per_minute=50)
 
-    assert seen == [10.0] * 12
+    # The record says v2 stays at weight 0: a quarantined candidate found serving is drained once.
+    assert seen == [0.0] * 12
     assert progress(world, world.endpoint)["state"] == "halted"
+    [drain] = [i for i in world.audit_items() if i["action"] == "drain"]
+    assert drain["version"] == "v2" and "quarantined" in drain["reason"]
+    assert drain["weightsBefore"] == {"stable": 90, "candidate": 10}
+    assert world.quarantine()["kind"] == "manual"
 
 
 def test_clearing_the_quarantine_restarts_a_halted_rollout_at_step_zero(
@@ -176,6 +192,8 @@ def test_clearing_the_quarantine_restarts_a_halted_rollout_at_step_zero(
     assert progress(world, world.endpoint)["state"] == "halted"
 
     cleared = clear_quarantine(world.clients, world.settings, world.endpoint, actor="cli:bob", reason="fixed")
+    # `pulumi up` after the clear declares the candidate at steps[0] again.
+    declare_first_step(world, world.endpoint)
 
     assert cleared["rolloutRestarted"] is True
     assert tick(world)[world.endpoint]["action"] == "start"
