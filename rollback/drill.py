@@ -62,8 +62,12 @@ def run_drill(
     candidate weight 0), ``weights_before``, ``weights_after``, ``restored``, ``progress_reset`` and
     ``notes`` (what the restore did, in words). After a seen drain the restore waits for the endpoint
     to be InService (``restore_retry``, default :data:`RESTORE_RETRY`), puts the pre-drill weights
-    back, clears the drill's quarantine and deletes the rollout progress record, so the rollout
-    restarts at step 0 instead of staying ``halted`` by a stepper tick during the drill.
+    back, clears the drill's quarantine and puts the pre-drill rollout progress record back as it
+    was (``progress_restored``), so a stepper tick during the drill neither leaves the rollout
+    ``halted`` nor loses a finished rollout's ``ready-to-finalize`` (which ``promote`` and
+    ``finalize`` need). A step that was baking restarts its bake: the drain hid the candidate
+    during part of it. Without a pre-drill record, one written during the drill is deleted
+    (``progress_reset``).
 
     Every drill writes one ``drill`` audit item. When the restore cannot finish, that item has
     outcome ``failed`` and says what was left behind, then the error is raised with the same words.
@@ -78,6 +82,8 @@ def run_drill(
             f"{physical} has no candidate serving traffic; deploy one before rehearsing its rollback"
         )
     alarm = names.alarm_name(physical, names.CANDIDATE, "errors")
+    # Read before the alarm is forced: the stepper may rewrite it (halted) while the drill runs.
+    pre_progress = records.get_text(clients.ssm, names.rollout_progress_parameter(stack_cfg.stack, physical))
     started = time.monotonic()
     clients.cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="mlrollback drill")
     ttr: float | None = None
@@ -103,7 +109,14 @@ def run_drill(
     if passed:
         try:
             restored = _restore(
-                clients, stack_cfg.stack, physical, before, restore_retry or RESTORE_RETRY, progress, started
+                clients,
+                stack_cfg.stack,
+                physical,
+                before,
+                pre_progress,
+                restore_retry or RESTORE_RETRY,
+                progress,
+                started,
             )
         except Exception as exc:  # recorded in the drill item below, then raised again in words
             failure = exc
@@ -120,6 +133,7 @@ def run_drill(
         "weights_after": after,
         "restored": restored is not None,
         "progress_reset": bool((restored or {}).get("progress_reset")),
+        "progress_restored": bool((restored or {}).get("progress_restored")),
         "notes": notes,
         "expectation_met": passed and failure is None,
     }
@@ -129,6 +143,7 @@ def run_drill(
         "timeoutSeconds": timeout_seconds,
         "restored": restored is not None,
         "progressReset": report["progress_reset"],
+        "progressRestored": report["progress_restored"],
     }
     message = ""
     if failure is not None:
@@ -176,17 +191,19 @@ def _restore(
     stack: str,
     physical: str,
     before: dict[str, float],
+    pre_progress: str | None,
     retry: controller.RetryPolicy,
     progress: Progress | None,
     started: float,
 ) -> dict[str, Any]:
-    """Put the pre-drill weights back, delete the drill's quarantine record and reset the rollout.
+    """Put the pre-drill weights back, delete the drill's quarantine record, put the rollout back.
 
     SageMaker keeps the endpoint ``Updating`` for a while after the drain, and answers a weights
     update meanwhile with "Cannot update in-progress endpoint": the runtime's helpers wait for
     InService and retry that answer with bounded backoff on :mod:`rollback.clock`. Weights go
     first: the quarantine is only cleared once the candidate serves again, so a failure never
     leaves a drained candidate without the record that keeps `pulumi up` from undoing the drain.
+    The rollout progress goes last, back to ``pre_progress`` (see :func:`run_drill`).
     """
 
     def say(text: str) -> None:
@@ -207,15 +224,58 @@ def _restore(
     if _delete_parameter(clients, names.quarantine_parameter(stack, physical), retry):
         notes.append("the drill's quarantine record was cleared")
     progress_name = names.rollout_progress_parameter(stack, physical)
-    previous = controller.call("GetParameter", records.get_text, retry, ssm=clients.ssm, name=progress_name)
-    reset = previous is not None and _delete_parameter(clients, progress_name, retry)
-    if reset:
-        notes.append(
-            f"rollout progress reset (was {_progress_words(previous)}): the rollout restarts at step 0 "
-            "on the stepper's next tick"
-        )
+    now = controller.call("GetParameter", records.get_text, retry, ssm=clients.ssm, name=progress_name)
+    reset = restored = False
+    if pre_progress is None:
+        reset = now is not None and _delete_parameter(clients, progress_name, retry)
+        if reset:
+            notes.append(
+                f"rollout progress written during the drill removed (it said {_progress_words(now or '')}): "
+                "the rollout starts at step 0 on the stepper's next tick"
+            )
+    else:
+        text, rebake = _resumed(pre_progress)
+        if now != text:
+            controller.call(
+                "PutParameter",
+                records.put_text,
+                retry,
+                ssm=clients.ssm,
+                name=progress_name,
+                value=text,
+                description="mlrollback rollout progress (owned by the stepper Lambda)",
+            )
+            restored = True
+        words = _progress_words(pre_progress)
+        if restored:
+            notes.append(
+                f"rollout progress restored to its pre-drill state ({words})"
+                + (" and the step's bake restarts now" if rebake else "")
+                + (
+                    f"; during the drill it said {_progress_words(now)}"
+                    if now and now != pre_progress
+                    else ""
+                )
+            )
+        else:
+            notes.append(f"rollout progress kept as before the drill ({words})")
     say(notes[-1])
-    return {"notes": notes, "progress_reset": reset}
+    return {"notes": notes, "progress_reset": reset, "progress_restored": restored}
+
+
+def _resumed(pre_progress: str) -> tuple[str, bool]:
+    """The progress record to put back: the pre-drill text, with a baking step's bake restarted now.
+
+    Returns (text, whether the bake was restarted). Text that is not the JSON the stepper writes
+    goes back unchanged.
+    """
+    try:
+        data = json.loads(pre_progress)
+    except json.JSONDecodeError:
+        return pre_progress, False
+    if not isinstance(data, dict) or data.get("state") != "baking":
+        return pre_progress, False
+    return json.dumps({**data, "stepStartedAt": clock.iso(clock.now())}, sort_keys=True), True
 
 
 def _left_behind(clients: Any, stack: str, physical: str) -> dict[str, Any]:

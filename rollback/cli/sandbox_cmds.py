@@ -2,7 +2,8 @@
 
 Thin: parse, call :mod:`rollback.sandbox` (or :func:`rollback.drill.run_drill` against AWS),
 render. ``--json`` prints only the JSON report on stdout; exit code 0 when the scenario's
-expectation held, 1 otherwise.
+expectation held (or, with ``--skip-if-no-candidate``, when there was nothing to rehearse), 1
+otherwise; package errors keep their codes (unknown stack 3, unknown scenario 2, ...).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from rollback.cli.app import app, cli_errors, console, err_console, find_project_root, print_json
-from rollback.errors import MLRollbackError, SandboxError
+from rollback.errors import ConfigError, MLRollbackError, NotFoundError, SandboxError
 
 sandbox_app = typer.Typer(
     help="A local AWS emulator with the stack deployed, kept running in the background "
@@ -128,6 +129,14 @@ def drill(
             help="Allow a real drill on a stack marked production (it really drains the candidate there)",
         ),
     ] = False,
+    skip_if_no_candidate: Annotated[
+        bool,
+        typer.Option(
+            "--skip-if-no-candidate",
+            help="Exit 0 with one line (JSON: skipped true) when the stack file declares no candidate "
+            "to rehearse (e.g. right after finalize); CI's drill step uses it",
+        ),
+    ] = False,
 ) -> None:
     """Rehearse a rollback and measure time-to-rollback.
 
@@ -140,11 +149,21 @@ def drill(
       mlrollback drill --stack dev --sandbox --no-failover        # plain calls: callers see errors
 
       mlrollback drill --stack staging                            # real AWS (fault injection)
+
+      mlrollback drill --stack staging --skip-if-no-candidate     # CI: nothing released, nothing to do
     """
     with cli_errors():
         root = find_project_root(project_dir)
         if no_failover and not sandbox:
-            raise SandboxError("--no-failover only applies to the sandbox drill; add --sandbox or drop it")
+            raise ConfigError("--no-failover only applies to the sandbox drill; add --sandbox or drop it")
+        if skip_if_no_candidate:
+            skipped = _nothing_to_rehearse(root, stack, endpoint)
+            if skipped is not None:
+                if as_json:
+                    print_json({"skipped": True, "stack": stack, "endpoint": endpoint, "reason": skipped})
+                else:
+                    console.print(f"drill skipped: {skipped}", highlight=False)
+                return
         if not sandbox:
             try:
                 from rollback import drill as aws_drill
@@ -204,6 +223,24 @@ def drill(
             console.print(f"{verdict}: {_EXPECTED.get(report['scenario'], 'the scenario expectation')}")
         if not report.get("expectation_met"):
             raise typer.Exit(1)
+
+
+def _nothing_to_rehearse(root: Path, stack: str, endpoint: str | None) -> str | None:
+    """Why there is nothing to drill (no declared candidate), or None when there is something."""
+    from rollback.cli.app import load_stack
+
+    cfg = load_stack(root, stack)
+    if endpoint is not None:
+        ep = next((e for e in cfg.endpoints if endpoint in (e.name, e.physical_name)), None)
+        if ep is None:
+            known = ", ".join(e.name for e in cfg.endpoints)
+            raise NotFoundError(f"no endpoint {endpoint!r} in stack {stack} (known: {known})")
+        if ep.release.candidate is None:
+            return f"{ep.name} declares no candidate in stack {stack}; nothing to rehearse"
+        return None
+    if not any(e.release.candidate for e in cfg.endpoints):
+        return f"no endpoint of stack {stack} declares a candidate; nothing to rehearse"
+    return None
 
 
 @sandbox_app.command("up")

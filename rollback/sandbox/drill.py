@@ -44,7 +44,7 @@ from typing import Any
 from rollback import clock as rclock
 from rollback import names
 from rollback.client import SafePredictor
-from rollback.errors import PredictionError, SandboxError
+from rollback.errors import ConfigError, GateError, NotFoundError, PredictionError
 from rollback.metrics import MetricsPublisher, Timestamp
 from rollback.sandbox import moto_patches
 from rollback.sandbox.alarms import AlarmEvaluator
@@ -110,7 +110,7 @@ def stack_file(stack: str, project_dir: Path | None = None) -> Path:
     path = root / "environments" / f"Pulumi.{stack}.yaml"
     if not path.exists():
         known = sorted(p.name.split(".")[1] for p in (root / "environments").glob("Pulumi.*.yaml"))
-        raise SandboxError(
+        raise NotFoundError(  # exit 3, like every other command given an unknown stack
             f"{path}: no such stack file; known stacks: {', '.join(known) or 'none'} "
             "(pass --stack with one of them)"
         )
@@ -155,8 +155,8 @@ def run_drill(
     ``failover=False``: predictions are plain calls (no retry on ``stable``), to show how many a
     client without the failover would have lost.
     """
-    if scenario not in SCENARIOS:
-        raise SandboxError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if scenario not in SCENARIOS:  # a usage error (exit 2)
+        raise ConfigError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     from infra.config import load_stack_file, pulumi_config_from_stack_file
 
     wall0 = time.perf_counter()
@@ -164,10 +164,15 @@ def run_drill(
     root = project_dir or project_root()
     path = stack_file(stack, root)
     cfg = load_stack_file(path, stack)
+    if endpoint is not None and endpoint not in [e.name for e in cfg.endpoints]:
+        known = ", ".join(e.name for e in cfg.endpoints)
+        raise NotFoundError(
+            f"{path}: no endpoint {endpoint!r} (known: {known}); pass one of them as --endpoint"
+        )
     candidates = [e for e in cfg.endpoints if e.release.candidate and (endpoint in (None, e.name))]
-    if not candidates:
+    if not candidates:  # exit 8 like the real drill: a precondition, not something the sandbox lacks
         wanted = f"endpoint {endpoint!r}" if endpoint else "any endpoint"
-        raise SandboxError(f"{path}: {wanted} has no release.candidate to drill; declare one and run again")
+        raise GateError(f"{path}: {wanted} has no release.candidate to drill; declare one and run again")
     ep = candidates[0]
     physical = ep.physical_name
     config_map = pulumi_config_from_stack_file(path)

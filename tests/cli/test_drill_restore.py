@@ -1,4 +1,4 @@
-"""The real-stack drill's restore: waits out a busy endpoint, resets the rollout, records a failed restore."""
+"""The real-stack drill's restore: waits out a busy endpoint, puts the rollout back, records a failure."""
 
 from __future__ import annotations
 
@@ -115,20 +115,26 @@ def _parameter(aws: dict[str, Any], name: str) -> str | None:
         return None
 
 
-def test_restore_waits_out_an_updating_endpoint_then_restores_weights_and_resets_a_halted_rollout(
+def _stepper_halts(aws: dict[str, Any], physical: str) -> None:
+    """Stands in for a stepper tick during the drill: the forced alarm halts the rollout."""
+    name = names.rollout_progress_parameter("staging", physical)
+    record = json.loads(_parameter(aws, name) or "{}")
+    halted = {**record, "state": "halted", "reason": "candidate alarm in ALARM"}
+    aws["ssm"].put_parameter(Name=name, Value=json.dumps(halted), Type="String", Overwrite=True)
+
+
+def test_restore_waits_out_an_updating_endpoint_then_restores_weights_and_the_pre_drill_rollout(
     project: Path, aws: dict[str, Any], virtual_clock: clock.VirtualClock
 ) -> None:
     table = audit_table(aws, "staging")
     physical = deploy_endpoint(
-        aws,
-        "staging",
-        weights={"stable": 90, "candidate": 10},
-        progress={"stepIndex": 1, "state": "halted", "reason": "alarm during the drill"},
+        aws, "staging", weights={"stable": 90, "candidate": 10}, progress={"stepIndex": 1, "state": "baking"}
     )
     flaky = Flaky(aws["sagemaker"])
     clients = Clients(**{**aws, "sagemaker": flaky})
 
     def endpoint_stays_busy() -> None:
+        _stepper_halts(aws, physical)
         # One Updating answer is seen by the drill's own poll, two by the restore; then two refusals.
         flaky.updating(3)
         flaky.refuse(2)
@@ -150,13 +156,79 @@ def test_restore_waits_out_an_updating_endpoint_then_restores_weights_and_resets
     assert [s for s in virtual_clock.slept if s != POLL] == [1.0, 2.0, 1.0, 2.0]
     assert flaky.calls["update_endpoint_weights_and_capacities"] == 1 + 2 + 1  # drain, 2 refused, restore
     assert _parameter(aws, names.quarantine_parameter("staging", physical)) is None
-    assert _parameter(aws, names.rollout_progress_parameter("staging", physical)) is None
-    assert report["progress_reset"] is True
-    assert any("was halted at step 1" in n and "restarts at step 0" in n for n in report["notes"])
+    # the halt written during the drill is gone: step 1 bakes again, its bake restarted at the restore
+    progress = json.loads(_parameter(aws, names.rollout_progress_parameter("staging", physical)) or "{}")
+    assert (progress["state"], progress["stepIndex"]) == ("baking", 1)
+    assert progress["stepStartedAt"] == clock.iso(virtual_clock.now())
+    assert report["progress_restored"] is True and report["progress_reset"] is False
+    assert any("restored to its pre-drill state (baking at step 1)" in n for n in report["notes"])
     drills = [i for i in audit.query(aws["dynamodb"], table, physical)[0] if i["action"] == "drill"]
-    assert [(d["outcome"], d["detail"]["restored"], d["detail"]["progressReset"]) for d in drills] == [
+    assert [(d["outcome"], d["detail"]["restored"], d["detail"]["progressRestored"]) for d in drills] == [
         ("done", True, True)
     ]
+
+
+def test_drill_of_a_finished_rollout_leaves_it_ready_to_finalize_so_promote_still_passes(
+    project: Path, aws: dict[str, Any], virtual_clock: clock.VirtualClock
+) -> None:
+    from typer.testing import CliRunner
+
+    from rollback.cli import app
+
+    audit_table(aws, "staging")
+    audit_table(aws, "prod")
+    physical = deploy_endpoint(
+        aws,
+        "staging",
+        weights={"stable": 0, "candidate": 100},
+        steps=[10, 25, 50, 100],
+        progress={"stepIndex": 3, "state": "ready-to-finalize"},
+    )
+    deploy_endpoint(aws, "prod", weights={"stable": 100}, candidate=None)
+    name = names.rollout_progress_parameter("staging", physical)
+    before = _parameter(aws, name)
+    clients = Clients(**aws)
+    report = run_drill(
+        clients,
+        load_stack_file(project / "environments/Pulumi.staging.yaml", "staging"),
+        "fraud-scorer",
+        timeout_seconds=30,
+        i_know_this_is_prod=False,
+        progress=_lambda_then(aws, clients, physical, lambda: _stepper_halts(aws, physical)),
+        poll_seconds=POLL,
+        restore_retry=_retry(3),
+    )
+    assert report["restored"] is True and _parameter(aws, name) == before  # exactly as it was
+
+    promoted = CliRunner().invoke(app, ["promote", "--from", "staging", "--to", "prod", "-e", "fraud-scorer"])
+    assert promoted.exit_code == 0, promoted.output
+
+
+def test_restore_without_a_pre_drill_progress_record_removes_the_one_written_during_the_drill(
+    project: Path, aws: dict[str, Any], virtual_clock: clock.VirtualClock
+) -> None:
+    physical = deploy_endpoint(aws, "staging", weights={"stable": 90, "candidate": 10})
+    audit_table(aws, "staging")
+    name = names.rollout_progress_parameter("staging", physical)
+
+    def stepper_writes_a_halt() -> None:
+        record = {"planId": "abc123abc123", "stepIndex": 0, "stepStartedAt": "2026-03-01T12:00:00.000Z"}
+        aws["ssm"].put_parameter(Name=name, Value=json.dumps({**record, "state": "halted"}), Type="String")
+
+    clients = Clients(**aws)
+    report = run_drill(
+        clients,
+        load_stack_file(project / "environments/Pulumi.staging.yaml", "staging"),
+        "fraud-scorer",
+        timeout_seconds=30,
+        i_know_this_is_prod=False,
+        progress=_lambda_then(aws, clients, physical, stepper_writes_a_halt),
+        poll_seconds=POLL,
+        restore_retry=_retry(3),
+    )
+    assert _parameter(aws, name) is None
+    assert report["progress_reset"] is True and report["progress_restored"] is False
+    assert "removed (it said halted at step 0)" in report["notes"][-1]
 
 
 def test_restore_without_a_progress_record_says_only_what_it_restored(

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rollback.cli import app
-from rollback.errors import SandboxError
+from rollback.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_bad_canary_without_failover_lets_callers_see_the_candidate_errors() -> 
 def test_no_failover_without_sandbox_is_refused_with_a_clear_message() -> None:
     result = CliRunner().invoke(app, ["drill", "--stack", "dev", "--no-failover"])
 
-    assert result.exit_code == SandboxError.exit_code == 12
+    assert result.exit_code == ConfigError.exit_code == 2  # a usage error, per the README table
     assert "--no-failover only applies to the sandbox drill" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)  # one line, no traceback
 
