@@ -16,6 +16,7 @@ from rollback import audit, clock, controller, names
 from rollback.aws import Clients
 from rollback.drill import run_drill
 from rollback.errors import RetryExhaustedError
+from rollback.gitops import Release, StackDocument
 from tests.cli.conftest import audit_table, deploy_endpoint
 
 BUSY = 'Cannot update in-progress endpoint "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/x"'
@@ -185,6 +186,10 @@ def test_drill_of_a_finished_rollout_leaves_it_ready_to_finalize_so_promote_stil
         progress={"stepIndex": 3, "state": "ready-to-finalize"},
     )
     deploy_endpoint(aws, "prod", weights={"stable": 100}, candidate=None)
+    prod_file = project / "environments/Pulumi.prod.yaml"
+    doc = StackDocument.load(prod_file)
+    doc.set_release("fraud-scorer", Release("v1", None))  # so v2 is new in prod
+    prod_file.write_text(doc.render())
     name = names.rollout_progress_parameter("staging", physical)
     before = _parameter(aws, name)
     clients = Clients(**aws)
@@ -202,6 +207,7 @@ def test_drill_of_a_finished_rollout_leaves_it_ready_to_finalize_so_promote_stil
 
     promoted = CliRunner().invoke(app, ["promote", "--from", "staging", "--to", "prod", "-e", "fraud-scorer"])
     assert promoted.exit_code == 0, promoted.output
+    assert StackDocument.load(prod_file).release("fraud-scorer") == Release("v1", "v2")
 
 
 def test_restore_without_a_pre_drill_progress_record_removes_the_one_written_during_the_drill(
