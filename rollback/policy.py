@@ -120,7 +120,8 @@ def step_weights(weights: Weights, candidate_percent: float) -> Weights:
         pool = 1.0
     after = dict(weights)
     after[CANDIDATE] = pool * candidate_percent / 100.0
-    after[STABLE] = pool - after[CANDIDATE]
+    # max(): pool - pool * 100 / 100 can round to -3e-14, and SageMaker rejects a negative weight.
+    after[STABLE] = max(0.0, pool - after[CANDIDATE])
     return after
 
 

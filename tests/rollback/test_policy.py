@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from rollback import policy
@@ -44,6 +44,7 @@ def test_alarm_decisions_preserve_total_never_zero_and_never_drain_stable(weight
 
 
 @given(endpoint_weights(), st.floats(min_value=0.01, max_value=100.0))
+@example({"stable": 1.2735850169763978, "candidate": 162.59409657355582}, 100.0)  # stable was -3e-14
 def test_step_weights_give_the_candidate_its_share_of_the_pool(weights, percent) -> None:
     after = policy.step_weights(weights, percent)
 
@@ -153,3 +154,30 @@ def test_stepper_advances_only_when_baked_healthy_and_busy(index, elapsed, reque
         assert decision.action == "halt"
     if decision.action == "advance":
         assert decision.step_index == index + 1 and decision.candidate_percent == plan.steps[index + 1]
+
+
+@pytest.mark.parametrize(
+    ("index", "live", "action", "to_index"),
+    [
+        (0, {"stable": 90.0, "candidate": 10.0}, "advance", 1),  # as planned: the next step
+        (0, {"stable": 75.0, "candidate": 25.0}, "advance", 1),  # already there: records were cut off
+        (0, {"stable": 60.0, "candidate": 40.0}, "hold", 0),  # someone else changed it
+        (0, {"stable": 100.0, "candidate": 0.0}, "hold", 0),  # drained meanwhile
+        (3, {"stable": 0.0, "candidate": 100.0}, "finalize", 3),
+    ],
+)
+def test_advance_completes_a_cut_off_step_and_holds_on_other_live_weights(
+    index, live, action, to_index
+) -> None:
+    decision = policy.decide_step(
+        make_plan(),
+        baking(index),
+        T0 + timedelta(seconds=300),
+        alarm_states=OK,
+        requests=500,
+        live_weights=live,
+    )
+
+    assert (decision.action, decision.step_index) == (action, to_index)
+    if live["candidate"] == 25.0:
+        assert "cut off" in decision.reason

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from rollback import clock, names
+from rollback.aws import Clients
 from rollback.clock import VirtualClock
-from rollback.controller import clear_quarantine
-from rollback.events import alarm_idempotency_key
+from rollback.controller import clear_quarantine, handle_alarm
+from rollback.events import alarm_idempotency_key, parse_alarm_event
 from rollback.rollout import step
-from tests.rollback.conftest import Faulty, World
+from tests.rollback.conftest import Faulty, World, alarm_event
 
 ACTOR = "lambda:mlrollback-dev-stepper"
 
@@ -279,3 +284,181 @@ def test_broken_plan_is_reported_and_other_endpoints_still_step(world: World, vc
 
     assert results[world.endpoint]["action"] == "start"
     assert results[other]["action"] == "error" and "missing key 'steps'" in results[other]["reason"]
+
+
+class DrainDuringUpdate(Faulty):
+    """The alarm Lambda drains between the stepper's DescribeEndpoint and its weights update.
+
+    While that drain is in progress SageMaker refuses the stepper's update ("in-progress"), so the
+    stepper's retry lands after the drain.
+    """
+
+    def __init__(self, client: Any, drain_now: Callable[[], None]) -> None:
+        super().__init__(client)
+        self._drain_now: Callable[[], None] | None = drain_now
+
+    def update_endpoint_weights_and_capacities(self, **kwargs: Any) -> Any:
+        if self._drain_now is not None:
+            drain_now, self._drain_now = self._drain_now, None
+            drain_now()
+            raise ClientError(
+                {
+                    "Error": {
+                        "Code": "ValidationException",
+                        "Message": 'Cannot update in-progress endpoint "x"',
+                    }
+                },
+                "UpdateEndpointWeightsAndCapacities",
+            )
+        return self._client.update_endpoint_weights_and_capacities(**kwargs)
+
+
+def test_advance_refused_during_a_drain_never_puts_the_candidate_back(
+    world: World, vclock: VirtualClock
+) -> None:
+    ep = world.endpoint
+    world.put_plan(ep, bakeSeconds=60, minRequestsPerStep=10)
+    tick(world)
+    vclock.advance(120)
+    send_traffic(world, vclock, ep, 50)
+    alarm = names.alarm_name(ep, names.CANDIDATE, "errors")
+    lambda_clients = Clients(
+        **{s: world.raw[s] for s in ("sagemaker", "cloudwatch", "dynamodb", "ssm", "sns")}
+    )
+
+    def alarm_lambda_drains() -> None:
+        at = world.set_alarm(alarm, "ALARM")
+        event = parse_alarm_event(alarm_event(alarm, ep, names.CANDIDATE, at=at))
+        assert handle_alarm(lambda_clients, world.settings, event, actor="lambda:rb")["action"] == "drained"
+
+    world.clients.sagemaker = DrainDuringUpdate(world.clients.sagemaker, alarm_lambda_drains)
+    during = tick(world)[ep]
+    later = []
+    for _ in range(3):
+        vclock.advance(60)
+        later.append(tick(world)[ep]["action"])
+
+    assert during["action"] == "hold" and "not advancing" in during["reason"]
+    assert world.weights(ep)["candidate"] == 0.0
+    assert world.quarantine(ep)["version"] == "v2"
+    assert "advance" not in later and progress(world, ep)["state"] == "halted"
+    assert [i["action"] for i in world.audit_items(ep)] == ["drain"]
+
+
+def test_quarantined_candidate_put_back_into_service_is_drained_again(
+    world: World, vclock: VirtualClock
+) -> None:
+    ep = world.endpoint
+    world.put_plan(ep, bakeSeconds=60, minRequestsPerStep=10)
+    tick(world)
+    alarm = names.alarm_name(ep, names.CANDIDATE, "errors")
+    at = world.set_alarm(alarm, "ALARM")
+    handle_alarm(
+        world.clients,
+        world.settings,
+        parse_alarm_event(alarm_event(alarm, ep, "candidate", at=at)),
+        actor="lambda:rb",
+    )
+    world.messages()
+    declare_first_step(world, ep, candidate=25.0)  # a late weights update lands after the drain
+
+    vclock.advance(60)
+    result = tick(world)[ep]
+    vclock.advance(60)
+    tick(world)
+
+    assert result["drain"]["action"] == "drained"
+    assert world.weights(ep)["candidate"] == 0.0
+    drains = [i for i in world.audit_items(ep) if i["action"] == "drain"]
+    assert len(drains) == 2 and drains[0]["weightsBefore"] == {"stable": 75, "candidate": 25}
+    assert len(world.messages()) == 1
+
+
+def test_safety_net_drain_of_a_new_release_under_an_old_alarm_key_is_recorded(
+    world: World, vclock: VirtualClock
+) -> None:
+    ep = world.endpoint
+    alarm = names.alarm_name(ep, names.CANDIDATE, "errors")
+    world.put_plan(ep, bakeSeconds=60, minRequestsPerStep=10)
+    tick(world)
+    at = world.set_alarm(alarm, "ALARM")
+    handle_alarm(
+        world.clients,
+        world.settings,
+        parse_alarm_event(alarm_event(alarm, ep, "candidate", at=at)),
+        actor="lambda:rb",
+    )
+    world.messages()
+    # v3 is released while the alarm stays in ALARM from v2's state change: no new event comes.
+    declare_first_step(world, ep)
+    world.put_plan(ep, candidate="v3", bakeSeconds=60, minRequestsPerStep=10, planId="plan00000003")
+    vclock.advance(60)
+    tick(world)
+    vclock.advance(60)
+
+    result = tick(world)[ep]
+
+    assert result["drain"]["action"] == "drained"
+    assert world.weights(ep)["candidate"] == 0.0
+    v3 = [i for i in world.audit_items(ep) if i["action"] == "drain" and i["version"] == "v3"]
+    assert len(v3) == 1 and v3[0]["weightsBefore"] == {"stable": 90, "candidate": 10}
+    assert world.quarantine(ep)["version"] == "v3"
+    [message] = world.messages()
+    assert message["body"]["version"] == "v3"
+
+
+def test_same_version_released_again_under_a_stuck_alarm_gets_its_own_drain_records(
+    world: World, vclock: VirtualClock
+) -> None:
+    ep = world.endpoint
+    alarm = names.alarm_name(ep, names.CANDIDATE, "errors")
+    world.put_plan(ep, bakeSeconds=60, minRequestsPerStep=10)
+    tick(world)
+    at = world.set_alarm(alarm, "ALARM")
+    handle_alarm(
+        world.clients,
+        world.settings,
+        parse_alarm_event(alarm_event(alarm, ep, "candidate", at=at)),
+        actor="lambda:rb",
+    )
+    world.messages()
+    vclock.advance(600)
+    clear_quarantine(world.clients, world.settings, ep, actor="cli:bob", reason="flaky alarm, retrying v2")
+    declare_first_step(world, ep)
+    tick(world)  # the same plan starts again
+    vclock.advance(60)
+
+    result = tick(world)[ep]
+
+    assert result["drain"]["action"] == "drained"
+    drains = [i for i in world.audit_items(ep) if i["action"] == "drain"]
+    assert len(drains) == 2 and {d["version"] for d in drains} == {"v2"}
+    assert world.quarantine(ep)["version"] == "v2" and len(world.messages()) == 1
+
+
+def test_advance_whose_progress_write_failed_is_audited_and_completed_by_the_next_tick(
+    world: World, vclock: VirtualClock
+) -> None:
+    ep = world.endpoint
+    world.put_plan(ep, bakeSeconds=60, minRequestsPerStep=10)
+    world.set_alarm(names.alarm_name(ep, names.CANDIDATE, "errors"), "OK")
+    tick(world)
+    vclock.advance(120)
+    send_traffic(world, vclock, ep, 50)
+    ssm = Faulty(world.clients.ssm)
+    world.clients.ssm = ssm
+    ssm.fail("put_parameter", "ThrottlingException", 3)  # every attempt of the stepper's policy
+
+    failed = tick(world)[ep]
+
+    assert failed["action"] == "error" and share(world, ep) == 25.0
+    [step_item] = [i for i in world.audit_items(ep) if i["action"] == "step"]
+    assert step_item["weightsAfter"] == {"stable": 75, "candidate": 25}
+    vclock.advance(60)
+    send_traffic(world, vclock, ep, 50)
+    completed = tick(world)[ep]
+    assert completed["action"] == "advance" and "completing" in completed["reason"]
+    assert (progress(world, ep)["stepIndex"], share(world, ep)) == (1, 25.0)
+    assert len([i for i in world.audit_items(ep) if i["action"] == "step"]) == 1
+    seen = run(world, vclock, minutes=6, per_minute=50)
+    assert 50.0 in seen  # the rollout goes on
