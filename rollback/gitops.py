@@ -145,6 +145,7 @@ class StackDocument:
                     f"{where}.{role}: {version!r} is not in the version catalog (known: {known}); "
                     "add it under versions first"
                 )
+        before = self.text
         for role, version in release.as_dict().items():
             rel = self.endpoint(name).get("release")
             if not isinstance(rel, dict):
@@ -156,6 +157,7 @@ class StackDocument:
                 self._add_key(rel, role, _scalar(version))
         # A text edit in an unusual layout could land somewhere else and still parse: read it back.
         if self.release(name) != release:
+            self._reparse(before)
             raise ConfigError(
                 f"{where}: cannot edit this layout safely (the edit did not read back as "
                 f"{release.as_dict()}); set the release by hand"
@@ -168,9 +170,11 @@ class StackDocument:
             raise ConfigError(f"{self.path}: {ENDPOINTS_KEY}[{self._index(name)}].versions must be a mapping")
         if version in catalog:
             return False
+        before = self.text
         self._add_key(catalog, version, _flow(spec))
         # e.g. a flow mapping that closes on a later line: the '}' found may be a nested one.
         if self.versions(name).get(version) != spec:
+            self._reparse(before)
             raise ConfigError(
                 f"{self.path}: {ENDPOINTS_KEY}[{self._index(name)}].versions: cannot locate where to add "
                 f"{version!r} in this layout; add it to the version catalog by hand and run again"

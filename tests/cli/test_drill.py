@@ -118,3 +118,70 @@ def test_drill_without_an_endpoint_and_no_candidate_anywhere_says_what_to_do(
     cfg = load_stack_file(path, "dev")
     with pytest.raises(GateError, match="no endpoint of stack dev declares a candidate"):
         run_drill(_clients(aws), cfg, None, timeout_seconds=0.1, i_know_this_is_prod=False)
+
+
+# -- the `drill` command: exit codes per the README table, and CI's skip when nothing is released --
+
+
+def _drill_cli(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from rollback.cli import app
+
+    return CliRunner().invoke(app, ["drill", *args])
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["--stack", "nope"], 3, "no such stack file; known stacks: dev, prod, staging"),
+        (["--stack", "dev", "--scenario", "bogus"], 2, "unknown scenario 'bogus'"),
+        (["--stack", "dev", "--endpoint", "nope"], 3, "no endpoint 'nope' (known: fraud-scorer"),
+    ],
+)
+def test_sandbox_drill_refusals_exit_with_the_readme_codes(
+    project: Path, args: list[str], code: int, words: str
+) -> None:
+    result = _drill_cli(*args, "--sandbox", "--json")
+    assert result.exit_code == code, result.output
+    assert words in result.stderr and result.stdout == ""
+
+
+def _staging_after_finalize(project: Path) -> None:
+    from rollback.gitops import Release, StackDocument
+
+    path = project / "environments/Pulumi.staging.yaml"
+    doc = StackDocument.load(path)
+    doc.set_release("fraud-scorer", Release("v2", None))  # what `finalize --stack staging` leaves
+    path.write_text(doc.render())
+
+
+def test_ci_drill_step_passes_with_a_clear_line_when_staging_has_no_candidate(
+    project: Path, aws: dict[str, Any]
+) -> None:
+    import json
+
+    _staging_after_finalize(project)
+    audit_table(aws, "staging")
+    deploy_endpoint(aws, "staging", weights={"stable": 100, "candidate": 0}, stable="v2", candidate=None)
+
+    skipped = _drill_cli(
+        "--stack", "staging", "--endpoint", "fraud-scorer", "--skip-if-no-candidate", "--json"
+    )
+    plain = _drill_cli("--stack", "staging", "--endpoint", "fraud-scorer", "--json")
+
+    assert skipped.exit_code == 0, skipped.output
+    report = json.loads(skipped.stdout)
+    assert report["skipped"] is True and "declares no candidate" in report["reason"]
+    assert plain.exit_code == 8  # without the flag, a drill with nothing to drain is still refused
+
+
+def test_skip_if_no_candidate_does_not_skip_a_declared_candidate(project: Path, aws: dict[str, Any]) -> None:
+    audit_table(aws, "staging")
+    # declared in the stack file, but drained live: the drill itself refuses (nothing is skipped)
+    deploy_endpoint(aws, "staging", weights={"stable": 100, "candidate": 0})
+
+    result = _drill_cli("--stack", "staging", "--endpoint", "fraud-scorer", "--skip-if-no-candidate")
+
+    assert result.exit_code == 8, result.output
+    assert "no candidate serving traffic" in result.stderr

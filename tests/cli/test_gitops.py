@@ -134,3 +134,24 @@ def test_write_atomic_failure_leaves_the_original_untouched(
         write_atomic(path, "config: {}\n")
     assert path.read_text() == STACK
     assert [p.name for p in tmp_path.iterdir()] == ["Pulumi.dev.yaml"]
+
+
+@pytest.mark.parametrize(
+    "versions",
+    [
+        # the last version's flow mapping closes on a later line: the edit would not parse
+        "      versions:\n        v1: {image: a/b:1,\n             modelDataUrl: s3://m/1\n            }\n",
+        # the catalog itself is a multi-line flow mapping: the '}' found is v1's, the edit would nest v2
+        "      versions: {\n        v1: {image: a/b:1, modelDataUrl: s3://m/1}\n      }\n",
+    ],
+)
+def test_adding_a_version_where_it_cannot_be_placed_is_a_clean_refusal(tmp_path: Path, versions: str) -> None:
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(
+        "config:\n  mlrollback:endpoints:\n    - name: e\n      release: {stable: v1}\n" + versions
+    )
+    doc = StackDocument.load(path)
+
+    with pytest.raises(ConfigError, match="cannot locate where to"):
+        doc.add_version("e", "v2", {"image": "a/b:2", "modelDataUrl": "s3://m/2"})
+    assert doc.render() == path.read_text()  # the document is left as it was
