@@ -57,3 +57,11 @@ def test_every_pulumi_up_is_followed_by_a_deploy_record_of_the_same_stack() -> N
             # nothing but the commit of the promoted file may run between the up and its record
             assert all("git push" not in r and "bin/mlrollback " not in r for r in later[:record])
     assert ups == 2
+
+
+def test_deploy_drill_step_skips_rather_than_fails_when_staging_has_nothing_to_rehearse() -> None:
+    """After a finalize, staging declares no candidate: the drill must not fail every later push."""
+    jobs = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())["jobs"]
+    runs = [s.get("run", "") for s in jobs["drill-staging"]["steps"]]
+    drill = next(r for r in runs if "mlrollback drill" in r)
+    assert "--stack staging" in drill and "--skip-if-no-candidate" in drill
