@@ -134,7 +134,6 @@ def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any
         AutoRollbackArgs(
             stack=cfg.stack,
             scope=scope,
-            endpoint_names=[ep.physical_name for ep in cfg.endpoints],
             rule_alarms=rule_alarms,
             watched_alarms=watched,
             code_root=str(root),

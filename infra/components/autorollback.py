@@ -64,12 +64,12 @@ class AutoRollbackArgs:
     """Inputs of :class:`AutoRollback`.
 
     ``rule_alarms`` are the alarms whose ALARM transition is sent to the rollback Lambda;
-    ``watched_alarms`` every alarm the Lambdas may describe; ``endpoint_names`` physical names.
+    ``watched_alarms`` every alarm the Lambdas may describe (their roles grant the name patterns of
+    these, see :func:`stack_resource_patterns`).
     """
 
     stack: str
     scope: AwsScope
-    endpoint_names: Sequence[str]
     rule_alarms: Sequence[str]
     watched_alarms: Sequence[str]
     code_root: str
