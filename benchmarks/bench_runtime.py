@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 STACK = "bench"
 REGION = "eu-west-1"
 RUNS = 20
+DUPLICATES = 49  # with the first delivery: 50 deliveries of one state change
 IMPORT_RUNS = 9
 
 os.environ.update(
@@ -128,12 +129,15 @@ def _lambda_env(topic: str) -> None:
     )
 
 
-def count_calls() -> tuple[Counter[str], list[int]]:
-    """API calls of one rollback and of each of 20 duplicate deliveries (moto in-process)."""
+def count_calls() -> tuple[Counter[str], list[int], dict[str, int]]:
+    """API calls of one rollback and of each of 49 duplicate deliveries (moto in-process).
+
+    Also what the 50 deliveries left: weights updates, audit items and messages (each must be 1).
+    """
     import boto3
     from moto import mock_aws
 
-    from rollback import controller
+    from rollback import audit, controller
     from rollback.aws import SERVICES, Clients
     from rollback.events import parse_alarm_event
 
@@ -154,14 +158,87 @@ def count_calls() -> tuple[Counter[str], list[int]]:
         assert result["action"] == "drained", result
         first = Counter(seen)
         per_duplicate = []
-        for _ in range(RUNS):
+        total = Counter(seen)
+        for _ in range(DUPLICATES):
             seen.clear()
             assert (
                 controller.handle_alarm(clients, settings, event, actor="lambda:bench")["action"]
                 == "duplicate"
             )
             per_duplicate.append(len(seen))
-        return first, per_duplicate
+            total.update(seen)
+        items, _ = audit.query(raw["dynamodb"], settings.audit_table, endpoint, limit=100)
+        effects = {
+            "weights updates": total["UpdateEndpointWeightsAndCapacities"],
+            "audit items": len(items),
+            "messages": total["Publish"],
+        }
+        return first, per_duplicate, effects
+
+
+def worst_case_sleep() -> tuple[float, str]:
+    """Seconds one drain sleeps when every call is refused 5 times and jitter is maximal.
+
+    Runs on a virtual clock (nothing waits): the invocation's retry budget must stop it before
+    the rollback function's 60 s timeout would kill it mid-sequence.
+    """
+    import boto3
+    from botocore.exceptions import ClientError
+    from moto import mock_aws
+
+    from rollback import clock, controller
+    from rollback.aws import SERVICES, Clients
+    from rollback.events import parse_alarm_event
+
+    class Refusing:
+        def __init__(self, client: Any, refuse: dict[str, str], busy: bool = False) -> None:
+            self._client, self._refuse, self._left = client, refuse, dict.fromkeys(refuse, 5)
+            self._busy = 5 if busy else 0
+
+        def __getattr__(self, name: str) -> Any:
+            target = getattr(self._client, name)
+
+            def wrapper(**kwargs: Any) -> Any:
+                if self._left.get(name):
+                    self._left[name] -= 1
+                    raise ClientError({"Error": {"Code": self._refuse[name], "Message": "bench"}}, name)
+                response = target(**kwargs)
+                if name == "describe_endpoint" and self._busy:
+                    self._busy -= 1
+                    response = {**response, "EndpointStatus": "Updating"}
+                return response
+
+            return wrapper
+
+    virtual = clock.VirtualClock(datetime.now(UTC))
+    previous = clock.use(virtual)
+    try:
+        with mock_aws():
+            raw = {s: boto3.client(s, region_name=REGION) for s in SERVICES}
+            (endpoint,), topic = _setup_stack(raw, 1)
+            clients = Clients(
+                sagemaker=Refusing(
+                    raw["sagemaker"], {"update_endpoint_weights_and_capacities": "ThrottlingException"}, True
+                ),
+                dynamodb=Refusing(raw["dynamodb"], {"transact_write_items": "ThrottlingException"}),
+                ssm=Refusing(raw["ssm"], {"put_parameter": "ThrottlingException"}),
+                sns=Refusing(raw["sns"], {"publish": "ThrottlingException"}),
+                cloudwatch=raw["cloudwatch"],
+            )
+            event = parse_alarm_event(
+                _event(f"{endpoint}-candidate-errors", endpoint, datetime.now(UTC) + timedelta(seconds=1))
+            )
+            worst = controller.RetryPolicy(rng=lambda _low, high: high)
+            start = virtual.now()
+            try:
+                outcome = controller.handle_alarm(
+                    clients, controller.Settings.for_stack(STACK, topic), event, actor="bench", retry=worst
+                )["action"]
+            except Exception as exc:
+                outcome = type(exc).__name__
+            return (virtual.now() - start).total_seconds(), outcome
+    finally:
+        clock.use(previous)
 
 
 def handler_times() -> tuple[list[float], list[float], float]:
@@ -227,7 +304,8 @@ def main() -> None:
 
     logging.getLogger("mlrollback").disabled = True  # keep the table readable
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the moto server's request log
-    first, per_duplicate = count_calls()
+    first, per_duplicate, effects = count_calls()
+    slept, outcome = worst_case_sleep()
     drains, duplicates, first_call = handler_times()
     ours, boto = import_times()
     ms = 1000.0
@@ -242,7 +320,19 @@ def main() -> None:
             "AWS calls per duplicate",
             f"{statistics.median(per_duplicate):.0f} (max {max(per_duplicate)})",
             "<= 2",
-            f"{RUNS} duplicate deliveries",
+            f"{DUPLICATES} duplicate deliveries",
+        ),
+        (
+            "50 deliveries of one alarm leave",
+            ", ".join(f"{v} {k}" for k, v in effects.items()),
+            "1 each",
+            "weights updates and messages counted as API calls",
+        ),
+        (
+            "worst-case retry sleep of one drain",
+            f"{slept:.1f} s",
+            "< 60 s",
+            f"every call refused 5 times, maximal jitter; ends with {outcome} (the event is retried)",
         ),
         (
             "on_alarm drain, moto server",
@@ -267,7 +357,16 @@ def main() -> None:
     print(f"{'figure':<{width[0]}}  {'value':<{width[1]}}  {'target':<{width[2]}}  note")
     for row in rows:
         print(f"{row[0]:<{width[0]}}  {row[1]:<{width[1]}}  {row[2]:<{width[2]}}  {row[3]}")
-    print(json.dumps({"callsPerRollback": sum(first.values()), "callsPerDuplicateMax": max(per_duplicate)}))
+    print(
+        json.dumps(
+            {
+                "callsPerRollback": sum(first.values()),
+                "callsPerDuplicateMax": max(per_duplicate),
+                "effectsOf50Deliveries": effects,
+                "worstCaseSleepSeconds": round(slept, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
