@@ -3,7 +3,9 @@
 Table ``names.audit_table_name(stack)``: partition key ``endpoint``, sort key ``at``
 (ISO-8601 UTC with milliseconds + ``#`` + id). An idempotent append writes a guard item
 ``endpoint = "idem#<key>"`` and the audit item in one TransactWriteItems, both conditional on
-not existing, so duplicates racing each other still leave exactly one audit item.
+not existing, so duplicates racing each other still leave exactly one audit item. The guard can
+carry the follow-up effects still owed (``followUps``), and a retried commit whose first answer
+was lost is recognised (ClientRequestToken, and the guard pointing at the same item).
 Standard library only (the client is passed in): on the Lambda import path.
 """
 

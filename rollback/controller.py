@@ -4,14 +4,16 @@ Decisions come from :mod:`rollback.policy` (pure); this module gathers the facts
 decision and records it. Guarantees (see docs/runtime.md):
 
 - a drain costs at most 5 AWS calls (DescribeEndpoint, UpdateEndpointWeightsAndCapacities,
-  TransactWriteItems of guard + audit, PutParameter of the quarantine record, Publish), and a
-  repeated delivery of the same alarm state change at most 2;
+  TransactWriteItems of guard + audit, Publish, PutParameter of the quarantine record), and a
+  repeated delivery of the same alarm state change at most 2 (DescribeEndpoint, GetParameter);
 - the stable variant is never drained because of the candidate and weights are never all zero;
 - busy endpoints and throttling are retried with bounded full-jitter backoff on
-  :mod:`rollback.clock`, then :class:`RetryExhaustedError` is raised (Lambda retries the invocation, the
-  DLQ keeps the event); an audit item never says ``done`` for something not done, and follow-up
-  effects that failed after the audit item was written are kept on the guard item as
-  ``pending`` so the next delivery finishes them.
+  :mod:`rollback.clock` within one time budget per invocation, then :class:`RetryExhaustedError`
+  is raised (Lambda retries the invocation, the DLQ keeps the event); an audit item never says
+  ``done`` for something not done;
+- the follow-ups (message, quarantine record) are stored on the guard item in the audit commit
+  and the quarantine record, carrying the drain's idempotency key, is written last: until it
+  exists a redelivery finishes them, whether the invocation died, timed out or lost an answer.
 
 Standard library + boto3 only: on the Lambda import path.
 """
