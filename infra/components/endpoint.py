@@ -73,7 +73,11 @@ def deployment_config(ep: EndpointConfig, alarms: Sequence[str]) -> dict[str, An
     s = ep.strategy
     wait = cfgmod.blue_green_wait_seconds(s)
     routing: dict[str, Any]
-    if s.type == "canary":
+    if s.type in ("canary", "linear") and ep.instance_count < 2:
+        # SageMaker sizes a canary at <= 50 % and a linear step at 10-50 % of the variant's
+        # instances: a one-instance fleet has no such batch, so it shifts all at once after the bake.
+        routing = {"type": "ALL_AT_ONCE", "wait_interval_in_seconds": wait}
+    elif s.type == "canary":
         routing = {
             "type": "CANARY",
             "wait_interval_in_seconds": wait,

@@ -182,10 +182,19 @@ def test_endpoint_uses_physical_name_and_retains_replaced_configs():
 )
 def test_deployment_config_follows_the_strategy(strategy, routing):
     strategy = {**strategy, "maxExecutionTimeoutSeconds": 2400}
-    r = run(stack_values(endpoint_values(strategy=strategy)))
+    r = run(stack_values(endpoint_values(strategy=strategy, instanceCount=2)))
     policy = r.named("fraud-scorer-dev-endpoint").inputs["deploymentConfig"]["blueGreenUpdatePolicy"]
     assert policy["trafficRoutingConfiguration"] == routing
     assert policy["maximumExecutionTimeoutInSeconds"] == 2400
+
+
+@pytest.mark.parametrize("strategy", [{"type": "canary", "steps": [10, 100]}, {"type": "linear"}])
+def test_one_instance_fleet_shifts_config_changes_all_at_once(strategy):
+    # CanarySize must be <= 50 % and LinearStepSize 10-50 % of the variant's instances.
+    strategy = {**strategy, "guardrailWaitSeconds": 120}
+    r = run(stack_values(endpoint_values(strategy=strategy, instanceCount=1)))
+    policy = r.named("fraud-scorer-dev-endpoint").inputs["deploymentConfig"]["blueGreenUpdatePolicy"]
+    assert policy["trafficRoutingConfiguration"] == {"type": "ALL_AT_ONCE", "waitIntervalInSeconds": 120}
 
 
 def test_auto_rollback_alarms_are_the_errors_and_latency_alarms_of_both_roles():
