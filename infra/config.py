@@ -77,6 +77,7 @@ DRIFT_MAX_SAMPLES: Final = 50_000
 
 _S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 _INSTANCE_RE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
 _VERSION_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -287,6 +288,8 @@ class Artifacts:
 
     create: bool = True
     bucket: str | None = None
+    #: Customer managed key of a brought-in bucket: endpoint storage and data capture use it.
+    kms_key_arn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -929,9 +932,20 @@ def validate(
     del top
 
     art = _Reader(values.get("artifacts"), f"{p}artifacts", problems)
-    art.unknown({"create", "bucket"})
+    art.unknown({"create", "bucket", "kmsKeyArn"})
     create = art.bool_("create", True)
     bucket = art.str_("bucket")
+    kms_key_arn = art.str_("kmsKeyArn")
+    if kms_key_arn and create:
+        problems.add(
+            art.k("kmsKeyArn"), "only with create: false (a created bucket gets its own key); remove it"
+        )
+    elif kms_key_arn and not _KMS_KEY_ARN_RE.match(kms_key_arn):
+        problems.add(
+            art.k("kmsKeyArn"),
+            f"{kms_key_arn!r} is not a KMS key ARN; use arn:aws:kms:<region>:<account>:key/<key id> "
+            "(not an alias: IAM grants need the key ARN)",
+        )
     if not create and not bucket:
         problems.add(art.k("bucket"), "is required when create is false; name your existing bucket")
     if create and bucket:
@@ -987,7 +1001,7 @@ def validate(
         region=region or "",
         environment=environment,
         production=production,
-        artifacts=Artifacts(create=create, bucket=bucket),
+        artifacts=Artifacts(create=create, bucket=bucket, kms_key_arn=kms_key_arn if not create else None),
         emails=tuple(emails),
         rehearsal=rehearsal,
         endpoints=tuple(endpoints),

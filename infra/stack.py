@@ -123,6 +123,7 @@ def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any
             partition=partition,
             endpoint_names=[ep.physical_name for ep in cfg.endpoints],
             existing_bucket=None if cfg.artifacts.create else cfg.artifacts.bucket,
+            existing_kms_key_arn=cfg.artifacts.kms_key_arn,
             tags=tags,
         ),
     )

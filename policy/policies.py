@@ -147,7 +147,7 @@ def _endpoint_encryption(args: ResourceValidationArgs, report_violation: ReportV
     if not args.props.get("kmsKeyArn"):
         report_violation(
             f"endpoint config {args.name}: kmsKeyArn is not set; production endpoint storage must be "
-            "encrypted with the stack's KMS key",
+            "encrypted with the stack's KMS key (with a brought-in bucket, set artifacts.kmsKeyArn)",
             None,
         )
 

@@ -17,12 +17,15 @@ class RegistryArgs:
 
     ``existing_bucket`` set means "bring your own": nothing is created for the bucket and its
     encryption stays the owner's business (the bucket's default encryption applies).
+    ``existing_kms_key_arn`` is that bucket's customer managed key, if the owner names one: the
+    endpoints then encrypt their storage and data capture with it, as with a created bucket.
     """
 
     stack: str
     partition: str
     endpoint_names: Sequence[str]
     existing_bucket: str | None = None
+    existing_kms_key_arn: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -41,7 +44,9 @@ class Registry(pulumi.ComponentResource):
         if args.existing_bucket:
             self.bucket_name = pulumi.Output.from_input(args.existing_bucket)
             self.bucket_arn = pulumi.Output.from_input(f"arn:{args.partition}:s3:::{args.existing_bucket}")
-            self.kms_key_arn = None
+            self.kms_key_arn = (
+                pulumi.Output.from_input(args.existing_kms_key_arn) if args.existing_kms_key_arn else None
+            )
         else:
             key = aws.kms.Key(
                 f"{name}-key",

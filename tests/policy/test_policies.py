@@ -131,7 +131,7 @@ def test_prod_endpoint_config_on_ebs_instances_without_kms_key_is_still_refused(
     props["shadowProductionVariants"] = [{"variantName": "shadow", "instanceType": "ml.c5.large"}]
     assert _violations("prod-endpoint-encryption", _args(CONFIG, props)) == [
         "endpoint config res: kmsKeyArn is not set; production endpoint storage must be encrypted with the "
-        "stack's KMS key"
+        "stack's KMS key (with a brought-in bucket, set artifacts.kmsKeyArn)"
     ]
 
 
