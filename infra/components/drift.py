@@ -34,6 +34,10 @@ from infra.config import EndpointConfig
 from rollback import names
 
 DRIFT_HANDLER = "rollback.drift.on_drift_schedule"
+
+#: Drifting endpoints whose capture folders the drift role lists one by one (about 120 policy
+#: characters each); a larger stack gets one ``*-<stack>`` folder pattern instead.
+MAX_LISTED_CAPTURE_FOLDERS = 20
 DRIFT_TIMEOUT_SECONDS = 300
 DRIFT_MEMORY_MB = 512
 
@@ -91,6 +95,10 @@ class DriftJob(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
+        # One capture folder per drifting endpoint while the list stays short; past that, the folders
+        # of this stack's endpoints by name pattern, so the role's inline policy stays under IAM's
+        # 10,240-character quota however many endpoints drift.
+        folders = endpoints if len(endpoints) <= MAX_LISTED_CAPTURE_FOLDERS else [f"*-{stack}"]
         statements: list[dict[str, Any]] = [
             # ListBucket is granted on the bucket, so the prefix condition is what keeps the job
             # inside the capture folders of its own endpoints.
@@ -98,12 +106,12 @@ class DriftJob(pulumi.ComponentResource):
                 "ListCaptures",
                 ["s3:ListBucket"],
                 [bucket_arn],
-                Condition={"StringLike": {"s3:prefix": [f"{prefix}/{ep}/*" for ep in endpoints]}},
+                Condition={"StringLike": {"s3:prefix": [f"{prefix}/{ep}/*" for ep in folders]}},
             ),
             statement(
                 "ReadCaptures",
                 ["s3:GetObject"],
-                [pulumi.Output.concat(bucket_arn, f"/{prefix}/{ep}/*") for ep in endpoints],
+                [pulumi.Output.concat(bucket_arn, f"/{prefix}/{ep}/*") for ep in folders],
             ),
         ]
         baselines = sorted(

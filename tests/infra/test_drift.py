@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from fnmatch import fnmatchcase
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from infra.components.autorollback import INLINE_POLICY_LIMIT
+from infra.components.drift import MAX_LISTED_CAPTURE_FOLDERS
 from infra.config import DRIFT_SCHEDULE_MINUTES
 from infra.testing import RecordingMocks, run_program
 from rollback import names
@@ -345,3 +348,27 @@ def test_forty_drifting_endpoints_build_one_function_and_forty_job_parameters():
     ]
     assert max(len(p.inputs["value"].encode()) for p in params) <= 4096  # Standard tier
     assert [j["endpoint"] for j in jobs_of(r)] == [f"model-{i:02d}-dev" for i in range(40)]
+
+
+def _drift_policy_size(run_) -> int:
+    """Characters IAM counts for the drift role's inline policy (whitespace not counted)."""
+    return len(
+        json.dumps(
+            json.loads(run_.named("mlrollback-dev-drift-policy").inputs["policy"]), separators=(",", ":")
+        )
+    )
+
+
+def test_a_large_drifting_stack_reads_its_capture_folders_by_stack_pattern_and_fits_iam_quota():
+    count = 100
+    r = run(stack_values(*[drifting(f"model-{i:03d}-with-a-long-name") for i in range(count)]))
+    statements = statements_by_sid(r)
+    assert count > MAX_LISTED_CAPTURE_FOLDERS
+    assert _drift_policy_size(r) < INLINE_POLICY_LIMIT
+    bucket_arn = f"arn:aws:s3:::{BUCKET}"
+    assert statements["ReadCaptures"]["Resource"] == [f"{bucket_arn}/data-capture/*-dev/*"]
+    assert statements["ListCaptures"]["Condition"] == {"StringLike": {"s3:prefix": ["data-capture/*-dev/*"]}}
+    own = f"{bucket_arn}/data-capture/model-042-with-a-long-name-dev/candidate/2026/11/25/10/x.jsonl"
+    other = f"{bucket_arn}/data-capture/model-042-with-a-long-name-prod/candidate/x.jsonl"
+    assert fnmatchcase(own, statements["ReadCaptures"]["Resource"][0])
+    assert not fnmatchcase(other, statements["ReadCaptures"]["Resource"][0])
