@@ -190,6 +190,8 @@ def commit(
     *,
     guard: str | None = None,
     followups: dict[str, Any] | None = None,
+    latest_of: str | None = None,
+    marker: str | None = None,
 ) -> Commit:
     """Write ``item`` once per idempotency key; report the existing guard when it was a duplicate.
 
@@ -197,6 +199,10 @@ def commit(
     are stored on it in the same transaction, so a delivery that dies right after the commit
     leaves the exact effects still owed for the next one to finish. A condition failure whose
     guard points at this very item is our own earlier attempt (its response was lost): written.
+    ``latest_of`` names an older guard that gets ``latest``/``latestAt`` pointing at this one (a
+    re-release drain recorded under a suffixed key stays findable from the key everybody
+    computes); ``marker`` names an item overwritten with this guard and time (the in-progress
+    marker of a drain of one version, whatever its key). Both in the same transaction.
     Without any key: one conditional PutItem.
     """
     audit_put = {
@@ -217,22 +223,48 @@ def commit(
     }
     if followups:
         guard_item["followUps"] = {"S": json.dumps(followups, sort_keys=True)}
-    try:
-        dynamodb.transact_write_items(
-            TransactItems=[
-                {
-                    "Put": {
-                        "TableName": table,
-                        "Item": guard_item,
-                        "ConditionExpression": "attribute_not_exists(#e)",
-                        "ExpressionAttributeNames": {"#e": "endpoint"},
-                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                    }
-                },
-                {"Put": audit_put},
-            ],
-            ClientRequestToken=client_token(key, item),
+    transact: list[dict[str, Any]] = [
+        {
+            "Put": {
+                "TableName": table,
+                "Item": guard_item,
+                "ConditionExpression": "attribute_not_exists(#e)",
+                "ExpressionAttributeNames": {"#e": "endpoint"},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        },
+        {"Put": audit_put},
+    ]
+    if latest_of is not None:
+        transact.append(
+            {
+                "Update": {
+                    "TableName": table,
+                    "Key": guard_key(latest_of),
+                    "UpdateExpression": "SET latest = :g, latestAt = :a",
+                    "ConditionExpression": "attribute_exists(#e)",
+                    "ExpressionAttributeNames": {"#e": "endpoint"},
+                    "ExpressionAttributeValues": {":g": {"S": key}, ":a": {"S": item.at}},
+                }
+            }
         )
+    if marker is not None:
+        transact.append(
+            {
+                "Put": {
+                    "TableName": table,
+                    "Item": {
+                        **guard_key(marker),
+                        "guard": {"S": key},
+                        "auditEndpoint": {"S": item.endpoint},
+                        "auditAt": {"S": item.at},
+                        "expiresAt": {"N": str(_guard_expiry(item))},
+                    },
+                }
+            }
+        )
+    try:
+        dynamodb.transact_write_items(TransactItems=transact, ClientRequestToken=client_token(key, item))
         return Commit(True)
     except Exception as exc:
         if not is_duplicate(exc):
@@ -296,6 +328,27 @@ def set_followups(dynamodb: Any, table: str, idempotency_key: str, followups: di
         dynamodb.update_item(
             TableName=table, Key=guard_key(idempotency_key), UpdateExpression="REMOVE followUps, pending"
         )
+
+
+def clear_followups(dynamodb: Any, table: str, idempotency_key: str) -> bool:
+    """Mark an existing guard's follow-ups done; False (and nothing written) when there is no guard.
+
+    Conditional on the guard existing: an UpdateItem on a missing key would create a guard and
+    turn the next real commit of that key into a "duplicate".
+    """
+    try:
+        dynamodb.update_item(
+            TableName=table,
+            Key=guard_key(idempotency_key),
+            UpdateExpression="REMOVE followUps, pending",
+            ConditionExpression="attribute_exists(#e)",
+            ExpressionAttributeNames={"#e": "endpoint"},
+        )
+    except Exception as exc:
+        if _error_code(exc) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 def _encode_cursor(key: dict[str, Any]) -> str:

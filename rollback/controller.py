@@ -341,6 +341,13 @@ def _plan_version(
 #: of an earlier release of this candidate (an alarm that stayed in ALARM keeps its key).
 RACE_WINDOW = timedelta(seconds=60)
 
+#: A drain committed less than this long ago may still be running (its Publish and quarantine
+#: write come after the commit): the rollback function's timeout. A delivery that finds such a
+#: guard answers ``duplicate`` instead of finishing the follow-ups itself (that would send a
+#: second message); a drain that really was cut off is finished by Lambda's own retry (at least
+#: a minute later) or a later stepper tick.
+IN_PROGRESS_WINDOW = timedelta(seconds=60)
+
 
 def _result(action: str, reason: str, **fields: Any) -> dict[str, Any]:
     out = {"action": action, "reason": reason, **{k: v for k, v in fields.items() if v is not None}}
@@ -358,6 +365,26 @@ def drain_guard(key: str, version: str) -> str:
     return f"{key}#{version}"
 
 
+def drain_marker(endpoint: str, version: str) -> str:
+    """Guard key of the marker the last drain of ``version`` on ``endpoint`` overwrites in its commit.
+
+    Another alarm of the same candidate (errors and latency often trip together) has another
+    key: the marker lets it see that a drain of this version is still finishing its follow-ups.
+    """
+    return f"drain#{endpoint}#{version}"
+
+
+def _younger_than(guard: Mapping[str, Any] | None, window: timedelta, field: str = "auditAt") -> bool:
+    """True when ``guard[field]`` (an audit item time) is less than ``window`` old."""
+    if not guard or not guard.get(field):
+        return False
+    try:
+        at = clock.parse_iso(str(guard[field]).split("#", 1)[0])
+    except ValueError:
+        return False
+    return clock.now() - at < window
+
+
 def _commit(
     clients: Clients,
     settings: Settings,
@@ -366,6 +393,8 @@ def _commit(
     *,
     guard: str | None = None,
     followups: dict[str, Any] | None = None,
+    latest_of: str | None = None,
+    marker: str | None = None,
 ) -> audit.Commit:
     return call(
         "TransactWriteItems",
@@ -376,6 +405,8 @@ def _commit(
         item=item,
         guard=guard,
         followups=followups,
+        latest_of=latest_of,
+        marker=marker,
     )
 
 
@@ -388,6 +419,23 @@ def _get_guard(clients: Clients, settings: Settings, key: str, retry: RetryPolic
         table=settings.audit_table,
         idempotency_key=key,
     )
+
+
+def _resolve_guard(
+    clients: Clients, settings: Settings, key: str, retry: RetryPolicy
+) -> tuple[str, dict[str, Any] | None]:
+    """The guard of the newest drain recorded under ``key``: (its key, the item or None).
+
+    A re-release drained under an alarm key that stayed in ALARM is committed under
+    ``<key>#<item time>`` and the older guard points at it (``latest``): one more GetItem then.
+    """
+    found = _get_guard(clients, settings, key, retry)
+    latest = found.get("latest") if found else None
+    if isinstance(latest, str) and latest != key:
+        newer = _get_guard(clients, settings, latest, retry)
+        if newer is not None:
+            return latest, newer
+    return key, found
 
 
 def _publish(clients: Clients, settings: Settings, spec: dict[str, Any], retry: RetryPolicy) -> bool:
@@ -481,8 +529,11 @@ def _record_failure(
     """
     item.outcome = "failed"
     item.detail = {**item.detail, "error": str(error)[:500]}
+    guard = None
+    if key:
+        guard = f"{drain_guard(key, item.version)}#failed" if item.version else f"{key}#failed"
     try:
-        audit.commit(clients.dynamodb, settings.audit_table, item, guard=f"{key}#failed" if key else None)
+        audit.commit(clients.dynamodb, settings.audit_table, item, guard=guard)
     except Exception as exc:
         log(logging.ERROR, "could not write the failed audit item", endpoint=item.endpoint, error=str(exc))
 
@@ -511,12 +562,15 @@ def drain_candidate(
     version: str | None = None,
     state_at: datetime | None = None,
     retry: RetryPolicy | None = None,
+    supersedes: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Drain the candidate of ``endpoint``: the one code path for alarms, the CLI and drills.
 
     ``state_at`` (the alarm's state-change time) enables the stale-replay check: when the
     endpoint changed after that time and the candidate still serves traffic, the alarm's current
     state is read (one DescribeAlarms) and the drain happens only if it is still in ALARM.
+    ``supersedes``: guards of the quarantine record this drain replaces (the stepper's
+    enforcement drain); the new record lists them so ``clear-quarantine`` marks them done too.
     """
     retry = (retry or RetryPolicy()).bounded()
     started = clock.now()
@@ -600,31 +654,48 @@ def drain_candidate(
     item = item_of("done", pct_before, pct_after)
     base["version"] = version
     topic = topic_arn_for(settings, state.raw.get("EndpointArn"))
-    followups = _followups(
-        settings,
-        topic,
-        endpoint,
-        version,
-        alarm,
-        reason,
-        actor,
-        kind,
-        pct_before,
-        pct_after,
-        item.at,
-        idempotency_key,
-    )
-    guard = drain_guard(idempotency_key, version)
-    committed = _commit(clients, settings, item, retry, guard=guard, followups=followups)
+
+    def followups_of(guard: str) -> dict[str, Any]:
+        return _followups(
+            settings,
+            topic,
+            endpoint,
+            version,
+            alarm,
+            reason,
+            actor,
+            kind,
+            pct_before,
+            pct_after,
+            item.at,
+            idempotency_key,
+            (guard, *supersedes),
+        )
+
+    base_guard = drain_guard(idempotency_key, version)
+    marker = drain_marker(endpoint, version)
+    guard, followups = base_guard, followups_of(base_guard)
+    committed = _commit(clients, settings, item, retry, guard=guard, followups=followups, marker=marker)
     if not committed.written:
-        if _raced(committed.guard, started):
+        if _raced(committed.guard, started) or _younger_than(committed.guard, RACE_WINDOW, "latestAt"):
             return _result(
                 "duplicate", "another delivery of this state change already recorded the drain", **base
             )
         # The guard is from an earlier drain of this version (released again since, while the alarm
-        # stayed in ALARM). This drain really moved traffic: it gets its own records.
-        guard = f"{guard}#{item.at}"
-        committed = _commit(clients, settings, item, retry, guard=guard, followups=followups)
+        # stayed in ALARM). This drain really moved traffic: it gets its own records, and the older
+        # guard points at them (``latest``) in the same transaction.
+        guard = f"{base_guard}#{item.at}"
+        followups = followups_of(guard)
+        committed = _commit(
+            clients,
+            settings,
+            item,
+            retry,
+            guard=guard,
+            followups=followups,
+            latest_of=base_guard,
+            marker=marker,
+        )
         if not committed.written:  # pragma: no cover - the key carries this item's own time
             return _result("duplicate", "another delivery already recorded this drain", **base)
     done = _finish(clients, settings, guard, followups, retry)
@@ -666,6 +737,7 @@ def _followups(
     after: dict[str, float],
     at: str,
     key: str,
+    guards: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     quarantine = Quarantine(
         endpoint=endpoint,
@@ -676,7 +748,7 @@ def _followups(
         at=at.split("#", 1)[0],
         by=actor,
         kind=kind,
-        extra={"idempotencyKey": key},
+        extra={"idempotencyKey": key, **({"guards": list(dict.fromkeys(guards))} if guards else {})},
     )
     message = notify.rollback_message(
         stack=settings.stack,
@@ -777,15 +849,30 @@ def _already_drained(
     base["version"] = version
     if existing is not None and existing.version == version:
         return _skipped_quarantined(existing, base, version)
-    guard = drain_guard(key, version)
-    found = _get_guard(clients, settings, guard, retry)
+    guard, found = _resolve_guard(clients, settings, drain_guard(key, version), retry)
     if found is not None:
         owed = audit.guard_followups(found)
         if not owed:
             return _result("duplicate", "this state change was already handled", **base)
+        if _younger_than(found, IN_PROGRESS_WINDOW):
+            return _result(
+                "duplicate",
+                f"the drain of this state change was committed at {found.get('auditAt')} and may still be "
+                "sending its follow-ups; a later delivery or stepper tick finishes them if it was cut off",
+                **base,
+            )
         done = _finish(clients, settings, guard, owed, retry)
         return _result(
             "completed", "finished follow-ups an earlier delivery could not do", **base, followUps=done
+        )
+    marker = _get_guard(clients, settings, drain_marker(endpoint, version), retry)
+    if _younger_than(marker, IN_PROGRESS_WINDOW):
+        assert marker is not None
+        return _result(
+            "duplicate",
+            f"a drain of {version} (guard {marker.get('guard')}) was committed at {marker.get('auditAt')} "
+            "and may still be finishing; not recording a second drain",
+            **base,
         )
     # Drained (by an earlier attempt that failed before recording, or by hand) but never
     # recorded: complete the records so `pulumi up` does not re-promote it silently.
@@ -806,9 +893,18 @@ def _already_drained(
     )
     topic = topic_arn_for(settings, state.raw.get("EndpointArn"))
     followups = _followups(
-        settings, topic, endpoint, version, alarm, reason, actor, kind, pct, pct, item.at, key
+        settings, topic, endpoint, version, alarm, reason, actor, kind, pct, pct, item.at, key, (guard,)
     )
-    if not _commit(clients, settings, item, retry, guard=guard, followups=followups).written:
+    committed = _commit(
+        clients,
+        settings,
+        item,
+        retry,
+        guard=guard,
+        followups=followups,
+        marker=drain_marker(endpoint, version),
+    )
+    if not committed.written:
         return _result("duplicate", "another delivery of this state change already recorded it", **base)
     done = _finish(clients, settings, guard, followups, retry)
     return _result(
@@ -832,30 +928,51 @@ def _resume_notify(
     clients: Clients, settings: Settings, record: Quarantine, base: dict[str, Any], retry: RetryPolicy
 ) -> dict[str, Any]:
     """The drain's quarantine is written but its message is not: send it, then clear ``pending``."""
-    key = str(record.idempotency_key)
-    guard = drain_guard(key, record.version)
-    found = _get_guard(clients, settings, guard, retry)
+    return _result(**resume_followups(clients, settings, record, retry), **base)
+
+
+def record_guard(
+    clients: Clients, settings: Settings, record: Quarantine, retry: RetryPolicy
+) -> tuple[str | None, dict[str, Any] | None]:
+    """The guard of the drain that wrote ``record``: (its key, the item) or (None, None).
+
+    Records name it (``guards[0]``); older ones carry only the key, and the guard is found from
+    ``drain_guard(key, version)`` following ``latest``.
+    """
+    if record.guards:
+        return record.guards[0], _get_guard(clients, settings, record.guards[0], retry)
+    if record.idempotency_key is None:
+        return None, None
+    return _resolve_guard(clients, settings, drain_guard(record.idempotency_key, record.version), retry)
+
+
+def resume_followups(
+    clients: Clients, settings: Settings, record: Quarantine, retry: RetryPolicy | None = None
+) -> dict[str, Any]:
+    """Send the message a quarantine record says is still owed (``pending``), then drop ``pending``.
+
+    The alarm function calls this on a redelivery; the stepper calls it on every tick for records
+    with ``pending``, because a drain the stepper started (safety net, quarantine enforcement)
+    has no event that would ever be delivered again. Returns ``{"action", "reason", ...}``:
+    ``completed`` (sent), ``duplicate`` (nothing owed any more).
+    """
+    retry = (retry or RetryPolicy(attempts=3)).bounded()
+    guard, found = record_guard(clients, settings, record, retry)
     owed = audit.guard_followups(found) if found is not None else {}
-    if "notify" not in owed:
-        return _result("duplicate", "already handled; the owed message is not on the guard any more", **base)
+    if guard is None or "notify" not in owed or "notify" not in record.pending:
+        return {"action": "duplicate", "reason": "already handled; no message is owed on the guard any more"}
     extra = {k: v for k, v in record.extra.items() if k != "pending"}
-    rewritten = Quarantine(
-        record.endpoint,
-        record.version,
-        record.variant,
-        record.alarm,
-        record.reason,
-        record.at,
-        record.by,
-        record.kind,
-        extra,
-    )
+    rewritten = replace(record, extra=extra)
     followups = {
         "notify": owed["notify"],
         "quarantine": {"name": settings.quarantine_parameter(record.endpoint), "value": rewritten.to_json()},
     }
     done = _finish(clients, settings, guard, followups, retry)
-    return _result("completed", "sent the message an earlier delivery could not send", **base, followUps=done)
+    return {
+        "action": "completed",
+        "reason": "sent the message an earlier delivery could not send",
+        "followUps": done,
+    }
 
 
 def _describe_alarm(clients: Clients, alarm: str, retry: RetryPolicy) -> dict[str, Any] | None:
@@ -1126,7 +1243,13 @@ def clear_quarantine(
     reason: str,
     retry: RetryPolicy | None = None,
 ) -> dict[str, Any]:
-    """Delete the quarantine record of ``endpoint`` (operator decision) and audit it."""
+    """Delete the quarantine record of ``endpoint`` (operator decision) and audit it.
+
+    First the follow-ups of the drain(s) that wrote the record are marked done on their guards
+    (one UpdateItem each, usually one): otherwise a replay of the alarm event, or the stepper's
+    safety net while the alarm stays in ALARM, would find them owed and write the record (and
+    send the old message) again, undoing this clear.
+    """
     retry = retry or RetryPolicy(attempts=3)
     physical = settings.physical(endpoint)
     name = settings.quarantine_parameter(physical)
@@ -1134,6 +1257,19 @@ def clear_quarantine(
     if text is None:
         raise NotFoundError(f"no quarantine record for {physical} (parameter {name} does not exist)")
     existing = Quarantine.parse(name, text)
+    guards = list(existing.guards)
+    if not guards:  # a record written before records named their guards
+        guard, _found = record_guard(clients, settings, existing, retry)
+        guards = [guard] if guard else []
+    for guard in guards:
+        call(
+            "UpdateItem",
+            audit.clear_followups,
+            retry,
+            dynamodb=clients.dynamodb,
+            table=settings.audit_table,
+            idempotency_key=guard,
+        )
     call("DeleteParameter", clients.ssm.delete_parameter, retry, Name=name)
     # The quarantine halted the rollout; its progress record would keep it halted for the same plan.
     # Without it the stepper starts the rollout again at step 0 on its next tick.
@@ -1146,7 +1282,7 @@ def clear_quarantine(
         variant=existing.variant,
         version=existing.version,
         alarm=existing.alarm,
-        detail={"record": json.loads(text), "rolloutRestarted": restarted},
+        detail={"record": json.loads(text), "rolloutRestarted": restarted, "guardsCleared": guards},
     )
     call("PutItem", audit.append, retry, dynamodb=clients.dynamodb, table=settings.audit_table, item=item)
     return {

@@ -172,8 +172,19 @@ def decide_step(
     first with no facts, then with alarm states (checked on every tick, so a firing candidate
     alarm halts the rollout even mid-bake), then with the request count once the bake is over.
     """
+    if plan.candidate is None or not plan.steps:
+        return StepDecision("none", "plan has no candidate: nothing to advance")
     if not plan.advances:
-        return StepDecision("none", "plan has no candidate or a single step: nothing to advance")
+        # ab / all-at-once / blue-green: nothing to walk through, but the alarm safety net still
+        # applies (a lost alarm event must not leave a failing candidate serving).
+        if quarantined:
+            return StepDecision("none", f"candidate {plan.candidate} is quarantined (single-step plan)")
+        if alarm_states is None:
+            return StepDecision("evaluate", "single-step plan: checking candidate alarms (safety net)")
+        firing = tuple(a for a in plan.candidate_alarms if alarm_states.get(a) == "ALARM")
+        if firing:
+            return StepDecision("halt", f"candidate alarm(s) in ALARM: {', '.join(firing)}", 0, None, firing)
+        return StepDecision("none", "single-step plan: nothing to advance")
     if progress is None or progress.plan_id != plan.plan_id:
         return StepDecision("start", f"plan {plan.plan_id} starts at step 0 ({plan.steps[0]:g}%)", 0)
     index = progress.step_index

@@ -215,6 +215,15 @@ class Quarantine:
         return key if isinstance(key, str) else None
 
     @property
+    def guards(self) -> tuple[str, ...]:
+        """Audit guards whose follow-ups this record completes: its own drain's first, then those it replaced.
+
+        ``clear-quarantine`` marks them done so a replay cannot write the cleared record again.
+        """
+        value = self.extra.get("guards")
+        return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+    @property
     def pending(self) -> tuple[str, ...]:
         """Follow-ups the drain that wrote this record still owes (``notify`` when Publish failed)."""
         value = self.extra.get("pending")

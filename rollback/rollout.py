@@ -27,6 +27,7 @@ from rollback.controller import (
     error_code,
     is_retryable,
     read_quarantine,
+    resume_followups,
 )
 from rollback.errors import ConfigError, RetryExhaustedError
 from rollback.events import alarm_idempotency_key, parse_marker
@@ -196,7 +197,7 @@ def _apply(
         "reason": decision.reason,
         "stepIndex": decision.step_index,
     }
-    if ep.quarantined and plan.advances:
+    if ep.quarantined and plan.candidate is not None:
         enforced = _enforce_quarantine(clients, settings, ep, actor, retry)
         if enforced is not None:
             out["drain"] = enforced
@@ -206,13 +207,6 @@ def _apply(
         _write_progress(
             clients, settings, ep.name, Progress(plan.plan_id, 0, now, "baking", decision.reason), retry
         )
-        return out
-    assert progress is not None  # every other action follows a current progress record
-    if decision.action == "halt-quarantined":
-        halted = Progress(
-            plan.plan_id, progress.step_index, progress.step_started_at, "halted", decision.reason
-        )
-        _write_progress(clients, settings, ep.name, halted, retry)
         return out
     if decision.action == "halt":
         # Safety net for a lost or still-retrying alarm event: drain through the same code path
@@ -236,6 +230,14 @@ def _apply(
             version=plan.candidate or (marker.version if marker else None),
             retry=retry,
         )
+        if progress is not None and plan.advances:  # single-step plans keep no progress
+            halted = Progress(
+                plan.plan_id, progress.step_index, progress.step_started_at, "halted", decision.reason
+            )
+            _write_progress(clients, settings, ep.name, halted, retry)
+        return out
+    assert progress is not None  # every other action follows a current progress record
+    if decision.action == "halt-quarantined":
         halted = Progress(
             plan.plan_id, progress.step_index, progress.step_started_at, "halted", decision.reason
         )
@@ -428,7 +430,37 @@ def _enforce_quarantine(
         alarm=record.alarm,
         version=record.version,
         retry=retry,
+        supersedes=record.guards,
     )
+
+
+def _resume_owed(
+    clients: Clients, settings: Settings, quarantines: dict[str, str], only: str | None, retry: RetryPolicy
+) -> dict[str, dict[str, Any]]:
+    """Send the messages quarantine records still owe (``pending``): endpoint -> what happened.
+
+    A drain the stepper started (safety net, quarantine enforcement) whose Publish failed has no
+    alarm event that would be delivered again, so the tick that finds the record finishes it.
+    Only records with ``pending`` cost calls (GetItem, Publish, PutParameter).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    prefix = settings.quarantine_prefix + "/"
+    for name, text in sorted(quarantines.items()):
+        endpoint = name[len(prefix) :] if name.startswith(prefix) else None
+        if endpoint is None or (only is not None and endpoint != only):
+            continue
+        try:
+            record = Quarantine.parse(name, text)
+        except ConfigError:
+            continue  # reported by _read as "treating as quarantined"
+        if "notify" not in record.pending:
+            continue
+        try:
+            out[endpoint] = resume_followups(clients, settings, record, retry)
+        except Exception as exc:  # the next tick tries again
+            log(logging.ERROR, "could not send an owed message", endpoint=endpoint, error=str(exc))
+            out[endpoint] = {"action": "error", "reason": f"{type(exc).__name__}: {exc}"}
+    return out
 
 
 def step(
@@ -481,6 +513,7 @@ def step(
             windows[ep.name] = (ep.plan, start, end)
         counts = _request_counts(clients, windows, retry)
 
+    owed = _resume_owed(clients, settings, quarantines, only, retry)
     for ep in endpoints:
         decision = decisions[ep.name]
         live = None
@@ -516,4 +549,6 @@ def step(
             log(logging.ERROR, "stepper failed for endpoint", endpoint=ep.name, error=str(exc))
             results[ep.name] = {"action": "error", "reason": f"{type(exc).__name__}: {exc}"}
         log(logging.INFO, "stepper", endpoint=ep.name, **results[ep.name])
+    for name, resumed in owed.items():
+        results.setdefault(name, {"action": "none", "reason": "no rollout plan"})["followUps"] = resumed
     return {"stack": settings.stack, "at": clock.iso(now), "endpoints": results}
