@@ -130,8 +130,21 @@ def test_too_little_traffic_pauses_even_when_alarms_have_no_data() -> None:
 
 
 def test_single_step_and_candidate_less_plans_never_advance() -> None:
-    for plan in (make_plan(steps=(100.0,)), make_plan(candidate=None, steps=())):
-        assert policy.decide_step(plan, None, T0).action == "none"
+    assert policy.decide_step(make_plan(candidate=None, steps=()), None, T0).action == "none"
+    single = make_plan(steps=(100.0,))
+    healthy = dict.fromkeys(single.candidate_alarms, "OK")
+    assert policy.decide_step(single, None, T0, alarm_states=healthy, requests=1e6).action == "none"
+    assert policy.decide_step(single, None, T0, quarantined=True).action == "none"
+
+
+def test_single_step_plan_still_gets_the_alarm_safety_net() -> None:
+    single = make_plan(steps=(100.0,))
+    assert policy.decide_step(single, None, T0).action == "evaluate"
+    firing = dict.fromkeys(single.candidate_alarms, "ALARM")
+
+    decision = policy.decide_step(single, None, T0, alarm_states=firing)
+
+    assert decision.action == "halt" and decision.alarms_in_alarm == single.candidate_alarms
 
 
 @given(

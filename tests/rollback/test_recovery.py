@@ -43,14 +43,15 @@ def killed_in(client: Any, method: str) -> Faulty:
 
 
 def test_delivery_killed_before_its_message_is_finished_by_the_next_one_with_one_message(
-    world: World,
+    world: World, vclock: VirtualClock
 ) -> None:
     event = candidate_event(world)
     world.clients.sns = killed_in(world.clients.sns, "publish")
     with pytest.raises(Killed):
         handle(world, event)
     assert world.weights()["candidate"] == 0.0 and world.quarantine() is None
-    world.clients.sns = world.clients.sns._client  # Lambda retries the event a minute later
+    world.clients.sns = world.clients.sns._client
+    vclock.advance(60)  # Lambda retries the event a minute later (the function timed out)
 
     retried = handle(world, event)
     world.log.reset()
@@ -63,13 +64,14 @@ def test_delivery_killed_before_its_message_is_finished_by_the_next_one_with_one
 
 
 def test_delivery_killed_while_writing_the_quarantine_is_finished_and_may_repeat_the_message(
-    world: World,
+    world: World, vclock: VirtualClock
 ) -> None:
     event = candidate_event(world)
     world.clients.ssm = killed_in(world.clients.ssm, "put_parameter")
     with pytest.raises(Killed):
         handle(world, event)
     world.clients.ssm = world.clients.ssm._client
+    vclock.advance(60)  # Lambda retries the event a minute later (the function timed out)
 
     retried = handle(world, event)
 
