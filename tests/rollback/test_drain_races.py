@@ -197,3 +197,24 @@ def test_second_alarm_of_the_same_candidate_during_the_drain_is_skipped(world: W
 
     assert [i["action"] for i in world.audit_items()] == ["drain"], results
     assert len(world.messages()) == 1
+
+
+def test_replay_after_clearing_a_record_rewritten_by_quarantine_enforcement_is_a_noop(
+    world: World, vclock: VirtualClock
+) -> None:
+    ep = world.endpoint
+    world.put_plan(ep, strategy="ab", steps=[50])
+    event = alarm_event(cand_alarm(world), ep, names.CANDIDATE)
+    assert handle(world, event)["action"] == "drained"
+    declare_first_step(world, ep, candidate=50.0)  # a stale weights update re-serves v2
+    vclock.advance(60)
+    assert tick(world)[ep]["drain"]["action"] == "drained"  # enforcement rewrites the record
+    assert len(world.quarantine(ep)["guards"]) == 2
+    world.messages()
+    vclock.advance(600)
+    clear_quarantine(world.clients, world.settings, ep, actor="cli:bob", reason="fixed, retrying v2")
+
+    replay = handle(world, event)
+
+    assert world.quarantine(ep) is None, replay
+    assert world.messages() == []
