@@ -176,6 +176,58 @@ def count_calls() -> tuple[Counter[str], list[int], dict[str, int]]:
         return first, per_duplicate, effects
 
 
+def deliveries_during_publish() -> dict[str, int]:
+    """What 50 deliveries leave when 49 of them arrive while the first is still publishing.
+
+    EventBridge duplicates and the stepper's safety net can land between the first delivery's
+    audit commit and its quarantine write; they must answer ``duplicate``, not send again.
+    """
+    import boto3
+    from moto import mock_aws
+
+    from rollback import audit, controller
+    from rollback.aws import SERVICES, Clients
+    from rollback.events import parse_alarm_event
+
+    with mock_aws():
+        raw = {s: boto3.client(s, region_name=REGION) for s in SERVICES}
+        (endpoint,), topic = _setup_stack(raw, 1)
+        seen: list[str] = []
+        for client in raw.values():
+            client.meta.events.register(
+                "provide-client-params.*.*", lambda model, **_: seen.append(model.name)
+            )
+        settings = controller.Settings.for_stack(STACK, topic)
+        event = parse_alarm_event(
+            _event(f"{endpoint}-candidate-errors", endpoint, datetime.now(UTC) + timedelta(seconds=1))
+        )
+        others = Clients(**raw)
+        actions: Counter[str] = Counter()
+
+        class PublishSlowly:
+            def __init__(self, client: Any) -> None:
+                self._client = client
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._client, name)
+
+            def publish(self, **kwargs: Any) -> Any:
+                for _ in range(DUPLICATES):
+                    result = controller.handle_alarm(others, settings, event, actor="lambda:bench")
+                    actions[result["action"]] += 1
+                return self._client.publish(**kwargs)
+
+        first = Clients(**{**raw, "sns": PublishSlowly(raw["sns"])})
+        assert controller.handle_alarm(first, settings, event, actor="lambda:bench")["action"] == "drained"
+        items, _ = audit.query(raw["dynamodb"], settings.audit_table, endpoint, limit=100)
+        return {
+            "weights updates": seen.count("UpdateEndpointWeightsAndCapacities"),
+            "audit items": len(items),
+            "messages": seen.count("Publish"),
+            "duplicate answers": actions["duplicate"],
+        }
+
+
 def worst_case_sleep() -> tuple[float, str]:
     """Seconds one drain sleeps when every call is refused 5 times and jitter is maximal.
 
@@ -305,6 +357,7 @@ def main() -> None:
     logging.getLogger("mlrollback").disabled = True  # keep the table readable
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the moto server's request log
     first, per_duplicate, effects = count_calls()
+    racing = deliveries_during_publish()
     slept, outcome = worst_case_sleep()
     drains, duplicates, first_call = handler_times()
     ours, boto = import_times()
@@ -327,6 +380,12 @@ def main() -> None:
             ", ".join(f"{v} {k}" for k, v in effects.items()),
             "1 each",
             "weights updates and messages counted as API calls",
+        ),
+        (
+            "50 deliveries, 49 during the first's Publish",
+            ", ".join(f"{v} {k}" for k, v in racing.items()),
+            "1 each, 49 duplicate",
+            "EventBridge duplicates arriving before the quarantine record (completion marker) exists",
         ),
         (
             "worst-case retry sleep of one drain",
@@ -363,6 +422,7 @@ def main() -> None:
                 "callsPerRollback": sum(first.values()),
                 "callsPerDuplicateMax": max(per_duplicate),
                 "effectsOf50Deliveries": effects,
+                "effectsOf50DeliveriesDuringPublish": racing,
                 "worstCaseSleepSeconds": round(slept, 1),
             }
         )
