@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rollback import audit, clock, controller, names, records
-from rollback.errors import GateError, MLRollbackError
+from rollback.errors import ConflictError, GateError, MLRollbackError
 
 Progress = Callable[[str, float], Any]
 
@@ -76,14 +76,29 @@ def run_drill(
         raise GateError(f"stack {stack_cfg.stack} is production; pass --i-know-this-is-prod to drill it")
     ep = stack_cfg.endpoint(endpoint or default_endpoint(stack_cfg))
     physical, version = ep.physical_name, ep.release.candidate
-    _status, before = _weights(clients.sagemaker, physical)
+    progress_name = names.rollout_progress_parameter(stack_cfg.stack, physical)
+    # Read before the alarm is forced: the stepper may rewrite it (halted) while the drill runs.
+    pre_progress = records.get_text(clients.ssm, progress_name)
+    try:
+        status, before = _weights(clients.sagemaker, physical)
+    except clients.sagemaker.exceptions.ClientError as exc:
+        if "Could not find endpoint" not in str(exc):
+            raise
+        raise GateError(f"{physical} is not deployed; run `pulumi up` for the stack first") from None
+    if status != "InService":
+        # Mid-update, CurrentWeight can still show the previous step while the stepper's progress
+        # record already names the next one: restoring that pair would stall the rollout.
+        raise ConflictError(
+            f"{physical} is {status or 'not InService'} (a rollout step or deploy is in flight); "
+            "retry when `mlrollback status` shows InService"
+        )
+    if records.get_text(clients.ssm, progress_name) != pre_progress:
+        raise ConflictError(f"the rollout of {physical} moved while the drill started; retry the drill")
     if not version or before.get(names.CANDIDATE, 0) <= 0:
         raise GateError(
             f"{physical} has no candidate serving traffic; deploy one before rehearsing its rollback"
         )
     alarm = names.alarm_name(physical, names.CANDIDATE, "errors")
-    # Read before the alarm is forced: the stepper may rewrite it (halted) while the drill runs.
-    pre_progress = records.get_text(clients.ssm, names.rollout_progress_parameter(stack_cfg.stack, physical))
     started = time.monotonic()
     clients.cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="mlrollback drill")
     ttr: float | None = None

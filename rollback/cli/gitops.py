@@ -471,6 +471,22 @@ def promote(
         dst.endpoint(endpoint)  # an endpoint the target does not declare fails before any gate
         version = version or sep.release.candidate or sep.release.stable
         age = max_age_hours if max_age_hours is not None else float(src.cfg.rehearsal.max_age_hours)
+        physical = names.endpoint_name(to_stack, endpoint)
+        doc = StackDocument.load(dst.path)
+        current = doc.release(endpoint)
+        if version in (current.stable, current.candidate):
+            # Promoted before (its gates passed then): not a new promotion, so no gate applies now.
+            # After a finalize the source has no candidate left to drill, and CI must stay green.
+            _unchanged(
+                dst,
+                physical,
+                f"{to_stack} already serves {version} on {endpoint}; nothing to promote",
+                apply=apply,
+                json_out=json_out,
+                version=version,
+                notes=[],
+            )
+            return
         failed, notes = _gates(src, dst, endpoint, version, age)
         shadow: dict[str, Any] | None = None
         if require_shadow_verdict or src.cfg.rehearsal.shadow_verdict.required:
@@ -481,20 +497,6 @@ def promote(
         out = human(json_out)
         for note in notes:
             out.print(f"note: {note}", highlight=False)
-        physical = names.endpoint_name(to_stack, endpoint)
-        doc = StackDocument.load(dst.path)
-        current = doc.release(endpoint)
-        if version in (current.stable, current.candidate):
-            _unchanged(
-                dst,
-                physical,
-                f"{to_stack} already serves {version} on {endpoint}; nothing to promote",
-                apply=apply,
-                json_out=json_out,
-                version=version,
-                notes=notes,
-            )
-            return
         if commit:
             require_clean(dst.root, dst.path)
         if apply:

@@ -164,6 +164,11 @@ def test_too_few_pairs_is_not_a_pass(project: Path, aws: dict[str, Any], staging
 def test_a_version_never_recorded_as_shadow_has_no_verdict(
     project: Path, aws: dict[str, Any], staging: Any
 ) -> None:
+    # prod must not serve v1 already: promoting a version the target serves is a no-op without gates
+    prod = project / "environments/Pulumi.prod.yaml"
+    doc = StackDocument.load(prod)
+    doc.set_release("fraud-scorer", Release("v2", None))
+    prod.write_text(doc.render())
     result = _promote("--version", "v1")
     text = " ".join(result.output.split())
     assert result.exit_code == 8
