@@ -10,6 +10,7 @@ works against AWS and the sandbox's moto server.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 SERVICES: tuple[str, ...] = ("sagemaker", "cloudwatch", "dynamodb", "ssm", "sns")
@@ -17,7 +18,30 @@ SERVICES: tuple[str, ...] = ("sagemaker", "cloudwatch", "dynamodb", "ssm", "sns"
 #: Adaptive client-side rate limiting plus a few quick retries for transient errors; the
 #: controller adds its own bounded backoff for conditions botocore does not retry (an endpoint
 #: that is Updating).
-_RETRIES = {"mode": "adaptive", "max_attempts": 3}
+_RETRY_MODE = "adaptive"
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """How long one AWS call may take: connect and read timeouts, botocore attempts in total."""
+
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int  # botocore's total_max_attempts: the first try included
+
+    @property
+    def longest_call_seconds(self) -> float:
+        """Upper bound of one call with botocore's own retries (plus one second of its backoff each)."""
+        return self.max_attempts * (self.connect_timeout + self.read_timeout + 1.0)
+
+
+#: The CLI: patient, a person is waiting and can press Ctrl-C.
+CLI_LIMITS = CallLimits(connect_timeout=5, read_timeout=20, max_attempts=4)
+
+#: The Lambda functions: every call the runtime makes answers in well under a second, and the
+#: invocation's retry budget must know the longest single call (handler.SAFETY_MARGIN_SECONDS),
+#: so a hung connection costs seconds, not most of the function's timeout.
+LAMBDA_LIMITS = CallLimits(connect_timeout=2, read_timeout=5, max_attempts=2)
 
 
 class Clients:
@@ -52,13 +76,19 @@ class Clients:
         return client
 
 
-def make_clients(region: str | None = None, profile: str | None = None) -> Clients:
-    """Clients for ``region`` (default: boto3's chain) with adaptive retries and short timeouts."""
+def make_clients(
+    region: str | None = None, profile: str | None = None, limits: CallLimits = CLI_LIMITS
+) -> Clients:
+    """Clients for ``region`` (default: boto3's chain) with adaptive retries and ``limits``."""
     import boto3
     from botocore.config import Config
 
     session = boto3.session.Session(profile_name=profile, region_name=region)
-    config = Config(retries=_RETRIES, connect_timeout=5, read_timeout=20)
+    config = Config(
+        retries={"mode": _RETRY_MODE, "total_max_attempts": limits.max_attempts},
+        connect_timeout=limits.connect_timeout,
+        read_timeout=limits.read_timeout,
+    )
 
     def factory(service: str) -> Any:
         return session.client(service, config=config)

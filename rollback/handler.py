@@ -11,15 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from rollback import controller, logs, rollout
-from rollback.aws import Clients, make_clients
+from rollback.aws import LAMBDA_LIMITS, Clients, make_clients
 from rollback.events import parse_alarm_event
 
 _clients: Clients | None = None
 _settings: controller.Settings | None = None
 
 #: Seconds kept back from the function's remaining time: the retry budget ends this long before
-#: Lambda would kill the invocation, leaving time for the calls in flight and for raising.
-SAFETY_MARGIN_SECONDS = 10.0
+#: Lambda would kill the invocation. The budget only bounds the controller's sleeps, so the margin
+#: must hold the longest single call that may start just before the deadline (timeouts and
+#: botocore's own attempts, :data:`rollback.aws.LAMBDA_LIMITS`), plus a second to raise.
+SAFETY_MARGIN_SECONDS = LAMBDA_LIMITS.longest_call_seconds + 1.0
 
 
 def _context() -> tuple[Clients, controller.Settings]:
@@ -27,7 +29,7 @@ def _context() -> tuple[Clients, controller.Settings]:
     if _settings is None:
         _settings = controller.Settings.from_env()
     if _clients is None:
-        _clients = make_clients()
+        _clients = make_clients(limits=LAMBDA_LIMITS)
     return _clients, _settings
 
 
