@@ -300,6 +300,26 @@ def get_guard(dynamodb: Any, table: str, idempotency_key: str) -> dict[str, Any]
     return None if raw is None else {k: from_attr(v) for k, v in raw.items()}
 
 
+def get_guards(dynamodb: Any, table: str, idempotency_keys: list[str]) -> dict[str, dict[str, Any]]:
+    """Guard items of ``idempotency_keys`` that exist (consistent reads), in BatchGetItem calls of 100."""
+    out: dict[str, dict[str, Any]] = {}
+    prefix = GUARD_PREFIX
+    for start in range(0, len(idempotency_keys), 100):
+        request: dict[str, Any] = {
+            table: {
+                "Keys": [guard_key(k) for k in idempotency_keys[start : start + 100]],
+                "ConsistentRead": True,
+            }
+        }
+        while request:
+            response = dynamodb.batch_get_item(RequestItems=request)
+            for raw in response.get("Responses", {}).get(table, []):
+                item = {k: from_attr(v) for k, v in raw.items()}
+                out[str(item["endpoint"])[len(prefix) :]] = item
+            request = response.get("UnprocessedKeys") or {}
+    return out
+
+
 def guard_followups(guard: dict[str, Any]) -> dict[str, Any]:
     """The follow-up effects a guard item says may still be owed (empty when none).
 

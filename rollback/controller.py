@@ -946,6 +946,78 @@ def record_guard(
     return _resolve_guard(clients, settings, drain_guard(record.idempotency_key, record.version), retry)
 
 
+#: A drain the stepper starts must end its last call before another delivery would take its
+#: guard for a cut-off drain (``IN_PROGRESS_WINDOW`` after the commit): the stepper's tick has more
+#: time than the rollback function, so each of its drains gets this budget of its own.
+STEPPER_DRAIN_BUDGET_SECONDS = 40.0
+
+
+def drain_retry(retry: RetryPolicy) -> RetryPolicy:
+    """``retry`` for one drain the stepper starts: its deadline at most
+    :data:`STEPPER_DRAIN_BUDGET_SECONDS` from now (and never past the tick's own deadline)."""
+    own = clock.now() + timedelta(seconds=STEPPER_DRAIN_BUDGET_SECONDS)
+    deadline = own if retry.deadline is None else min(retry.deadline, own)
+    return replace(retry, deadline=deadline)
+
+
+def drain_markers(
+    clients: Clients, settings: Settings, candidates: Mapping[str, str], retry: RetryPolicy
+) -> dict[str, dict[str, Any]]:
+    """Endpoint -> the drain marker of its candidate version, for those drained at least once.
+
+    One BatchGetItem per 100 endpoints: the stepper reads them every tick (see
+    :func:`finish_cut_off_drain`).
+    """
+    keys = {drain_marker(ep, version): ep for ep, version in candidates.items()}
+    if not keys:
+        return {}
+    found = call(
+        "BatchGetItem",
+        audit.get_guards,
+        retry,
+        dynamodb=clients.dynamodb,
+        table=settings.audit_table,
+        idempotency_keys=list(keys),
+    )
+    return {keys[k]: item for k, item in found.items() if k in keys}
+
+
+def finish_cut_off_drain(
+    clients: Clients,
+    settings: Settings,
+    endpoint: str,
+    version: str,
+    retry: RetryPolicy,
+    marker: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Finish the follow-ups of the last drain of ``version`` if it was cut off after its commit.
+
+    The stepper calls this for a candidate without a quarantine record whose drain marker exists
+    (``marker``, read in one batch by :func:`drain_markers`; read here when not given): a drain the
+    stepper itself started has no event that would be delivered again, and a delivery that found it
+    still in progress answered ``duplicate``. None when nothing is owed, or the drain is too young
+    to call cut off.
+    """
+    if marker is None:
+        marker = _get_guard(clients, settings, drain_marker(endpoint, version), retry)
+    if not marker or not marker.get("guard"):
+        return None
+    guard, found = _resolve_guard(clients, settings, str(marker["guard"]), retry)
+    if found is None:
+        return None
+    owed = audit.guard_followups(found)
+    if not owed or _younger_than(found, IN_PROGRESS_WINDOW):
+        return None
+    done = _finish(clients, settings, guard, owed, retry)
+    return _result(
+        "completed",
+        f"finished the follow-ups of a drain of {version} that was cut off after its commit",
+        endpoint=endpoint,
+        version=version,
+        followUps=done,
+    )
+
+
 def resume_followups(
     clients: Clients, settings: Settings, record: Quarantine, retry: RetryPolicy | None = None
 ) -> dict[str, Any]:

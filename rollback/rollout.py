@@ -24,7 +24,10 @@ from rollback.controller import (
     call,
     describe_endpoint,
     drain_candidate,
+    drain_markers,
+    drain_retry,
     error_code,
+    finish_cut_off_drain,
     is_retryable,
     read_quarantine,
     resume_followups,
@@ -228,7 +231,7 @@ def _apply(
             idempotency_key=alarm_idempotency_key(alarm["AlarmName"], state_at),
             alarm=alarm["AlarmName"],
             version=plan.candidate or (marker.version if marker else None),
-            retry=retry,
+            retry=drain_retry(retry),
         )
         if progress is not None and plan.advances:  # single-step plans keep no progress
             halted = Progress(
@@ -429,7 +432,7 @@ def _enforce_quarantine(
         idempotency_key=f"quarantined#{ep.name}#{record.version}#{record.at}",
         alarm=record.alarm,
         version=record.version,
-        retry=retry,
+        retry=drain_retry(retry),
         supersedes=record.guards,
     )
 
@@ -460,6 +463,39 @@ def _resume_owed(
         except Exception as exc:  # the next tick tries again
             log(logging.ERROR, "could not send an owed message", endpoint=endpoint, error=str(exc))
             out[endpoint] = {"action": "error", "reason": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def _finish_cut_off(
+    clients: Clients, settings: Settings, endpoints: list[_Endpoint], retry: RetryPolicy
+) -> dict[str, dict[str, Any]]:
+    """Finish drains of a released candidate cut off after their commit (no quarantine record yet).
+
+    One BatchGetItem per 100 endpoints with a candidate and no quarantine record (their drain
+    markers). A drain the stepper started and was killed after its commit has no event that would
+    be delivered again, and a delivery that found it in progress answered ``duplicate``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    candidates = {
+        ep.name: ep.plan.candidate for ep in endpoints if ep.plan.candidate and ep.quarantine is None
+    }
+    try:
+        markers = drain_markers(clients, settings, candidates, retry)
+    except Exception as exc:  # the next tick tries again
+        log(logging.ERROR, "could not read drain markers", error=str(exc))
+        return {}
+    for ep in endpoints:
+        if ep.name not in markers:
+            continue
+        try:
+            done = finish_cut_off_drain(
+                clients, settings, ep.name, candidates[ep.name], retry, marker=markers[ep.name]
+            )
+        except Exception as exc:  # the next tick tries again
+            log(logging.ERROR, "could not finish a cut-off drain", endpoint=ep.name, error=str(exc))
+            done = {"action": "error", "reason": f"{type(exc).__name__}: {exc}"}
+        if done is not None:
+            out[ep.name] = done
     return out
 
 
@@ -514,6 +550,7 @@ def step(
         counts = _request_counts(clients, windows, retry)
 
     owed = _resume_owed(clients, settings, quarantines, only, retry)
+    owed.update(_finish_cut_off(clients, settings, endpoints, retry))
     for ep in endpoints:
         decision = decisions[ep.name]
         live = None

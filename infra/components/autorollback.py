@@ -301,6 +301,8 @@ class AutoRollback(pulumi.ComponentResource):
                         # GetItem: a later delivery reads the idempotency guard to finish what an
                         # earlier one left pending.
                         "dynamodb:GetItem",
+                        # BatchGetItem: the stepper reads its candidates' drain markers per tick.
+                        "dynamodb:BatchGetItem",
                         "dynamodb:PutItem",
                         "dynamodb:UpdateItem",
                         "dynamodb:ConditionCheckItem",

@@ -268,9 +268,10 @@ def test_idle_tick_over_many_endpoints_is_cheap_and_writes_nothing(
     assert {r["action"] for r in results.values()} == {"wait"}
     ops = world.log.ops()
     # 25 plans + 25 progress records = 50 parameters = 5 pages of 10 (moto adds an empty sixth);
-    # one page of (no) quarantines; 25 candidate alarms = 1 DescribeAlarms; no per-endpoint call.
-    assert set(ops) == {"GetParametersByPath", "DescribeAlarms"}
-    assert ops["GetParametersByPath"] <= 7 and ops["DescribeAlarms"] == 1
+    # one page of (no) quarantines; 25 candidate alarms = 1 DescribeAlarms; the 25 candidates' drain
+    # markers (cut-off drains) = 1 BatchGetItem; no per-endpoint call.
+    assert set(ops) == {"GetParametersByPath", "DescribeAlarms", "BatchGetItem"}
+    assert ops["GetParametersByPath"] <= 7 and ops["DescribeAlarms"] == 1 and ops["BatchGetItem"] == 1
 
 
 def test_broken_plan_is_reported_and_other_endpoints_still_step(world: World, vclock: VirtualClock) -> None:
