@@ -83,29 +83,44 @@ EVENT_PATTERN_LIMIT = 2048
 #: IAM's quota for all inline policies of one role together, counted without whitespace.
 INLINE_POLICY_LIMIT = 10_240
 
+#: Endpoints the rollback and stepper roles name one by one (about 95 policy characters each);
+#: a larger stack gets the ``endpoint/*-<stack>`` pattern so the policy stays under the quota.
+MAX_LISTED_ENDPOINTS = 40
+
 
 def stack_resource_patterns(
     scope: AwsScope, stack: str, watched_alarms: Sequence[str]
 ) -> tuple[list[str], list[str], list[str]]:
-    """ARN patterns (endpoints, endpoint configs, alarms) of this stack's names, whatever its size.
+    """ARNs (endpoints, endpoint configs, alarms) of this stack's names, whatever its size.
 
     Listing every endpoint and alarm ARN passed IAM's 10,240-character inline-policy quota at about
     ten endpoints; one pattern per name *shape* keeps the policy size independent of the endpoint
-    count. Every physical name of the stack ends with ``-<stack>`` (``names.endpoint_name``), configs
-    are auto-named ``<endpoint>-config-<random>`` and alarms ``<endpoint>-<role>-<kpi>``
-    (``names.alarm_name``); the alarm patterns name each (role, KPI) the stack watches. Another stack
-    whose name ends with ``-<stack>`` in the same account and region would match too, but its physical
-    names could already clash with this one's (``a-b`` + ``dev`` = ``a`` + ``b-dev``): such stacks must
-    not share an account and region (docs/config.md).
+    count. Endpoints themselves (the weights update) are listed by ARN up to
+    :data:`MAX_LISTED_ENDPOINTS`. Every physical name of the stack ends with ``-<stack>``
+    (``names.endpoint_name``), configs are auto-named ``<endpoint>-config-<random>`` and alarms
+    ``<endpoint>-<role>-<kpi>`` (``names.alarm_name``); the alarm patterns name each (role, KPI)
+    the stack watches. Another stack whose name ends with ``-<stack>`` in the same account and
+    region would match the patterns too, but its physical names could already clash with this
+    one's (``a-b`` + ``dev`` = ``a`` + ``b-dev``): such stacks must not share an account and region
+    (docs/config.md).
     """
-    endpoints = [scope.arn("sagemaker", f"endpoint/*-{stack}")]
     configs = [scope.arn("sagemaker", f"endpoint-config/*-{stack}-config-*")]
     shapes: set[tuple[str, str]] = set()
+    physical: set[str] = set()
     for alarm in watched_alarms:
         parsed = names.parse_alarm_name(alarm)
         if parsed is None or not parsed[0].endswith(f"-{stack}"):
             raise ValueError(f"alarm {alarm!r} is not named by names.alarm_name for stack {stack!r}")
+        physical.add(parsed[0])
         shapes.add((parsed[1], parsed[2]))
+    # The weights update is the one write here: name each endpoint while the list stays short
+    # (SageMaker ARNs carry the name in lower case), so an endpoint outside the stack that merely
+    # ends in "-<stack>" (a hand-made "recommender-prod") cannot be reweighted.
+    endpoints = (
+        [scope.arn("sagemaker", f"endpoint/{name.lower()}") for name in sorted(physical)]
+        if len(physical) <= MAX_LISTED_ENDPOINTS
+        else [scope.arn("sagemaker", f"endpoint/*-{stack}")]
+    )
     alarms = [
         scope.arn("cloudwatch", f"alarm:{names.alarm_name(f'*-{stack}', r, k)}") for r, k in sorted(shapes)
     ]

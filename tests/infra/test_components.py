@@ -402,7 +402,11 @@ def test_lambda_roles_list_actions_and_scope_resources_to_this_stack(kind):
     for s in statements.values():
         assert s["Effect"] == "Allow"
         assert all(a != "*" and not a.endswith(":*") for a in s["Action"]), s
-    assert statements["Endpoints"]["Resource"] == ["arn:aws:sagemaker:eu-west-1:123456789012:endpoint/*-dev"]
+    # the one write (weights update) names each endpoint; a same-suffix endpoint is not covered
+    assert statements["Endpoints"]["Resource"] == [
+        "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/a-dev",
+        "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/b-dev",
+    ]
     assert statements["EndpointConfigs"]["Resource"] == [
         "arn:aws:sagemaker:eu-west-1:123456789012:endpoint-config/*-dev-config-*"
     ]

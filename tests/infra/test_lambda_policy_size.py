@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from infra.components.autorollback import INLINE_POLICY_LIMIT
+from infra.components.autorollback import INLINE_POLICY_LIMIT, MAX_LISTED_ENDPOINTS
 from infra.testing import ProgramRun
 from tests.infra.helpers import endpoint_values, run, stack_values
 
@@ -58,12 +58,27 @@ def test_lambda_role_policies_of_a_hundred_endpoint_stack_stay_under_the_inline_
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_lambda_role_policy_size_does_not_grow_with_the_endpoint_count(
+def test_lambda_role_policy_size_is_bounded_whatever_the_endpoint_count(
     hundred: ProgramRun, kind: str
 ) -> None:
-    two = run(stack_values(*_busy_endpoints(2, "prod")), stack="prod")
+    # Endpoints are listed by ARN up to MAX_LISTED_ENDPOINTS, then one pattern: the largest policy is
+    # the one at the listing limit, and past it the size does not grow.
     role = f"mlrollback-prod-{kind}-role"
-    assert _inline_size(two, role) == _inline_size(hundred, role)
+    at_limit = run(stack_values(*_busy_endpoints(MAX_LISTED_ENDPOINTS, "prod")), stack="prod")
+    assert _inline_size(at_limit, role) < INLINE_POLICY_LIMIT
+    past = run(stack_values(*_busy_endpoints(MAX_LISTED_ENDPOINTS + 1, "prod")), stack="prod")
+    assert _inline_size(past, role) == _inline_size(hundred, role)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_small_stack_cannot_reweight_an_endpoint_that_merely_ends_in_its_stack_name(kind: str) -> None:
+    r = run(stack_values(*_busy_endpoints(3, "prod")), stack="prod")
+    policy = json.loads(r.named(f"mlrollback-prod-{kind}-policy").inputs["policy"])
+    (endpoints,) = [s["Resource"] for s in policy["Statement"] if s["Sid"] == "Endpoints"]
+    foreign = "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/recommender-prod"
+    assert not any(fnmatchcase(foreign, p) for p in endpoints)
+    own = [e.outputs["arn"] for e in r.of_type("sagemaker/endpoint:Endpoint")]
+    assert all(any(fnmatchcase(arn, p) for p in endpoints) for arn in own)
 
 
 def _grants(r: ProgramRun, kind: str, sid: str) -> list[str]:
