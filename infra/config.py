@@ -77,7 +77,7 @@ DRIFT_MAX_SAMPLES: Final = 50_000
 
 _S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
+_KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):\d{12}:key/[A-Za-z0-9-]+$")
 _INSTANCE_RE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
 _VERSION_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -945,6 +945,13 @@ def validate(
             art.k("kmsKeyArn"),
             f"{kms_key_arn!r} is not a KMS key ARN; use arn:aws:kms:<region>:<account>:key/<key id> "
             "(not an alias: IAM grants need the key ARN)",
+        )
+    elif kms_key_arn and region and (key_region := _KMS_KEY_ARN_RE.match(kms_key_arn)["region"]) != region:
+        # KMS keys are regional: CreateEndpointConfig and data capture would fail mid-`pulumi up`.
+        problems.add(
+            art.k("kmsKeyArn"),
+            f"the key is in {key_region} but the stack deploys to {region}; use a key (or a multi-Region "
+            f"replica key) in {region}",
         )
     if not create and not bucket:
         problems.add(art.k("bucket"), "is required when create is false; name your existing bucket")

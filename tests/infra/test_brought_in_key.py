@@ -59,3 +59,12 @@ def test_production_with_a_brought_in_bucket_passes_the_encryption_policy_only_w
     data["config"]["mlrollback:artifacts"]["kmsKeyArn"] = KEY
     path.write_text(yaml.safe_dump(data))
     assert violations(run_stack_file(path), "prod") == []
+
+
+def test_a_key_from_another_region_is_a_config_error() -> None:
+    other = KEY.replace("eu-west-1", "us-east-1")
+    message = rejected(stack_values(artifacts={**BYO, "kmsKeyArn": other}))
+    assert (
+        "mlrollback:artifacts.kmsKeyArn: the key is in us-east-1 but the stack deploys to eu-west-1; "
+        "use a key (or a multi-Region replica key) in eu-west-1"
+    ) in message
