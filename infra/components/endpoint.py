@@ -64,6 +64,17 @@ class EndpointArgs:
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
+def _batch(percent: int, instances: int) -> dict[str, Any]:
+    """A blue/green batch of ``percent`` % of ``instances``, or one instance when that is less than one.
+
+    SageMaker shifts whole instances: 5 % of 3 instances is no instance at all. One instance of two
+    or more is a valid canary (<= 50 %) and linear step (10-50 % up to ten instances).
+    """
+    if percent * instances < 100:
+        return {"type": "INSTANCE_COUNT", "value": 1}
+    return {"type": "CAPACITY_PERCENT", "value": percent}
+
+
 def deployment_config(ep: EndpointConfig, alarms: Sequence[str]) -> dict[str, Any]:
     """SageMaker blue/green update policy for config changes, derived from the strategy.
 
@@ -81,13 +92,13 @@ def deployment_config(ep: EndpointConfig, alarms: Sequence[str]) -> dict[str, An
         routing = {
             "type": "CANARY",
             "wait_interval_in_seconds": wait,
-            "canary_size": {"type": "CAPACITY_PERCENT", "value": cfgmod.canary_size_percent(s)},
+            "canary_size": _batch(cfgmod.canary_size_percent(s), ep.instance_count),
         }
     elif s.type == "linear":
         routing = {
             "type": "LINEAR",
             "wait_interval_in_seconds": wait,
-            "linear_step_size": {"type": "CAPACITY_PERCENT", "value": cfgmod.linear_step_percent(s)},
+            "linear_step_size": _batch(cfgmod.linear_step_percent(s), ep.instance_count),
         }
     else:  # blue-green, ab, shadow bake; all-at-once bakes briefly (capped in config)
         routing = {"type": "ALL_AT_ONCE", "wait_interval_in_seconds": wait}

@@ -182,10 +182,27 @@ def test_endpoint_uses_physical_name_and_retains_replaced_configs():
 )
 def test_deployment_config_follows_the_strategy(strategy, routing):
     strategy = {**strategy, "maxExecutionTimeoutSeconds": 2400}
-    r = run(stack_values(endpoint_values(strategy=strategy, instanceCount=2)))
+    r = run(stack_values(endpoint_values(strategy=strategy, instanceCount=10)))
     policy = r.named("fraud-scorer-dev-endpoint").inputs["deploymentConfig"]["blueGreenUpdatePolicy"]
     assert policy["trafficRoutingConfiguration"] == routing
     assert policy["maximumExecutionTimeoutInSeconds"] == 2400
+
+
+@pytest.mark.parametrize(
+    ("strategy", "instances", "field"),
+    [
+        ({"type": "canary", "steps": [5, 100]}, 3, "canarySize"),  # 5 % of 3 = 0.15 instance
+        ({"type": "linear", "stepPercent": 10}, 2, "linearStepSize"),  # 10 % of 2 = 0.2 instance
+    ],
+)
+def test_a_batch_smaller_than_one_instance_is_one_instance(strategy, instances, field):
+    # SageMaker shifts whole instances; one of two or more is a valid canary and linear step.
+    strategy = {**strategy, "guardrailWaitSeconds": 120}
+    r = run(stack_values(endpoint_values(strategy=strategy, instanceCount=instances)))
+    routing = r.named("fraud-scorer-dev-endpoint").inputs["deploymentConfig"]["blueGreenUpdatePolicy"][
+        "trafficRoutingConfiguration"
+    ]
+    assert routing[field] == {"type": "INSTANCE_COUNT", "value": 1}
 
 
 @pytest.mark.parametrize("strategy", [{"type": "canary", "steps": [10, 100]}, {"type": "linear"}])

@@ -73,7 +73,8 @@ def test_prod_is_production_conservative_and_protected():
     assert variants(r, "fraud-scorer-prod")["candidate"]["initialVariantWeight"] == 5
     assert r.named("mlrollback-prod-audit").inputs["deletionProtectionEnabled"] is True
     policy = r.named("fraud-scorer-prod-endpoint").inputs["deploymentConfig"]["blueGreenUpdatePolicy"]
-    assert policy["trafficRoutingConfiguration"]["canarySize"]["value"] == 5
+    # 5 % of 3 instances is less than one: the guardrail canary is one whole instance
+    assert policy["trafficRoutingConfiguration"]["canarySize"] == {"type": "INSTANCE_COUNT", "value": 1}
     assert policy["trafficRoutingConfiguration"]["waitIntervalInSeconds"] == 900
 
 
