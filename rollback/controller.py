@@ -438,6 +438,26 @@ def _resolve_guard(
     return key, found
 
 
+def _finish_if_cut_off(
+    clients: Clients, settings: Settings, key: str, retry: RetryPolicy
+) -> tuple[str, dict[str, Any] | None, str, Any]:
+    """Finish the follow-ups the newest drain under ``key`` still owes, if it was cut off.
+
+    Returns (guard key, guard item, outcome, what ``_finish`` did): outcome ``absent`` (no guard),
+    ``complete`` (nothing owed), ``in-progress`` (owed, but committed less than
+    :data:`IN_PROGRESS_WINDOW` ago: its own delivery may still be sending them) or ``finished``.
+    """
+    guard, found = _resolve_guard(clients, settings, key, retry)
+    if found is None:
+        return guard, None, "absent", None
+    owed = audit.guard_followups(found)
+    if not owed:
+        return guard, found, "complete", None
+    if _younger_than(found, IN_PROGRESS_WINDOW):
+        return guard, found, "in-progress", None
+    return guard, found, "finished", _finish(clients, settings, guard, owed, retry)
+
+
 def _publish(clients: Clients, settings: Settings, spec: dict[str, Any], retry: RetryPolicy) -> bool:
     topic = spec.get("topic") or settings.topic_arn
     if not topic:
@@ -849,19 +869,18 @@ def _already_drained(
     base["version"] = version
     if existing is not None and existing.version == version:
         return _skipped_quarantined(existing, base, version)
-    guard, found = _resolve_guard(clients, settings, drain_guard(key, version), retry)
-    if found is not None:
-        owed = audit.guard_followups(found)
-        if not owed:
-            return _result("duplicate", "this state change was already handled", **base)
-        if _younger_than(found, IN_PROGRESS_WINDOW):
-            return _result(
-                "duplicate",
-                f"the drain of this state change was committed at {found.get('auditAt')} and may still be "
-                "sending its follow-ups; a later delivery or stepper tick finishes them if it was cut off",
-                **base,
-            )
-        done = _finish(clients, settings, guard, owed, retry)
+    guard, found, outcome, done = _finish_if_cut_off(clients, settings, drain_guard(key, version), retry)
+    if outcome == "complete":
+        return _result("duplicate", "this state change was already handled", **base)
+    if outcome == "in-progress":
+        assert found is not None
+        return _result(
+            "duplicate",
+            f"the drain of this state change was committed at {found.get('auditAt')} and may still be "
+            "sending its follow-ups; a later delivery or stepper tick finishes them if it was cut off",
+            **base,
+        )
+    if outcome == "finished":
         return _result(
             "completed", "finished follow-ups an earlier delivery could not do", **base, followUps=done
         )
@@ -987,28 +1006,21 @@ def finish_cut_off_drain(
     settings: Settings,
     endpoint: str,
     version: str,
+    marker: Mapping[str, Any],
     retry: RetryPolicy,
-    marker: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Finish the follow-ups of the last drain of ``version`` if it was cut off after its commit.
 
-    The stepper calls this for a candidate without a quarantine record whose drain marker exists
-    (``marker``, read in one batch by :func:`drain_markers`; read here when not given): a drain the
-    stepper itself started has no event that would be delivered again, and a delivery that found it
-    still in progress answered ``duplicate``. None when nothing is owed, or the drain is too young
-    to call cut off.
+    The stepper calls this for a candidate without a quarantine record whose drain ``marker`` it
+    read (:func:`drain_markers`): a drain the stepper itself started has no event that would be
+    delivered again, and a delivery that found it still in progress answered ``duplicate``. None
+    when nothing is owed, or the drain is too young to call cut off.
     """
-    if marker is None:
-        marker = _get_guard(clients, settings, drain_marker(endpoint, version), retry)
-    if not marker or not marker.get("guard"):
+    if not marker.get("guard"):
         return None
-    guard, found = _resolve_guard(clients, settings, str(marker["guard"]), retry)
-    if found is None:
+    _, _, outcome, done = _finish_if_cut_off(clients, settings, str(marker["guard"]), retry)
+    if outcome != "finished":
         return None
-    owed = audit.guard_followups(found)
-    if not owed or _younger_than(found, IN_PROGRESS_WINDOW):
-        return None
-    done = _finish(clients, settings, guard, owed, retry)
     return _result(
         "completed",
         f"finished the follow-ups of a drain of {version} that was cut off after its commit",

@@ -489,7 +489,7 @@ def _finish_cut_off(
             continue
         try:
             done = finish_cut_off_drain(
-                clients, settings, ep.name, candidates[ep.name], retry, marker=markers[ep.name]
+                clients, settings, ep.name, candidates[ep.name], markers[ep.name], retry
             )
         except Exception as exc:  # the next tick tries again
             log(logging.ERROR, "could not finish a cut-off drain", endpoint=ep.name, error=str(exc))
