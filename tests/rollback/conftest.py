@@ -105,6 +105,21 @@ class Faulty:
         return wrapper
 
 
+class Killed(BaseException):
+    """The Lambda runtime ending the invocation (timeout, out of memory): no except clause runs."""
+
+
+def killed_in(client: Any, method: str) -> Faulty:
+    """``client`` whose ``method`` ends the invocation (:class:`Killed`) instead of answering."""
+    proxy = Faulty(client)
+
+    def die(**_: Any) -> Any:
+        raise Killed(f"Task timed out in {method}")
+
+    setattr(proxy, method, die)
+    return proxy
+
+
 @dataclass
 class World:
     """One stack in moto: an endpoint with stable+candidate, audit table, topic, queue, records."""

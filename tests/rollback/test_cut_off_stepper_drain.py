@@ -9,7 +9,6 @@ drained candidate stayed without a quarantine record, so `pulumi up` would have 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -17,12 +16,8 @@ from rollback import clock, names
 from rollback.clock import VirtualClock
 from rollback.controller import STEPPER_DRAIN_BUDGET_SECONDS, RetryPolicy, drain_retry, handle_alarm
 from rollback.events import parse_alarm_event
-from tests.rollback.conftest import Faulty, World, alarm_event, instant_retry
+from tests.rollback.conftest import Killed, World, alarm_event, instant_retry, killed_in
 from tests.rollback.test_stepper import tick
-
-
-class Killed(BaseException):
-    """Lambda's timeout: not an Exception, nothing in the code under test catches it."""
 
 
 def _candidate_alarm(world: World) -> str:
@@ -36,12 +31,7 @@ def test_stepper_drain_cut_off_after_its_commit_is_quarantined_and_announced_by_
     world.put_plan(ep, bakeSeconds=60, minRequestsPerStep=10)
     tick(world)
     at = world.set_alarm(_candidate_alarm(world), "ALARM")
-    sns = Faulty(world.clients.sns)
-
-    def killed(**_: Any) -> Any:
-        raise Killed("Task timed out")
-
-    sns.publish = killed
+    sns = killed_in(world.clients.sns, "publish")
     world.clients.sns = sns
     with pytest.raises(Killed):
         tick(world)  # the safety net drains, commits, and dies before Publish

@@ -14,14 +14,10 @@ from rollback.aws import Clients
 from rollback.clock import VirtualClock
 from rollback.controller import clear_quarantine, handle_alarm
 from rollback.events import parse_alarm_event
-from tests.rollback.conftest import Faulty, World, alarm_event, instant_retry
+from tests.rollback.conftest import Faulty, Killed, World, alarm_event, instant_retry, killed_in
 from tests.rollback.test_stepper import declare_first_step, tick
 
 ACTOR = "lambda:mlrollback-dev-rollback"
-
-
-class Killed(BaseException):
-    pass
 
 
 def handle(world: World, event: dict, clients: Clients | None = None) -> dict:
@@ -82,12 +78,7 @@ def test_rerelease_drain_cut_off_is_finished_with_its_own_records(world: World, 
     declare_first_step(world, ep, candidate=10.0)
     tick(world)  # start
     vclock.advance(60)
-    sns = Faulty(world.clients.sns)
-
-    def die(**_: Any) -> Any:
-        raise Killed("Task timed out")
-
-    sns.publish = die
+    sns = killed_in(world.clients.sns, "publish")
     world.clients.sns = sns
     with pytest.raises(Killed):
         tick(world)  # safety-net drain of the re-release commits under K#v2#<at>, then dies

@@ -12,13 +12,9 @@ from rollback.clock import VirtualClock
 from rollback.controller import RetryPolicy, drain, handle_alarm
 from rollback.errors import RetryExhaustedError
 from rollback.events import parse_alarm_event
-from tests.rollback.conftest import Faulty, World, alarm_event, instant_retry
+from tests.rollback.conftest import Faulty, Killed, World, alarm_event, instant_retry, killed_in
 
 ACTOR = "lambda:mlrollback-dev-rollback"
-
-
-class Killed(BaseException):
-    """The Lambda runtime ending the invocation (timeout, out of memory): no except clause runs."""
 
 
 def handle(world: World, event: dict, **kwargs: Any) -> dict:
@@ -30,16 +26,6 @@ def candidate_event(world: World, **kwargs: Any) -> dict:
     return alarm_event(
         names.alarm_name(world.endpoint, names.CANDIDATE, "errors"), world.endpoint, "candidate", **kwargs
     )
-
-
-def killed_in(client: Any, method: str) -> Faulty:
-    proxy = Faulty(client)
-
-    def die(**_: Any) -> Any:
-        raise Killed(f"Task timed out in {method}")
-
-    setattr(proxy, method, die)
-    return proxy
 
 
 def test_delivery_killed_before_its_message_is_finished_by_the_next_one_with_one_message(
