@@ -5,15 +5,18 @@ from __future__ import annotations
 from rollback.preflight import Declared, Live, check_endpoint, gather_live
 
 
-def _declared(candidate: str | None = "v2", shadow: str | None = None) -> Declared:
+def _declared(
+    candidate: str | None = "v2", shadow: str | None = None, stable: str = "v1", keep: bool = False
+) -> Declared:
     return Declared(
         endpoint="fraud-scorer",
         physical="fraud-scorer-dev",
-        stable="v1",
+        stable=stable,
         candidate=candidate,
         shadow=shadow,
         strategy="canary",
         steps=(10.0, 50.0, 100.0) if candidate else (),
+        keep_variant_names=keep,
     )
 
 
@@ -84,16 +87,7 @@ def test_gather_live_reads_production_and_shadow_variant_names() -> None:
 
 
 def test_an_idle_candidate_keeps_the_set_so_finalize_gives_no_warning() -> None:
-    declared = Declared(
-        endpoint="fraud-scorer",
-        physical="fraud-scorer-dev",
-        stable="v2",
-        candidate=None,
-        shadow=None,
-        strategy="canary",
-        steps=(),
-        keep_variant_names=True,
-    )
+    declared = _declared(candidate=None, stable="v2", keep=True)
     live = _live({"stable", "candidate"}, {"stable": 0.0, "candidate": 100.0})
     findings = check_endpoint(declared, live)
     assert "variant-set-changes" not in [f.code for f in findings]
