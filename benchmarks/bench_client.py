@@ -30,7 +30,7 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
 from rollback.client import SafePredictor
-from rollback.metrics import BackgroundPublisher, MetricsPublisher
+from rollback.runtime.metrics import BackgroundPublisher, MetricsPublisher
 
 ENDPOINT = "bench-dev"
 RUNS = 5

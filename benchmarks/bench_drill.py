@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 import sys
 
-from rollback.sandbox.drill import run_drill
+from rollback.sandbox.simulation import run_drill
 
 
 def main() -> None:

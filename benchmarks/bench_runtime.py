@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/bench_runtime.py`` (about half a minute). Everything runs
 against moto on 127.0.0.1; the figures are medians. Targets (docs/runtime.md): <= 5 calls per
-rollback, <= 2 per duplicate delivery, cold import of ``rollback.handler`` beyond boto3 < 100 ms.
+rollback, <= 2 per duplicate delivery, cold import of ``rollback.runtime.handler`` beyond boto3 < 100 ms.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _event(alarm: str, endpoint: str, at: datetime) -> dict[str, Any]:
 
 
 def _setup_stack(clients: dict[str, Any], endpoints: int) -> tuple[list[str], str]:
-    from rollback import names
+    from rollback.runtime import names
 
     ddb = clients["dynamodb"]
     ddb.create_table(
@@ -116,7 +116,7 @@ def _setup_stack(clients: dict[str, Any], endpoints: int) -> tuple[list[str], st
 
 
 def _lambda_env(topic: str) -> None:
-    from rollback import names
+    from rollback.runtime import names
 
     os.environ.update(
         {
@@ -137,9 +137,9 @@ def count_calls() -> tuple[Counter[str], list[int], dict[str, int]]:
     import boto3
     from moto import mock_aws
 
-    from rollback import audit, controller
-    from rollback.aws import SERVICES, Clients
-    from rollback.events import parse_alarm_event
+    from rollback.runtime import audit, controller
+    from rollback.runtime.aws import SERVICES, Clients
+    from rollback.runtime.events import parse_alarm_event
 
     with mock_aws():
         raw = {s: boto3.client(s, region_name=REGION) for s in SERVICES}
@@ -185,9 +185,9 @@ def deliveries_during_publish() -> dict[str, int]:
     import boto3
     from moto import mock_aws
 
-    from rollback import audit, controller
-    from rollback.aws import SERVICES, Clients
-    from rollback.events import parse_alarm_event
+    from rollback.runtime import audit, controller
+    from rollback.runtime.aws import SERVICES, Clients
+    from rollback.runtime.events import parse_alarm_event
 
     with mock_aws():
         raw = {s: boto3.client(s, region_name=REGION) for s in SERVICES}
@@ -238,9 +238,9 @@ def worst_case_sleep() -> tuple[float, str]:
     from botocore.exceptions import ClientError
     from moto import mock_aws
 
-    from rollback import clock, controller
-    from rollback.aws import SERVICES, Clients
-    from rollback.events import parse_alarm_event
+    from rollback.runtime import clock, controller
+    from rollback.runtime.aws import SERVICES, Clients
+    from rollback.runtime.events import parse_alarm_event
 
     class Refusing:
         def __init__(self, client: Any, refuse: dict[str, str], busy: bool = False) -> None:
@@ -306,7 +306,7 @@ def handler_times() -> tuple[list[float], list[float], float]:
         raw = {s: boto3.client(s, region_name=REGION) for s in ("sagemaker", "dynamodb", "sns")}
         endpoints, topic = _setup_stack(raw, RUNS + 1)
         _lambda_env(topic)
-        from rollback import handler
+        from rollback.runtime import handler
 
         handler.reset()
         at = datetime.now(UTC) + timedelta(seconds=1)
@@ -330,11 +330,11 @@ def handler_times() -> tuple[list[float], list[float], float]:
 
 
 def import_times() -> tuple[list[float], list[float]]:
-    """Cold import of rollback.handler after boto3 is already imported, in fresh interpreters."""
+    """Cold import of rollback.runtime.handler after boto3 is already imported, in fresh interpreters."""
     code = (
         "import time, boto3, botocore.config\n"
         "t = time.perf_counter()\n"
-        "import rollback.handler\n"
+        "import rollback.runtime.handler\n"
         "print(time.perf_counter() - t)\n"
     )
     boto_code = "import time\nt = time.perf_counter()\nimport boto3\nprint(time.perf_counter() - t)\n"
@@ -406,7 +406,7 @@ def main() -> None:
             f"median of {RUNS}",
         ),
         (
-            "import rollback.handler after boto3",
+            "import rollback.runtime.handler after boto3",
             f"{statistics.median(ours) * ms:.1f} ms",
             "< 100 ms",
             f"median of {IMPORT_RUNS} fresh interpreters; boto3 itself {statistics.median(boto) * ms:.0f} ms",

@@ -6,7 +6,7 @@ Two entry points share one validator:
   so the CLI and the sandbox see exactly the config the program sees;
 * :func:`from_pulumi` reads the same keys through ``pulumi.Config`` inside ``pulumi up``.
 
-The validator collects *every* problem before raising one :class:`rollback.errors.ConfigError`
+The validator collects *every* problem before raising one :class:`rollback.runtime.errors.ConfigError`
 with one line per problem (file, key, what to do), and runs before any resource is registered,
 so a bad config never leaves a half-applied stack. The schema is documented in docs/config.md.
 """
@@ -25,8 +25,8 @@ from typing import Any, Final
 
 import yaml
 
-from rollback import names
-from rollback.errors import ConfigError
+from rollback.runtime import names
+from rollback.runtime.errors import ConfigError
 
 PROJECT: Final = "mlrollback"
 
@@ -72,7 +72,7 @@ DRIFT_SCHEDULE_MINUTES: Final = 15
 #: for the candidate (the job reads every capture object of the window within its 300 s timeout).
 DRIFT_WINDOW_RANGE: Final = (DRIFT_SCHEDULE_MINUTES, 24 * 60)
 DRIFT_BASELINE_WINDOW_RANGE: Final = (DRIFT_SCHEDULE_MINUTES, 7 * 24 * 60)
-#: The job reads at most this many capture records per side (rollback.drift / rollback.capture).
+#: The job reads at most this many capture records per side (rollback.runtime.drift, .capture).
 DRIFT_MAX_SAMPLES: Final = 50_000
 
 _S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+$")
@@ -1201,7 +1201,7 @@ def capture_uri(bucket: str) -> str:
 
 
 def drift_job(ep: EndpointConfig, capture: str) -> dict[str, Any]:
-    """One drift job (keys as ``rollback.drift.DriftJob.from_dict`` parses them).
+    """One drift job (keys as ``rollback.runtime.drift.DriftJob.from_dict`` parses them).
 
     The job scores the candidate: that is the variant whose drift alarm can drain it.
     """

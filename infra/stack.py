@@ -21,8 +21,8 @@ from infra.components.drift import DriftJob, DriftJobArgs
 from infra.components.endpoint import AwsScope, Endpoint, EndpointArgs, ImageRef
 from infra.components.registry import Registry, RegistryArgs
 from infra.config import EndpointConfig, StackConfig, declared_weights, drift_endpoints, project_root_dir
-from rollback import names
-from rollback.errors import ConfigError
+from rollback.runtime import names
+from rollback.runtime.errors import ConfigError
 
 _ECR_RE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repo>[^:@]+)"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rollback import names
+from rollback.runtime import names
 
 
 def test_alarm_names_round_trip_and_do_not_mention_versions() -> None:

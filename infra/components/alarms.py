@@ -17,7 +17,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import DRIFT_SCHEDULE_MINUTES, EndpointConfig
-from rollback import names
+from rollback.runtime import names
 
 ROLES: tuple[str, ...] = (names.STABLE, names.CANDIDATE)
 BUILTIN_NAMESPACE = "AWS/SageMaker"

@@ -26,11 +26,11 @@ import pulumi_aws as aws
 from infra.components.endpoint import AwsScope
 from infra.components.iam import assume_role_policy, policy_document, statement
 from infra.config import lambda_environment
-from rollback import names
+from rollback.runtime import names
 
 LAMBDA_RUNTIME = "python3.12"
-ROLLBACK_HANDLER = "rollback.handler.on_alarm"
-STEPPER_HANDLER = "rollback.handler.on_schedule"
+ROLLBACK_HANDLER = "rollback.runtime.handler.on_alarm"
+STEPPER_HANDLER = "rollback.runtime.handler.on_schedule"
 #: Subpackages that never ship to Lambda (they import typer, rich, moto, pulumi).
 EXCLUDED_DIRS = frozenset({"cli", "sandbox", "__pycache__"})
 LOG_RETENTION_DAYS = 90

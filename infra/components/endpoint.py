@@ -13,7 +13,7 @@ import pulumi_aws as aws
 from infra import config as cfgmod
 from infra.components.iam import assume_role_policy, policy_document, statement
 from infra.config import EndpointConfig, model_name_part
-from rollback import names
+from rollback.runtime import names
 
 DATA_CAPTURE_PREFIX = "data-capture"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from rollback import names
+from rollback.runtime import names
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The ``mlrollback`` operator CLI (typer + rich). Never imported on the Lambda path.
 
 Commands live in modules of this package, each registering on :data:`app`:
-``ops`` (status, history, rollback, preflight, finalize, clear-quarantine), ``gitops`` (revert, promote),
-``sandbox_cmds`` (sandbox up/status/down and ``drill``, with or without ``--sandbox``), ``verdicts``
-(shadow-report, ab-report, drift-report). A module that is not there yet is simply not registered.
+``operate`` (status, history, rollback, preflight, finalize, clear-quarantine), ``change`` (revert,
+promote, record-deploy), ``rehearse`` (sandbox up/status/down and ``drill``, with or without ``--sandbox``),
+``reports`` (shadow-report, ab-report, drift-report). A module that is not there yet is simply not registered.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib
 
 from rollback.cli.app import app, main
 
-_COMMAND_MODULES = ("ops", "gitops", "sandbox_cmds", "verdicts")
+_COMMAND_MODULES = ("operate", "change", "rehearse", "reports")
 
 for _mod in _COMMAND_MODULES:
     try:

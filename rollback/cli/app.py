@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from rollback.errors import ConfigError, CredentialsError, MLRollbackError, NotFoundError
+from rollback.runtime.errors import ConfigError, CredentialsError, MLRollbackError, NotFoundError
 
 app = typer.Typer(
     name="mlrollback",
@@ -118,7 +118,7 @@ def sandbox_endpoint(root: Path) -> str:
 
 def clients_for(root: Path, region: str | None, *, sandbox: bool) -> Any:
     """AWS clients through boto3's standard chain; ``--sandbox`` points them at the local emulator."""
-    from rollback.aws import make_clients
+    from rollback.runtime.aws import make_clients
 
     if sandbox:
         os.environ["AWS_ENDPOINT_URL"] = sandbox_endpoint(root)

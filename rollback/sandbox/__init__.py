@@ -2,9 +2,9 @@
 
 Modules: :mod:`~rollback.sandbox.emulator` (moto server on 127.0.0.1, clients),
 :mod:`~rollback.sandbox.moto_patches` (what moto lacks), :mod:`~rollback.sandbox.applier`
-(program -> emulator), :mod:`~rollback.sandbox.alarms` (alarm evaluation from metric data),
+(program -> emulator), :mod:`~rollback.sandbox.alarm_evaluator` (alarm evaluation from metric data),
 :mod:`~rollback.sandbox.eventbus` (EventBridge delivery to in-process Lambda handlers),
-:mod:`~rollback.sandbox.traffic` (simulated models and metrics), :mod:`~rollback.sandbox.drill`
+:mod:`~rollback.sandbox.traffic` (simulated models and metrics), :mod:`~rollback.sandbox.simulation`
 (scenarios and the report), :mod:`~rollback.sandbox.daemon` (``mlrollback sandbox up``, and
 :func:`apply_stack`, the sandbox's ``pulumi up`` used by ``mlrollback revert --apply --sandbox``).
 Never imported on the Lambda path.

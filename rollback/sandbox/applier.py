@@ -12,7 +12,7 @@ emulator, so every payload is checked against the AWS API model by botocore and 
 - Mocks return ``{**inputs, ...computed}`` with camelCase keys, like the engine's outputs.
 - Provider invokes are answered from the emulator (``ssm.getParameter`` reads the real SSM, so a
   quarantine record written by the rollback Lambda is seen by the next run).
-- A type without an applier stops the run with :class:`~rollback.errors.SandboxError` naming it;
+- A type without an applier stops the run with :class:`~rollback.runtime.errors.SandboxError` naming it;
   nothing after it is applied. Component resources are not applied (they are only grouping).
 """
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rollback.errors import SandboxError
+from rollback.runtime.errors import SandboxError
 from rollback.sandbox.emulator import ACCOUNT_ID, Emulator
 
 Outputs = dict[str, Any]

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rollback.errors import SandboxError
+from rollback.runtime.errors import SandboxError
 
 SANDBOX_DIR = Path(".mlrollback") / "sandbox"
 
@@ -137,16 +137,16 @@ def apply_stack(root: Path, stack: str, *, actor: str = "sandbox:apply") -> dict
     The sandbox's ``pulumi up``: the real program under the mock runtime, each resource created or
     updated through boto3 against the daemon's emulator, with the daemon's applier state (so it
     updates what ``sandbox up`` created). One apply at a time (a lock file). Returns what
-    :func:`rollback.pulumi_ops.up` returns (``result``, ``changes``) plus the resources touched.
+    :func:`rollback.ops.pulumi_cli.up` returns (``result``, ``changes``) plus the resources touched.
     ``deploys`` lists the ``deploy`` audit items recorded for it (one per endpoint, as CI's
     ``record-deploy`` does after ``pulumi up``). Raises :class:`SandboxError` when no sandbox runs
     or it serves another stack.
     """
     from infra.config import pulumi_config_from_stack_file
     from rollback.sandbox.applier import apply_program
-    from rollback.sandbox.deploys import record_applied
-    from rollback.sandbox.drill import stack_file
+    from rollback.sandbox.deploy_log import record_applied
     from rollback.sandbox.emulator import Emulator, environment
+    from rollback.sandbox.simulation import stack_file
 
     root = root.resolve()
     info = running_info(root)
@@ -194,14 +194,14 @@ def _mtime(path: Path) -> float | None:
 def serve(stack: str, root: Path) -> None:
     """The daemon body: emulator + deployed stack + the real-time loop, until SIGTERM."""
     from infra.config import pulumi_config_from_stack_file
-    from rollback.metrics import MetricsPublisher
+    from rollback.runtime.metrics import MetricsPublisher
     from rollback.sandbox import moto_patches
-    from rollback.sandbox.alarms import AlarmEvaluator
+    from rollback.sandbox.alarm_evaluator import AlarmEvaluator
     from rollback.sandbox.applier import apply_program
-    from rollback.sandbox.deploys import record_applied
-    from rollback.sandbox.drill import stack_file
+    from rollback.sandbox.deploy_log import record_applied
     from rollback.sandbox.emulator import Emulator
     from rollback.sandbox.eventbus import EventBus
+    from rollback.sandbox.simulation import stack_file
     from rollback.sandbox.traffic import SimulatedCloud
 
     base = sandbox_dir(root)

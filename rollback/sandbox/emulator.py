@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from rollback.errors import SandboxError
+from rollback.runtime.errors import SandboxError
 from rollback.sandbox import moto_patches
 
 #: moto's default account; ARNs the sandbox builds use it.

@@ -46,8 +46,8 @@ from typing import Any
 
 import botocore.client
 
-from rollback.errors import SandboxError
-from rollback.sandbox.alarms import AlarmChange
+from rollback.runtime.errors import SandboxError
+from rollback.sandbox.alarm_evaluator import AlarmChange
 from rollback.sandbox.emulator import ACCOUNT_ID, Emulator, environment
 
 _RATE_RE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")

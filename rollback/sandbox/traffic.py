@@ -10,7 +10,7 @@ the emulator's CloudWatch once the minute is over, as SageMaker itself publishes
 
 The fast custom metrics (``MLRollback/Endpoints``) are the client's job, as in production: the
 drill sends its predictions through :class:`rollback.client.SafePredictor`, whose
-:class:`~rollback.metrics.MetricsPublisher` (on the virtual clock) counts every attempt per
+:class:`~rollback.runtime.metrics.MetricsPublisher` (on the virtual clock) counts every attempt per
 variant. :class:`SandboxRuntime` is the ``sagemaker-runtime`` client the drill gives it: most calls
 are served by :meth:`SimulatedCloud.route` in-process (thousands per drill), the ones marked
 :meth:`~SandboxRuntime.use_http_once` go through the real InvokeEndpoint HTTP API of the
@@ -32,7 +32,7 @@ from typing import Any
 
 from botocore.config import Config
 
-from rollback.metrics import MetricsPublisher
+from rollback.runtime.metrics import MetricsPublisher
 from rollback.sandbox.emulator import FAKE_CREDENTIALS, Emulator
 from rollback.sandbox.moto_patches import InvokeOutcome
 

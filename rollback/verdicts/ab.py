@@ -4,12 +4,12 @@ Data (per variant, namespace ``MLRollback/Endpoints``, dimensions EndpointName/V
 over the window with GetMetricData):
 
 - **proportion** metrics (conversions): successes = ``Sum`` of the metric (e.g. ``Conversions``,
-  published by the application through :meth:`rollback.metrics.MetricsPublisher.record_value`),
+  published by the application through :meth:`rollback.runtime.metrics.MetricsPublisher.record_value`),
   trials = ``Sum`` of ``Invocations`` (published by :class:`rollback.client.SafePredictor`) or of
   another metric given as ``trials_metric``;
 - **continuous** metrics (revenue, basket size): n = ``SampleCount`` and total = ``Sum`` of the
   metric, sum of squares = ``Sum`` of ``<metric>SumOfSquares``. CloudWatch has no variance
-  statistic, so :meth:`~rollback.metrics.MetricsPublisher.record_observation` publishes the square
+  statistic, so :meth:`~rollback.runtime.metrics.MetricsPublisher.record_observation` publishes the square
   of each observation as a companion metric; the variance follows exactly from the three sums.
 
 The decision uses the always-valid mSPRT p-value (:mod:`rollback.verdicts.statistics`), so the
@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from rollback.metrics import INVOCATIONS, SQUARES_SUFFIX
-from rollback.names import CANDIDATE, CUSTOM_METRIC_NAMESPACE, STABLE
+from rollback.runtime.metrics import INVOCATIONS, SQUARES_SUFFIX
+from rollback.runtime.names import CANDIDATE, CUSTOM_METRIC_NAMESPACE, STABLE
 from rollback.verdicts import statistics as st
 
 if TYPE_CHECKING:

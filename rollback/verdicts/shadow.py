@@ -2,7 +2,7 @@
 
 Inputs:
 
-- data capture of the production variant and the shadow variant (:mod:`rollback.capture`), paired
+- data capture of the production variant and the shadow variant (:mod:`rollback.runtime.capture`), paired
   by ``inferenceId`` (set by :class:`rollback.client.SafePredictor`), else by ``eventId``. Only
   sampled requests reach the shadow (``shadowPercent``), so production records without a shadow
   twin are expected and only counted; shadow records without a production twin are suspicious and
@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from rollback.capture import CaptureRecord, read_captures
-from rollback.errors import DataError
-from rollback.names import SHADOW, STABLE
+from rollback.runtime.capture import CaptureRecord, read_captures
+from rollback.runtime.errors import DataError
+from rollback.runtime.names import SHADOW, STABLE
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from rollback import names
+from rollback.runtime import names
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "eu-west-1"

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rollback import audit, clock, names
 from rollback.cli import app
-from rollback.cli.ops import rollout_line
-from rollback.errors import FollowUpError
-from rollback.gitops import Release, StackDocument
+from rollback.cli.operate import rollout_line
+from rollback.ops.stackfile import Release, StackDocument
+from rollback.runtime import audit, clock, names
+from rollback.runtime.errors import FollowUpError
 from tests.cli.conftest import audit_table, deploy_endpoint
 
 runner = CliRunner()
@@ -297,8 +297,8 @@ def test_apply_runs_a_real_pulumi_up_through_the_automation_api(
     import shutil
     import sys
 
-    from rollback import pulumi_ops
-    from rollback.errors import MLRollbackError
+    from rollback.ops import pulumi_cli
+    from rollback.runtime.errors import MLRollbackError
 
     if shutil.which("pulumi") is None:
         pytest.skip("needs the Pulumi CLI engine (not installable on this machine)")
@@ -315,14 +315,14 @@ def test_apply_runs_a_real_pulumi_up_through_the_automation_api(
     (project / "__main__.py").write_text("import pulumi\npulumi.export('answer', 42)\n")
     auto.create_stack(stack_name="test", work_dir=str(project))
 
-    first = pulumi_ops.up(project, "test")
-    again = pulumi_ops.up(project, "test")
+    first = pulumi_cli.up(project, "test")
+    again = pulumi_cli.up(project, "test")
 
     assert first["result"] == "succeeded" and first["changes"].get("create") == 1
     assert again["result"] == "succeeded" and "create" not in again["changes"]
     (project / "__main__.py").write_text("raise SystemExit('broken program')\n")
     with pytest.raises(MLRollbackError, match="pulumi up failed for stack test"):
-        pulumi_ops.up(project, "test")
+        pulumi_cli.up(project, "test")
 
 
 # -- promote / finalize ------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rollback import audit, names
 from rollback.cli import app
+from rollback.runtime import audit, names
 from tests.cli.conftest import audit_table, deploy_endpoint
 
 runner = CliRunner()

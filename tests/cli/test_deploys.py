@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from infra.config import load_stack_file
-from rollback import audit, names
-from rollback.aws import Clients
 from rollback.cli import app
-from rollback.deploys import record_deploys
-from rollback.gitops import Release, StackDocument, write_atomic
+from rollback.ops.deploy_records import record_deploys
+from rollback.ops.stackfile import Release, StackDocument, write_atomic
+from rollback.runtime import audit, names
+from rollback.runtime.aws import Clients
 from tests.cli.conftest import audit_table
 
 runner = CliRunner()

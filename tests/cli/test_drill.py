@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from infra.config import load_stack_file
-from rollback import audit, controller, names
-from rollback.aws import Clients
-from rollback.drill import run_drill
-from rollback.errors import GateError
+from rollback.ops.rehearsal import run_drill
+from rollback.runtime import audit, controller, names
+from rollback.runtime.aws import Clients
+from rollback.runtime.errors import GateError
 from tests.cli.conftest import audit_table, deploy_endpoint
 
 
@@ -148,7 +148,7 @@ def test_sandbox_drill_refusals_exit_with_the_readme_codes(
 
 
 def _staging_after_finalize(project: Path) -> None:
-    from rollback.gitops import Release, StackDocument
+    from rollback.ops.stackfile import Release, StackDocument
 
     path = project / "environments/Pulumi.staging.yaml"
     doc = StackDocument.load(path)

@@ -15,12 +15,12 @@ import pytest
 from typer.testing import CliRunner
 
 from infra.config import load_stack_file
-from rollback import audit, clock, names
-from rollback.aws import Clients
 from rollback.cli import app
-from rollback.drill import run_drill
-from rollback.errors import ConflictError
-from rollback.gitops import Release, StackDocument
+from rollback.ops.rehearsal import run_drill
+from rollback.ops.stackfile import Release, StackDocument
+from rollback.runtime import audit, clock, names
+from rollback.runtime.aws import Clients
+from rollback.runtime.errors import ConflictError
 from tests.cli.conftest import audit_table, deploy_endpoint
 from tests.cli.test_drill_restore import _live, _parameter
 

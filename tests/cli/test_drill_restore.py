@@ -12,11 +12,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from infra.config import load_stack_file
-from rollback import audit, clock, controller, names
-from rollback.aws import Clients
-from rollback.drill import run_drill
-from rollback.errors import RetryExhaustedError
-from rollback.gitops import Release, StackDocument
+from rollback.ops.rehearsal import run_drill
+from rollback.ops.stackfile import Release, StackDocument
+from rollback.runtime import audit, clock, controller, names
+from rollback.runtime.aws import Clients
+from rollback.runtime.errors import RetryExhaustedError
 from tests.cli.conftest import audit_table, deploy_endpoint
 
 BUSY = 'Cannot update in-progress endpoint "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/x"'
@@ -63,7 +63,7 @@ class Flaky:
 
 @pytest.fixture
 def virtual_clock() -> Iterator[clock.VirtualClock]:
-    """Backoff sleeps go through rollback.clock: a virtual clock records them without waiting."""
+    """Backoff sleeps go through rollback.runtime.clock: a virtual clock records them without waiting."""
     vc = clock.VirtualClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
     previous = clock.use(vc)
     try:
@@ -153,7 +153,7 @@ def test_restore_waits_out_an_updating_endpoint_then_restores_weights_and_the_pr
 
     assert report["rolled_back"] is True and report["restored"] is True
     assert _live(aws, physical) == {"stable": 90.0, "candidate": 10.0}
-    # waited 1 + 2 s for InService, then 1 + 2 s between refused updates, all on rollback.clock
+    # waited 1 + 2 s for InService, then 1 + 2 s between refused updates, all on rollback.runtime.clock
     assert [s for s in virtual_clock.slept if s != POLL] == [1.0, 2.0, 1.0, 2.0]
     assert flaky.calls["update_endpoint_weights_and_capacities"] == 1 + 2 + 1  # drain, 2 refused, restore
     assert _parameter(aws, names.quarantine_parameter("staging", physical)) is None

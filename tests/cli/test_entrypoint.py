@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rollback.errors import CredentialsError, NotFoundError
+from rollback.runtime.errors import CredentialsError, NotFoundError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rollback.errors import ConfigError, NotFoundError
-from rollback.gitops import Release, StackDocument, write_atomic
+from rollback.ops.stackfile import Release, StackDocument, write_atomic
+from rollback.runtime.errors import ConfigError, NotFoundError
 
 STACK = """\
 # dev stack: edited by people and by `mlrollback revert`

@@ -7,8 +7,9 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from rollback import audit, names, preflight
 from rollback.cli import app
+from rollback.ops import preflight
+from rollback.runtime import audit, names
 from tests.cli.conftest import audit_table, deploy_endpoint
 
 runner = CliRunner()

@@ -13,12 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from infra.config import load_stack_file
-from rollback import audit, clock, names
-from rollback.aws import Clients
-from rollback.capture import capture_line, write_capture_file
 from rollback.cli import app
-from rollback.deploys import record_deploys
-from rollback.gitops import Release, StackDocument
+from rollback.ops.deploy_records import record_deploys
+from rollback.ops.stackfile import Release, StackDocument
+from rollback.runtime import audit, clock, names
+from rollback.runtime.aws import Clients
+from rollback.runtime.capture import capture_line, write_capture_file
 from tests.cli.conftest import REGION, audit_table, deploy_endpoint
 
 runner = CliRunner()

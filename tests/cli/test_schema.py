@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from rollback.errors import ConfigError
-from rollback.schema import check_versions, compare
+from rollback.ops.schema_check import check_versions, compare
+from rollback.runtime.errors import ConfigError
 
 
 def _schema(

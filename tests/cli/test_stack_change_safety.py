@@ -20,9 +20,10 @@ from moto.sagemaker.models import sagemaker_backends
 from typer.testing import CliRunner
 
 from infra.config import load_stack_file
-from rollback import audit, names, pulumi_ops
 from rollback.cli import app
-from rollback.gitops import Release, StackDocument
+from rollback.ops import pulumi_cli as pulumi_ops
+from rollback.ops.stackfile import Release, StackDocument
+from rollback.runtime import audit, names
 from tests.cli.conftest import REGION, audit_table, deploy_endpoint
 
 runner = CliRunner()

@@ -7,9 +7,9 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from rollback import audit, names
 from rollback.cli import app
-from rollback.gitops import Release, StackDocument
+from rollback.ops.stackfile import Release, StackDocument
+from rollback.runtime import audit, names
 from tests.cli.conftest import audit_table, deploy_endpoint
 
 runner = CliRunner()

@@ -12,8 +12,8 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
 from rollback.client import SafePredictor
-from rollback.errors import PredictionError
-from rollback.metrics import MetricsPublisher
+from rollback.runtime.errors import PredictionError
+from rollback.runtime.metrics import MetricsPublisher
 
 ENDPOINT = "fraud-scorer-dev"
 

@@ -8,8 +8,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from rollback import metrics
-from rollback.metrics import BackgroundPublisher, MetricsPublisher, batch_datums
+from rollback.runtime import metrics
+from rollback.runtime.metrics import BackgroundPublisher, MetricsPublisher, batch_datums
 
 T0 = 1_790_000_000.0  # a fixed epoch second, so buckets are deterministic
 

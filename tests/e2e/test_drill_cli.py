@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rollback.cli import app
-from rollback.errors import ConfigError
+from rollback.runtime.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from infra.config import rollout_plan, validate
-from rollback import names
+from rollback.runtime import names
 from tests.infra.helpers import endpoint_values, policy_statements, run, stack_values
 
 STABLE_ALARMS = ["fraud-scorer-dev-stable-errors", "fraud-scorer-dev-stable-latency"]
@@ -397,7 +397,7 @@ def test_lambdas_run_the_rollback_package_with_the_contract_environment(kind, ha
     r = run(stack_values())
     fn = r.named(f"mlrollback-dev-{kind}").inputs
     assert fn["name"] == f"mlrollback-dev-{kind}"
-    assert fn["handler"] == f"rollback.handler.{handler}"
+    assert fn["handler"] == f"rollback.runtime.handler.{handler}"
     assert fn["runtime"] == "python3.12"
     assert fn["environment"]["variables"] == {
         "MLROLLBACK_STACK": "dev",
@@ -407,8 +407,8 @@ def test_lambdas_run_the_rollback_package_with_the_contract_environment(kind, ha
         "MLROLLBACK_ROLLOUT_PREFIX": "/mlrollback/dev/rollout",
     }
     files = set(fn["code"].assets)
-    assert "rollback/names.py" in files
-    assert "rollback/errors.py" in files
+    assert "rollback/runtime/names.py" in files
+    assert "rollback/runtime/errors.py" in files
     assert not any(f.startswith(("rollback/cli/", "rollback/sandbox/")) or "__pycache__" in f for f in files)
 
 

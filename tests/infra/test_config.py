@@ -8,7 +8,7 @@ import pytest
 
 from infra.config import load_stack_file, pulumi_config_from_stack_file, rollout_plan, validate
 from infra.testing import RecordingMocks, run_program
-from rollback.errors import ConfigError
+from rollback.runtime.errors import ConfigError
 from tests.infra.helpers import config_map, endpoint_values, stack_values
 
 SOURCE = "environments/Pulumi.dev.yaml"

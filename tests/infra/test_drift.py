@@ -13,9 +13,9 @@ from infra.components.autorollback import INLINE_POLICY_LIMIT
 from infra.components.drift import MAX_LISTED_CAPTURE_FOLDERS
 from infra.config import DRIFT_SCHEDULE_MINUTES
 from infra.testing import RecordingMocks, run_program
-from rollback import names
-from rollback.drift import ENV_DRIFT_JOBS, DriftJob, jobs_from_parameters
-from rollback.errors import ConfigError
+from rollback.runtime import names
+from rollback.runtime.drift import ENV_DRIFT_JOBS, DriftJob, jobs_from_parameters
+from rollback.runtime.errors import ConfigError
 from tests.infra.helpers import config_map, endpoint_values, policy_statements, run, stack_values
 
 BUCKET = "mlrollback-dev-registry-artifacts-0000000"  # the mock's name for the created bucket
@@ -84,10 +84,14 @@ def test_one_drifting_endpoint_creates_one_drift_function_and_exports_its_name()
 def test_drift_function_runs_the_drift_handler_from_the_lambda_archive_with_room_for_the_job():
     fn = drift_function(run(stack_values(drifting()))).inputs
     assert fn["name"] == "mlrollback-dev-drift"
-    assert fn["handler"] == "rollback.drift.on_drift_schedule"
+    assert fn["handler"] == "rollback.runtime.drift.on_drift_schedule"
     assert (fn["runtime"], fn["timeout"], fn["memorySize"]) == ("python3.12", 300, 512)
     files = set(fn["code"].assets)
-    assert {"rollback/drift.py", "rollback/capture.py", "rollback/metrics.py"} <= files
+    assert {
+        "rollback/runtime/drift.py",
+        "rollback/runtime/capture.py",
+        "rollback/runtime/metrics.py",
+    } <= files
     assert not any(f.startswith(("rollback/cli/", "rollback/sandbox/")) for f in files)
     assert fn["loggingConfig"]["logGroup"] == "/aws/lambda/mlrollback-dev-drift"
 

@@ -14,10 +14,10 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from rollback import clock, names
-from rollback.aws import SERVICES, Clients
-from rollback.clock import VirtualClock
-from rollback.controller import RetryPolicy, Settings
+from rollback.runtime import clock, names
+from rollback.runtime.aws import SERVICES, Clients
+from rollback.runtime.clock import VirtualClock
+from rollback.runtime.controller import RetryPolicy, Settings
 
 STACK = "dev"
 REGION = "eu-west-1"
@@ -189,7 +189,7 @@ class World:
         return {v["VariantName"]: v["CurrentWeight"] for v in desc["ProductionVariants"]}
 
     def audit_items(self, physical: str | None = None) -> list[dict[str, Any]]:
-        from rollback import audit
+        from rollback.runtime import audit
 
         items, _ = audit.query(
             self.raw["dynamodb"], self.settings.audit_table, physical or self.endpoint, limit=1000
@@ -209,7 +209,7 @@ class World:
                 sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
 
     def quarantine(self, physical: str | None = None) -> dict[str, Any] | None:
-        from rollback import records
+        from rollback.runtime import records
 
         text = records.get_text(
             self.raw["ssm"], self.settings.quarantine_parameter(physical or self.endpoint)

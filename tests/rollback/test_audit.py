@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rollback import audit
-from rollback.clock import VirtualClock
+from rollback.runtime import audit
+from rollback.runtime.clock import VirtualClock
 from tests.rollback.conftest import World
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rollback import handler
-from rollback.aws import CLI_LIMITS, LAMBDA_LIMITS, make_clients
+from rollback.runtime import handler
+from rollback.runtime.aws import CLI_LIMITS, LAMBDA_LIMITS, make_clients
 
 
 @pytest.fixture(autouse=True)

@@ -12,10 +12,10 @@ from datetime import timedelta
 
 import pytest
 
-from rollback import clock, names
-from rollback.clock import VirtualClock
-from rollback.controller import STEPPER_DRAIN_BUDGET_SECONDS, RetryPolicy, drain_retry, handle_alarm
-from rollback.events import parse_alarm_event
+from rollback.runtime import clock, names
+from rollback.runtime.clock import VirtualClock
+from rollback.runtime.controller import STEPPER_DRAIN_BUDGET_SECONDS, RetryPolicy, drain_retry, handle_alarm
+from rollback.runtime.events import parse_alarm_event
 from tests.rollback.conftest import Killed, World, alarm_event, instant_retry, killed_in
 from tests.rollback.test_stepper import tick
 

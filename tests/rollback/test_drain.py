@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rollback import names
-from rollback.controller import Settings, drain, handle_alarm
-from rollback.errors import EventError, FollowUpError, RetryExhaustedError
-from rollback.events import parse_alarm_event
+from rollback.runtime import names
+from rollback.runtime.controller import Settings, drain, handle_alarm
+from rollback.runtime.errors import EventError, FollowUpError, RetryExhaustedError
+from rollback.runtime.events import parse_alarm_event
 from tests.rollback.conftest import Faulty, World, alarm_event, instant_retry
 
 ACTOR = "lambda:mlrollback-dev-rollback"

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rollback.errors import EventError
-from rollback.events import parse_alarm_event, parse_marker
+from rollback.runtime.errors import EventError
+from rollback.runtime.events import parse_alarm_event, parse_marker
 from tests.rollback.conftest import alarm_event
 
 ALARM = "fraud-scorer-dev-candidate-errors"

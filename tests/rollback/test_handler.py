@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rollback import handler, names
-from rollback.controller import Settings
-from rollback.errors import ConfigError, EventError
+from rollback.runtime import handler, names
+from rollback.runtime.controller import Settings
+from rollback.runtime.errors import ConfigError, EventError
 from tests.rollback.conftest import World, alarm_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ FORBIDDEN = ("typer", "rich", "pulumi", "pulumi_aws", "moto", "sagemaker", "clic
 def test_importing_the_handler_loads_no_cli_infra_or_test_packages() -> None:
     code = (
         "import json, sys\n"
-        "import rollback.handler\n"
+        "import rollback.runtime.handler\n"
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
         "print(json.dumps(bad))\n"
     )
@@ -87,7 +87,7 @@ def test_on_schedule_starts_rollouts(lambda_env: World) -> None:
 def test_log_lines_follow_stdout_when_it_is_swapped() -> None:
     import io
 
-    from rollback import logs
+    from rollback.runtime import logs
 
     logs.configure()
     swapped = io.StringIO()

@@ -17,11 +17,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from rollback import names
-from rollback.aws import SERVICES
-from rollback.capture import capture_line, write_capture_file
-from rollback.clock import VirtualClock
-from rollback.drift import run_drift_schedule
+from rollback.runtime import names
+from rollback.runtime.aws import SERVICES
+from rollback.runtime.capture import capture_line, write_capture_file
+from rollback.runtime.clock import VirtualClock
+from rollback.runtime.drift import run_drift_schedule
 from tests.infra.helpers import endpoint_values, policy_statements, run, stack_values
 from tests.rollback.conftest import CallLog, World, alarm_event
 from tests.rollback.test_drain import candidate_alarm, handle, stable_alarm

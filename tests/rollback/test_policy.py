@@ -8,9 +8,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from rollback import policy
-from rollback.errors import UnsafeOperationError
-from rollback.records import Progress, RolloutPlan
+from rollback.runtime import decisions
+from rollback.runtime.errors import UnsafeOperationError
+from rollback.runtime.records import Progress, RolloutPlan
 
 weight = st.floats(min_value=0.0, max_value=1000.0, allow_nan=False, allow_infinity=False)
 extra = st.dictionaries(st.sampled_from(["blue", "green", "legacy"]), weight, max_size=2)
@@ -28,7 +28,7 @@ def endpoint_weights(draw) -> dict[str, float]:
     endpoint_weights(), st.sampled_from(["stable", "candidate", "shadow"]), st.sampled_from(["ALARM", "OK"])
 )
 def test_alarm_decisions_preserve_total_never_zero_and_never_drain_stable(weights, role, state) -> None:
-    decision = policy.decide_alarm(weights, role, state)
+    decision = decisions.decide_alarm(weights, role, state)
 
     assert sum(decision.after.values()) == pytest.approx(sum(weights.values()))
     assert sum(decision.after.values()) > 0
@@ -46,22 +46,22 @@ def test_alarm_decisions_preserve_total_never_zero_and_never_drain_stable(weight
 @given(endpoint_weights(), st.floats(min_value=0.01, max_value=100.0))
 @example({"stable": 1.2735850169763978, "candidate": 162.59409657355582}, 100.0)  # stable was -3e-14
 def test_step_weights_give_the_candidate_its_share_of_the_pool(weights, percent) -> None:
-    after = policy.step_weights(weights, percent)
+    after = decisions.step_weights(weights, percent)
 
     pool = weights["stable"] + weights["candidate"]
     # An empty (or vanishing) pool restarts at 1.
-    expected_total = sum(weights.values()) + (0.0 if pool >= policy.MIN_WEIGHT_POOL else 1.0 - pool)
+    expected_total = sum(weights.values()) + (0.0 if pool >= decisions.MIN_WEIGHT_POOL else 1.0 - pool)
     assert sum(after.values()) == pytest.approx(expected_total)
-    assert policy.candidate_share(after) == pytest.approx(percent)
+    assert decisions.candidate_share(after) == pytest.approx(percent)
     assert min(after.values()) >= 0 and sum(after.values()) > 0
 
 
 def test_draining_stable_or_without_a_stable_variant_is_refused() -> None:
     with pytest.raises(UnsafeOperationError, match="stable"):
-        policy.drain_weights({"stable": 50.0, "candidate": 50.0}, "stable")
+        decisions.drain_weights({"stable": 50.0, "candidate": 50.0}, "stable")
     with pytest.raises(UnsafeOperationError, match="no 'stable' variant"):
-        policy.drain_weights({"candidate": 100.0}, "candidate")
-    decision = policy.decide_alarm({"candidate": 100.0}, "candidate", "ALARM")
+        decisions.drain_weights({"candidate": 100.0}, "candidate")
+    decision = decisions.decide_alarm({"candidate": 100.0}, "candidate", "ALARM")
     assert decision.action == "skip" and decision.after == {"candidate": 100.0}
 
 
@@ -116,13 +116,13 @@ OK = {"a-errors": "OK", "a-latency": "OK"}
     ],
 )
 def test_step_decisions(progress, now, kwargs, action) -> None:
-    assert policy.decide_step(make_plan(), progress, now, **kwargs).action == action
+    assert decisions.decide_step(make_plan(), progress, now, **kwargs).action == action
 
 
 def test_too_little_traffic_pauses_even_when_alarms_have_no_data() -> None:
     states = {"a-errors": "INSUFFICIENT_DATA", "a-latency": "INSUFFICIENT_DATA"}
 
-    decision = policy.decide_step(
+    decision = decisions.decide_step(
         make_plan(), baking(), T0 + timedelta(minutes=6), alarm_states=states, requests=0
     )
 
@@ -130,19 +130,19 @@ def test_too_little_traffic_pauses_even_when_alarms_have_no_data() -> None:
 
 
 def test_single_step_and_candidate_less_plans_never_advance() -> None:
-    assert policy.decide_step(make_plan(candidate=None, steps=()), None, T0).action == "none"
+    assert decisions.decide_step(make_plan(candidate=None, steps=()), None, T0).action == "none"
     single = make_plan(steps=(100.0,))
     healthy = dict.fromkeys(single.candidate_alarms, "OK")
-    assert policy.decide_step(single, None, T0, alarm_states=healthy, requests=1e6).action == "none"
-    assert policy.decide_step(single, None, T0, quarantined=True).action == "none"
+    assert decisions.decide_step(single, None, T0, alarm_states=healthy, requests=1e6).action == "none"
+    assert decisions.decide_step(single, None, T0, quarantined=True).action == "none"
 
 
 def test_single_step_plan_still_gets_the_alarm_safety_net() -> None:
     single = make_plan(steps=(100.0,))
-    assert policy.decide_step(single, None, T0).action == "evaluate"
+    assert decisions.decide_step(single, None, T0).action == "evaluate"
     firing = dict.fromkeys(single.candidate_alarms, "ALARM")
 
-    decision = policy.decide_step(single, None, T0, alarm_states=firing)
+    decision = decisions.decide_step(single, None, T0, alarm_states=firing)
 
     assert decision.action == "halt" and decision.alarms_in_alarm == single.candidate_alarms
 
@@ -156,7 +156,7 @@ def test_single_step_plan_still_gets_the_alarm_safety_net() -> None:
 def test_stepper_advances_only_when_baked_healthy_and_busy(index, elapsed, requests, states) -> None:
     plan = make_plan()
     alarm_states = dict(zip(plan.candidate_alarms, states, strict=True))
-    decision = policy.decide_step(
+    decision = decisions.decide_step(
         plan, baking(index), T0 + timedelta(seconds=elapsed), alarm_states=alarm_states, requests=requests
     )
 
@@ -182,7 +182,7 @@ def test_stepper_advances_only_when_baked_healthy_and_busy(index, elapsed, reque
 def test_advance_completes_a_cut_off_step_and_holds_on_other_live_weights(
     index, live, action, to_index
 ) -> None:
-    decision = policy.decide_step(
+    decision = decisions.decide_step(
         make_plan(),
         baking(index),
         T0 + timedelta(seconds=300),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rollback.preflight import Declared, Live, check_endpoint, gather_live
+from rollback.ops.preflight import Declared, Live, check_endpoint, gather_live
 
 
 def _declared(

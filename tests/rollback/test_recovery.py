@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from rollback import audit, handler, names
-from rollback.clock import VirtualClock
-from rollback.controller import RetryPolicy, drain, handle_alarm
-from rollback.errors import RetryExhaustedError
-from rollback.events import parse_alarm_event
+from rollback.runtime import audit, handler, names
+from rollback.runtime.clock import VirtualClock
+from rollback.runtime.controller import RetryPolicy, drain, handle_alarm
+from rollback.runtime.errors import RetryExhaustedError
+from rollback.runtime.events import parse_alarm_event
 from tests.rollback.conftest import Faulty, Killed, World, alarm_event, instant_retry, killed_in
 
 ACTOR = "lambda:mlrollback-dev-rollback"

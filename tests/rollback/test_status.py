@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from rollback import controller, names
-from rollback.errors import NotFoundError
-from rollback.events import parse_alarm_event
+from rollback.runtime import controller, names
+from rollback.runtime.errors import NotFoundError
+from rollback.runtime.events import parse_alarm_event
 from tests.rollback.conftest import World, alarm_event
 
 

@@ -9,12 +9,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from rollback import clock, names
-from rollback.aws import Clients
-from rollback.clock import VirtualClock
-from rollback.controller import clear_quarantine, handle_alarm
-from rollback.events import alarm_idempotency_key, parse_alarm_event
-from rollback.rollout import step
+from rollback.runtime import clock, names
+from rollback.runtime.aws import Clients
+from rollback.runtime.clock import VirtualClock
+from rollback.runtime.controller import clear_quarantine, handle_alarm
+from rollback.runtime.events import alarm_idempotency_key, parse_alarm_event
+from rollback.runtime.stepper import step
 from tests.rollback.conftest import Faulty, World, alarm_event
 
 ACTOR = "lambda:mlrollback-dev-stepper"

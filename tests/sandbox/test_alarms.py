@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from rollback.clock import VirtualClock
-from rollback.errors import SandboxError
+from rollback.runtime.clock import VirtualClock
+from rollback.runtime.errors import SandboxError
 from rollback.sandbox import moto_patches
-from rollback.sandbox.alarms import AlarmEvaluator, evaluate_expression, statistic
+from rollback.sandbox.alarm_evaluator import AlarmEvaluator, evaluate_expression, statistic
 from rollback.sandbox.emulator import Emulator
 
 NS = "Test/Alarms"

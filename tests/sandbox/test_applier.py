@@ -8,7 +8,7 @@ import pulumi
 import pulumi_aws as aws
 import pytest
 
-from rollback.errors import SandboxError
+from rollback.runtime.errors import SandboxError
 from rollback.sandbox.applier import apply_program
 from rollback.sandbox.emulator import Emulator
 

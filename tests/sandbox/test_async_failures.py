@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from rollback import names
-from rollback.sandbox.alarms import AlarmChange
+from rollback.runtime import names
+from rollback.sandbox.alarm_evaluator import AlarmChange
 from rollback.sandbox.applier import apply_program
 from rollback.sandbox.emulator import Emulator
 from rollback.sandbox.eventbus import EventBus, alarm_event

@@ -17,8 +17,8 @@ from typing import Any
 import boto3
 import pytest
 
-from rollback.deploys import deploy_records
-from rollback.errors import SandboxError
+from rollback.ops.deploy_records import deploy_records
+from rollback.runtime.errors import SandboxError
 from rollback.sandbox import apply_stack
 from rollback.sandbox.daemon import pid_alive, read_info, sandbox_dir
 from rollback.sandbox.emulator import FAKE_CREDENTIALS

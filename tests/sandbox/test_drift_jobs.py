@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from infra.config import capture_uri
-from rollback import names
-from rollback.capture import capture_line, write_capture_file
-from rollback.drift import ENV_DRIFT_JOBS
+from rollback.runtime import names
+from rollback.runtime.capture import capture_line, write_capture_file
+from rollback.runtime.drift import ENV_DRIFT_JOBS
 from rollback.sandbox.applier import apply_program
 from rollback.sandbox.emulator import Emulator
 from rollback.sandbox.eventbus import EventBus, scheduled_event

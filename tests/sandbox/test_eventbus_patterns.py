@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from rollback.errors import SandboxError
+from rollback.runtime.errors import SandboxError
 from rollback.sandbox.eventbus import matches, rate_seconds
 
 

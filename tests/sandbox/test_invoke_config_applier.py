@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from rollback.errors import SandboxError
+from rollback.runtime.errors import SandboxError
 from rollback.sandbox.applier import APPLIERS, ApplyContext
 from rollback.sandbox.emulator import Emulator
 

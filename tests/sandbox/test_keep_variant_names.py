@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rollback.preflight import Declared, check_endpoint, gather_live
+from rollback.ops.preflight import Declared, check_endpoint, gather_live
 from rollback.sandbox.applier import apply_program
 from rollback.sandbox.emulator import Emulator
 from tests.infra.helpers import config_map, endpoint_values, stack_values

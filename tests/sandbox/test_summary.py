@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from rollback.cli.sandbox_cmds import _summary
+from rollback.cli.rehearse import _summary
 
 
 def _render(report: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from rollback.metrics import MetricsPublisher
+from rollback.runtime.metrics import MetricsPublisher
 from rollback.verdicts.ab import Arm, ab_verdict, fetch_arms
 
 ENDPOINT = "ranker-dev"

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from rollback.capture import (
+from rollback.runtime.capture import (
     capture_line,
     hour_prefixes,
     parse_capture_line,
@@ -13,7 +13,7 @@ from rollback.capture import (
     read_captures,
     write_capture_file,
 )
-from rollback.errors import DataError
+from rollback.runtime.errors import DataError
 from tests.verdicts.conftest import BUCKET, CAPTURE_URI
 
 # A record exactly as SageMaker documents it (CSV in, CSV out, no inferenceId).

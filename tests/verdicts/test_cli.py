@@ -9,8 +9,8 @@ from typing import Any
 from typer.testing import CliRunner
 
 import rollback.cli  # noqa: F401  (registers every command module)
-from rollback.capture import capture_line, write_capture_file
 from rollback.cli.app import app
+from rollback.runtime.capture import capture_line, write_capture_file
 from tests.verdicts.conftest import BUCKET, CAPTURE_URI
 
 STACK_FILE = """\

@@ -11,10 +11,10 @@ import boto3
 import pytest
 from scipy import stats
 
-from rollback import clock, drift, names
-from rollback.capture import capture_line, write_capture_file
-from rollback.errors import ConfigError
-from rollback.metrics import MetricsPublisher
+from rollback.runtime import clock, drift, names
+from rollback.runtime.capture import capture_line, write_capture_file
+from rollback.runtime.errors import ConfigError
+from rollback.runtime.metrics import MetricsPublisher
 from tests.verdicts.conftest import BUCKET, CAPTURE_URI
 
 ENDPOINT = "fraud-scorer-dev"
@@ -296,7 +296,8 @@ def test_drift_and_capture_stay_on_the_lambda_import_path() -> None:
     import sys
 
     code = (
-        "import sys, rollback.drift, rollback.capture, rollback.metrics, rollback.client\n"
+        "import sys, rollback.runtime.drift, rollback.runtime.capture, rollback.runtime.metrics\n"
+        "import rollback.client\n"
         "import rollback.verdicts.shadow\n"
         "heavy = ('scipy', 'numpy', 'typer', 'rich', 'pulumi', 'moto')\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in heavy]\n"

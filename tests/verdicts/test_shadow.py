@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from rollback.capture import capture_line, write_capture_file
+from rollback.runtime.capture import capture_line, write_capture_file
 from rollback.verdicts.shadow import (
     ShadowThresholds,
     VariantHealth,

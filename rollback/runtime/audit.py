@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from rollback import clock
+from rollback.runtime import clock
 
 ACTIONS = (
     "deploy",

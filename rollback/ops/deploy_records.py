@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from rollback import audit, clock, names
+from rollback.runtime import audit, clock, names
 
 
 def deploy_key(stack: str, commit: str, physical: str) -> str:

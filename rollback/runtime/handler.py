@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollback import controller, logs, rollout
-from rollback.aws import LAMBDA_LIMITS, Clients, make_clients
-from rollback.events import parse_alarm_event
+from rollback.runtime import controller, logs, stepper
+from rollback.runtime.aws import LAMBDA_LIMITS, Clients, make_clients
+from rollback.runtime.events import parse_alarm_event
 
 _clients: Clients | None = None
 _settings: controller.Settings | None = None
@@ -20,7 +20,7 @@ _settings: controller.Settings | None = None
 #: Seconds kept back from the function's remaining time: the retry budget ends this long before
 #: Lambda would kill the invocation. The budget only bounds the controller's sleeps, so the margin
 #: must hold the longest single call that may start just before the deadline (timeouts and
-#: botocore's own attempts, :data:`rollback.aws.LAMBDA_LIMITS`), plus a second to raise.
+#: botocore's own attempts, :data:`rollback.runtime.aws.LAMBDA_LIMITS`), plus a second to raise.
 SAFETY_MARGIN_SECONDS = LAMBDA_LIMITS.longest_call_seconds + 1.0
 
 
@@ -75,7 +75,7 @@ def on_schedule(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Advance progressive rollouts by one tick (the event content is not needed)."""
     logs.configure()
     clients, settings = _context()
-    return rollout.step(
+    return stepper.step(
         clients,
         settings,
         actor=_actor(context, "stepper"),

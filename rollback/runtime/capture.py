@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from rollback.errors import DataError
+from rollback.runtime.errors import DataError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -1,6 +1,6 @@
 """Drain, step and status with injected AWS clients: the Lambda handlers and the CLI share this.
 
-Decisions come from :mod:`rollback.policy` (pure); this module gathers the facts, applies the
+Decisions come from :mod:`rollback.runtime.decisions` (pure); this module gathers the facts, applies the
 decision and records it. Guarantees (see docs/runtime.md):
 
 - a drain costs at most 5 AWS calls (DescribeEndpoint, UpdateEndpointWeightsAndCapacities,
@@ -8,7 +8,7 @@ decision and records it. Guarantees (see docs/runtime.md):
   repeated delivery of the same alarm state change at most 2 (DescribeEndpoint, GetParameter);
 - the stable variant is never drained because of the candidate and weights are never all zero;
 - busy endpoints and throttling are retried with bounded full-jitter backoff on
-  :mod:`rollback.clock` within one time budget per invocation, then :class:`RetryExhaustedError`
+  :mod:`rollback.runtime.clock` within one time budget per invocation, then :class:`RetryExhaustedError`
   is raised (Lambda retries the invocation, the DLQ keeps the event); an audit item never says
   ``done`` for something not done;
 - the follow-ups (message, quarantine record) are stored on the guard item in the audit commit
@@ -30,9 +30,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rollback import audit, clock, names, notify, policy, records
-from rollback.aws import Clients
-from rollback.errors import (
+from rollback.runtime import audit, clock, decisions, names, notify, records
+from rollback.runtime.aws import Clients
+from rollback.runtime.errors import (
     ConfigError,
     ConflictError,
     EventError,
@@ -40,9 +40,9 @@ from rollback.errors import (
     NotFoundError,
     RetryExhaustedError,
 )
-from rollback.events import AlarmEvent, parse_marker
-from rollback.logs import log
-from rollback.records import Quarantine
+from rollback.runtime.events import AlarmEvent, parse_marker
+from rollback.runtime.logs import log
+from rollback.runtime.records import Quarantine
 
 THROTTLE_CODES = frozenset(
     {
@@ -101,7 +101,7 @@ class Settings:
 
     @classmethod
     def for_stack(cls, stack: str, topic_arn: str | None = None) -> Settings:
-        """Settings derived from :mod:`rollback.names` (what the program would set)."""
+        """Settings derived from :mod:`rollback.runtime.names` (what the program would set)."""
         return cls(
             stack=names.check_stack(stack),
             audit_table=names.audit_table_name(stack),
@@ -237,8 +237,8 @@ class EndpointState:
 
     name: str
     status: str
-    weights: policy.Weights
-    shadow_weights: policy.Weights
+    weights: decisions.Weights
+    shadow_weights: decisions.Weights
     last_modified: datetime | None
     raw: dict[str, Any]
 
@@ -281,7 +281,7 @@ def describe_endpoint(
         )
         if status == "InService" or not wait_ready:
             return state
-        if status not in policy.BUSY_STATUSES:
+        if status not in decisions.BUSY_STATUSES:
             raise ConflictError(
                 f"endpoint {endpoint} is {status}; weights cannot be changed until it is InService"
             )
@@ -295,7 +295,7 @@ def describe_endpoint(
 
 
 def _update_weights(
-    clients: Clients, endpoint: str, after: policy.Weights, roles: tuple[str, ...], retry: RetryPolicy
+    clients: Clients, endpoint: str, after: decisions.Weights, roles: tuple[str, ...], retry: RetryPolicy
 ) -> None:
     # Only the roles being changed are sent: the shadow variant and any other variant keep
     # their weights, and instance counts are left to auto scaling.
@@ -622,8 +622,8 @@ def drain_candidate(
     except (RetryExhaustedError, ConflictError) as exc:
         _record_failure(clients, settings, item_of("failed", None, None), exc, idempotency_key)
         raise
-    decision = policy.decide_alarm(state.weights, names.CANDIDATE, "ALARM")
-    pct_before = policy.percents(state.weights)
+    decision = decisions.decide_alarm(state.weights, names.CANDIDATE, "ALARM")
+    pct_before = decisions.percents(state.weights)
 
     if decision.action != "drain":
         if state.weights.get(names.CANDIDATE, -1.0) == 0.0:
@@ -663,7 +663,7 @@ def drain_candidate(
     if version is None:
         version = _plan_version(clients, settings, endpoint, names.CANDIDATE, retry)
     version = version or "unknown"
-    pct_after = policy.percents(decision.after)
+    pct_after = decisions.percents(decision.after)
     try:
         _update_weights(clients, endpoint, decision.after, (names.CANDIDATE, names.STABLE), retry)
     except Exception as exc:
@@ -734,7 +734,7 @@ def topic_arn_for(settings: Settings, endpoint_arn: str | None) -> str | None:
     """The stack's topic ARN: from settings, else built from the endpoint's ARN (no extra call).
 
     The CLI knows the stack but not the account; the endpoint ARN from DescribeEndpoint carries
-    partition, region and account, and the topic name comes from :mod:`rollback.names`.
+    partition, region and account, and the topic name comes from :mod:`rollback.runtime.names`.
     """
     if settings.topic_arn:
         return settings.topic_arn
@@ -895,7 +895,7 @@ def _already_drained(
         )
     # Drained (by an earlier attempt that failed before recording, or by hand) but never
     # recorded: complete the records so `pulumi up` does not re-promote it silently.
-    pct = policy.percents(state.weights)
+    pct = decisions.percents(state.weights)
     item = audit.AuditItem(
         endpoint=endpoint,
         action="drain",
@@ -1092,13 +1092,13 @@ def _stable_alarm(
             "completed", "finished follow-ups an earlier delivery could not do", **base, followUps=done
         )
     state = describe_endpoint(clients, endpoint, retry, wait_ready=False)
-    decision = policy.decide_alarm(state.weights, names.STABLE, event.state)
+    decision = decisions.decide_alarm(state.weights, names.STABLE, event.state)
     marker = event.marker
     version = (marker.version if marker else None) or _plan_version(
         clients, settings, endpoint, names.STABLE, retry
     )
     version = version or "unknown"
-    pct = policy.percents(decision.before)
+    pct = decisions.percents(decision.before)
     item = audit.AuditItem(
         endpoint=endpoint,
         action="notify",
@@ -1292,7 +1292,7 @@ def endpoint_status(
         "status": state.status,
         "lastModified": clock.iso(state.last_modified) if state.last_modified else None,
         "weights": state.weights,
-        "percents": policy.percents(state.weights),
+        "percents": decisions.percents(state.weights),
         "shadow": state.shadow_weights,
         "variants": [
             {

@@ -1,7 +1,7 @@
 """Verdict commands: ``shadow-report``, ``ab-report``, ``drift-report``.
 
 Thin: resolve the stack's endpoint and capture location, call :mod:`rollback.verdicts` /
-:mod:`rollback.drift`, render. ``--check`` turns a non-passing verdict into exit status 8 (the
+:mod:`rollback.runtime.drift`, render. ``--check`` turns a non-passing verdict into exit status 8 (the
 gate exit code), so CI can branch on it.
 """
 
@@ -17,9 +17,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from rollback import names
 from rollback.cli.app import app, cli_errors, clients_for, console, find_project_root, load_stack, print_json
-from rollback.errors import ConfigError, GateError
+from rollback.runtime import names
+from rollback.runtime.errors import ConfigError, GateError
 
 StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name: environments/Pulumi.<stack>.yaml.")]
 EndpointOpt = Annotated[
@@ -287,8 +287,8 @@ def drift_report(
       mlrollback drift-report -s dev -e fraud-scorer --baseline-uri s3://ml-data/fraud/train.csv --json
     """
     from infra.config import drift_job
-    from rollback.drift import DriftJob, run_drift_job
-    from rollback.metrics import MetricsPublisher
+    from rollback.runtime.drift import DriftJob, run_drift_job
+    from rollback.runtime.metrics import MetricsPublisher
 
     with cli_errors():
         root, cfg, physical = _resolve(stack, endpoint, capture_uri, project_dir)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollback.errors import ConfigError
+from rollback.runtime.errors import ConfigError
 
 #: JSON Schema types, widest first where one accepts another ("number" accepts "integer").
 _ACCEPTS: dict[str, set[str]] = {"number": {"number", "integer"}}

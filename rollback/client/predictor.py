@@ -8,9 +8,9 @@ traffic is drained. :class:`SafePredictor` closes that gap on the client side:
    retries **once** on ``stable`` (``TargetVariant="stable"``), unless the call was marked
    non-idempotent or the deadline has passed;
 3. if that fails too (or was not allowed) it returns an optional default (a constant or a callable),
-   else raises :class:`~rollback.errors.PredictionError`;
+   else raises :class:`~rollback.runtime.errors.PredictionError`;
 4. every attempt is counted per variant in the fast custom metrics (``Invocations``, ``Errors``,
-   ``Latency``; :mod:`rollback.metrics`) so the candidate alarms still see the candidate's errors
+   ``Latency``; :mod:`rollback.runtime.metrics`) so the candidate alarms still see the candidate's errors
    that the failover hid from the caller.
 
 Which variant answered comes from the ``x-Amzn-Invoked-Production-Variant`` response header
@@ -43,9 +43,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from rollback.errors import PredictionError
-from rollback.metrics import BackgroundPublisher, MetricsPublisher, MetricsSink
-from rollback.names import STABLE
+from rollback.runtime.errors import PredictionError
+from rollback.runtime.metrics import BackgroundPublisher, MetricsPublisher, MetricsSink
+from rollback.runtime.names import STABLE
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
@@ -83,7 +83,7 @@ class _Default:
         return "DEFAULT"
 
 
-#: ``metrics=DEFAULT`` makes a :class:`~rollback.metrics.BackgroundPublisher` with the default client.
+#: ``metrics=DEFAULT`` makes a :class:`~rollback.runtime.metrics.BackgroundPublisher` with the default client.
 DEFAULT: Final = _Default()
 _NO_FALLBACK: Final = object()
 
@@ -188,9 +188,9 @@ def _is_variant_failure(exc: Exception) -> bool:
 class SafePredictor:
     """InvokeEndpoint with one failover to ``stable``, an optional default, and per-variant metrics.
 
-    ``endpoint_name`` is the physical endpoint name (``rollback.names.endpoint_name``). ``runtime``
+    ``endpoint_name`` is the physical endpoint name (``rollback.runtime.names.endpoint_name``). ``runtime``
     is a ``sagemaker-runtime`` client (default: :func:`make_runtime`). ``metrics`` is a
-    :class:`~rollback.metrics.MetricsSink` (``DEFAULT``: a background publisher with the default
+    :class:`~rollback.runtime.metrics.MetricsSink` (``DEFAULT``: a background publisher with the default
     CloudWatch client; ``None``: no metrics). ``fallback`` is returned when no variant could answer:
     bytes/str, or a callable taking the request body. Thread-safe: one instance per process is
     enough.
@@ -243,7 +243,7 @@ class SafePredictor:
 
         ``idempotent=False`` marks a call that must never be sent twice (it may have side
         effects in the model container): a failure then goes straight to the fallback.
-        Raises :class:`~rollback.errors.PredictionError` when nothing could answer, and lets
+        Raises :class:`~rollback.runtime.errors.PredictionError` when nothing could answer, and lets
         request errors (``ValidationError``: bad body, unknown endpoint) through unchanged.
         """
         payload = body.encode("utf-8") if isinstance(body, str) else bytes(body)

@@ -92,12 +92,12 @@ def topic_name(stack: str) -> str:
 
 
 def rollback_function_name(stack: str) -> str:
-    """Lambda function that drains a failing candidate (``rollback.handler.on_alarm``)."""
+    """Lambda function that drains a failing candidate (``rollback.runtime.handler.on_alarm``)."""
     return f"mlrollback-{stack}-rollback"
 
 
 def stepper_function_name(stack: str) -> str:
-    """Lambda function that advances progressive rollouts (``rollback.handler.on_schedule``)."""
+    """Lambda function that advances progressive rollouts (``rollback.runtime.handler.on_schedule``)."""
     return f"mlrollback-{stack}-stepper"
 
 
@@ -119,7 +119,7 @@ def schedule_rule_name(stack: str) -> str:
 
 
 def drift_function_name(stack: str) -> str:
-    """Lambda function that scores input drift of candidates (``rollback.drift.on_drift_schedule``)."""
+    """Lambda function that scores input drift of candidates (``rollback.runtime.handler.on_drift``)."""
     return f"mlrollback-{stack}-drift"
 
 

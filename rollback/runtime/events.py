@@ -1,7 +1,7 @@
 """Typed parsing of the events the Lambda functions receive.
 
 Everything the runtime trusts about an event is checked here once; a malformed event raises
-:class:`~rollback.errors.EventError` naming the field, before any AWS call is made.
+:class:`~rollback.runtime.errors.EventError` naming the field, before any AWS call is made.
 Standard library only: on the Lambda import path.
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rollback import clock
-from rollback.errors import EventError
+from rollback.runtime import clock
+from rollback.runtime.errors import EventError
 
 ALARM_DETAIL_TYPE = "CloudWatch Alarm State Change"
 ALARM_STATES = ("OK", "ALARM", "INSUFFICIENT_DATA")

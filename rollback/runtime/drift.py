@@ -47,11 +47,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from rollback import clock
-from rollback.capture import iter_values, parse_s3_uri, read_captures
-from rollback.errors import ConfigError, DataError, MLRollbackError
-from rollback.metrics import DRIFT_SCORE, MetricsPublisher
-from rollback.names import CANDIDATE, ENV_DRIFT_PREFIX, STABLE
+from rollback.runtime import clock
+from rollback.runtime.capture import iter_values, parse_s3_uri, read_captures
+from rollback.runtime.errors import ConfigError, DataError, MLRollbackError
+from rollback.runtime.metrics import DRIFT_SCORE, MetricsPublisher
+from rollback.runtime.names import CANDIDATE, ENV_DRIFT_PREFIX, STABLE
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

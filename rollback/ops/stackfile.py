@@ -26,7 +26,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.util import load_yaml_guess_indent
 
-from rollback.errors import ConfigError, GateError, MLRollbackError, NotFoundError
+from rollback.runtime.errors import ConfigError, GateError, MLRollbackError, NotFoundError
 
 PROJECT = "mlrollback"
 ENDPOINTS_KEY = f"{PROJECT}:endpoints"

@@ -2,7 +2,7 @@
 
 In a real account CI runs ``mlrollback record-deploy`` after ``pulumi up``; the sandbox's ``pulumi
 up`` is the applier, so it records the same ``deploy`` audit items itself, through the same
-:func:`rollback.deploys.record_deploys`. That is what lets ``mlrollback revert --to-deployment ID
+:func:`rollback.ops.deploy_records.record_deploys`. That is what lets ``mlrollback revert --to-deployment ID
 --sandbox`` (and the shadow verdicts) work against the sandbox as against AWS.
 """
 
@@ -33,7 +33,7 @@ def record_applied(
     the program did.
     """
     from infra.config import validate
-    from rollback.deploys import record_deploys
+    from rollback.ops.deploy_records import record_deploys
 
     prefix = "mlrollback:"
     values = {key[len(prefix) :]: _decode(raw) for key, raw in config.items() if key.startswith(prefix)}

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rollback import audit, clock, controller, names, records
-from rollback.errors import ConflictError, GateError, MLRollbackError
+from rollback.runtime import audit, clock, controller, names, records
+from rollback.runtime.errors import ConflictError, GateError, MLRollbackError
 
 Progress = Callable[[str, float], Any]
 
@@ -215,7 +215,7 @@ def _restore(
 
     SageMaker keeps the endpoint ``Updating`` for a while after the drain, and answers a weights
     update meanwhile with "Cannot update in-progress endpoint": the runtime's helpers wait for
-    InService and retry that answer with bounded backoff on :mod:`rollback.clock`. Weights go
+    InService and retry that answer with bounded backoff on :mod:`rollback.runtime.clock`. Weights go
     first: the quarantine is only cleared once the candidate serves again, so a failure never
     leaves a drained candidate without the record that keeps `pulumi up` from undoing the drain.
     The rollout progress goes last, back to ``pre_progress`` (see :func:`run_drill`).

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rollback.errors import MLRollbackError
+from rollback.runtime.errors import MLRollbackError
 
 INSTALL_HINT = (
     "the Pulumi CLI is not installed: install it (curl -fsSL https://get.pulumi.com | sh, or "

@@ -1,6 +1,6 @@
 """``mlrollback drill`` (``--sandbox`` or real AWS) and ``mlrollback sandbox up|status|down``.
 
-Thin: parse, call :mod:`rollback.sandbox` (or :func:`rollback.drill.run_drill` against AWS),
+Thin: parse, call :mod:`rollback.sandbox` (or :func:`rollback.ops.rehearsal.run_drill` against AWS),
 render. ``--json`` prints only the JSON report on stdout; exit code 0 when the scenario's
 expectation held (or, with ``--skip-if-no-candidate``, when there was nothing to rehearse), 1
 otherwise; package errors keep their codes (unknown stack 3, unknown scenario 2, ...).
@@ -17,7 +17,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from rollback.cli.app import app, cli_errors, console, err_console, find_project_root, print_json
-from rollback.errors import ConfigError, MLRollbackError, NotFoundError, SandboxError
+from rollback.runtime.errors import ConfigError, MLRollbackError, NotFoundError, SandboxError
 
 sandbox_app = typer.Typer(
     help="A local AWS emulator with the stack deployed, kept running in the background "
@@ -166,10 +166,10 @@ def drill(
                 return
         if not sandbox:
             try:
-                from rollback import drill as aws_drill
+                from rollback.ops import rehearsal as aws_drill
             except ModuleNotFoundError:
                 raise MLRollbackError(
-                    "the real-AWS drill (rollback/drill.py) is not available in this installation; "
+                    "the real-AWS drill (rollback/ops/rehearsal.py) is not available in this installation; "
                     "run the local one with --sandbox"
                 ) from None
             from rollback.cli.app import clients_for, load_stack
@@ -183,7 +183,7 @@ def drill(
                 i_know_this_is_prod=i_know_this_is_prod,
             )
         else:
-            from rollback.sandbox.drill import run_drill
+            from rollback.sandbox.simulation import run_drill
 
             if as_json:
                 report = run_drill(

@@ -2,7 +2,7 @@
 
 Both rewrite ``environments/Pulumi.<stack>.yaml`` (comment-preserving). The order never lets the
 file and the audit trail disagree: everything ``--apply`` needs is checked first, the new text is
-written beside the file and validated as the Pulumi program would (``rollback.gitops.stage``), the
+written beside the file and validated as the Pulumi program would (``rollback.ops.stackfile.stage``), the
 change is recorded, and only then renamed into place. They print the diff (``--json``: only JSON on
 stdout, human lines on stderr), and with ``--apply`` run ``pulumi up`` (Automation API) or the
 sandbox applier.
@@ -20,11 +20,10 @@ from typing import Annotated, Any
 
 import typer
 
-from rollback import audit, clock, names, records
 from rollback.cli.app import actor, console, print_json
 from rollback.cli.app import app as cli_app
 from rollback.cli.app import cli_errors as errors
-from rollback.cli.ops import (
+from rollback.cli.operate import (
     CommitOpt,
     Context,
     EndpointOpt,
@@ -39,9 +38,10 @@ from rollback.cli.ops import (
     publish,
     ready_to_apply,
 )
-from rollback.errors import ConfigError, GateError, MLRollbackError, NotFoundError
-from rollback.gitops import Release, StackDocument, require_clean, stage
-from rollback.schema import check_versions
+from rollback.ops.schema_check import check_versions
+from rollback.ops.stackfile import Release, StackDocument, require_clean, stage
+from rollback.runtime import audit, clock, names, records
+from rollback.runtime.errors import ConfigError, GateError, MLRollbackError, NotFoundError
 
 ApplyOpt = Annotated[bool, typer.Option("--apply", help="Then run `pulumi up` (or the sandbox applier).")]
 SkipSchemaOpt = Annotated[
@@ -104,10 +104,10 @@ def _apply(ctx: Context, physical: str, json_out: bool = False) -> dict[str, Any
                     "this sandbox has no applier (rollback.sandbox.apply_stack); run `mlrollback sandbox up`"
                 )
             return applier(ctx.root, ctx.stack)
-        from rollback import pulumi_ops
+        from rollback.ops import pulumi_cli
 
         out = human(json_out)
-        return pulumi_ops.up(
+        return pulumi_cli.up(
             ctx.root, ctx.stack, on_output=lambda line: out.print(line, markup=False, end="")
         )
 
@@ -295,7 +295,7 @@ def _gates(
     src: Context, dst: Context, endpoint: str, version: str, max_age_hours: float
 ) -> tuple[list[str], list[str]]:
     """(every promotion gate that fails, one sentence each; notes for the operator). No failure: promote."""
-    from rollback import controller
+    from rollback.runtime import controller
 
     failed: list[str] = []
     notes: list[str] = []
@@ -352,8 +352,8 @@ def _shadow_gate(
     import boto3
 
     from infra.config import capture_uri as default_capture_uri
-    from rollback.capture import MAX_WINDOW
-    from rollback.deploys import deploy_records, shadow_window
+    from rollback.ops.deploy_records import deploy_records, shadow_window
+    from rollback.runtime.capture import MAX_WINDOW
     from rollback.verdicts.shadow import ShadowThresholds, evaluate_shadow
 
     sep = src.endpoint(endpoint)
@@ -631,7 +631,7 @@ def record_deploy(
 
       mlrollback record-deploy --stack prod --commit "$GITHUB_SHA" --json
     """
-    from rollback.deploys import record_deploys
+    from rollback.ops.deploy_records import record_deploys
 
     with errors():
         ctx = Context(stack, project_dir, sandbox)

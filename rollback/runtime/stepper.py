@@ -15,9 +15,9 @@ import math
 from datetime import datetime
 from typing import Any
 
-from rollback import audit, clock, names, policy, records
-from rollback.aws import Clients
-from rollback.controller import (
+from rollback.runtime import audit, clock, decisions, names, records
+from rollback.runtime.aws import Clients
+from rollback.runtime.controller import (
     RetryPolicy,
     Settings,
     append_audit,
@@ -32,10 +32,10 @@ from rollback.controller import (
     read_quarantine,
     resume_followups,
 )
-from rollback.errors import ConfigError, RetryExhaustedError
-from rollback.events import alarm_idempotency_key, parse_marker
-from rollback.logs import log
-from rollback.records import Progress, Quarantine, RolloutPlan
+from rollback.runtime.errors import ConfigError, RetryExhaustedError
+from rollback.runtime.events import alarm_idempotency_key, parse_marker
+from rollback.runtime.logs import log
+from rollback.runtime.records import Progress, Quarantine, RolloutPlan
 
 BUILTIN_NAMESPACE = "AWS/SageMaker"
 _ALARMS_PER_CALL = 100
@@ -187,12 +187,12 @@ def _apply(
     clients: Clients,
     settings: Settings,
     ep: _Endpoint,
-    decision: policy.StepDecision,
+    decision: decisions.StepDecision,
     now: datetime,
     actor: str,
     retry: RetryPolicy,
     alarms: dict[str, dict[str, Any]],
-    live: policy.Weights | None,
+    live: decisions.Weights | None,
 ) -> dict[str, Any]:
     plan, progress = ep.plan, ep.progress
     out: dict[str, Any] = {
@@ -276,7 +276,7 @@ def _apply(
             _write_progress(clients, settings, ep.name, held, retry)
         return out
     assert live is not None
-    before = policy.percents(live)
+    before = decisions.percents(live)
     if decision.action == "finalize":
         done = Progress(
             plan.plan_id, progress.step_index, progress.step_started_at, "ready-to-finalize", decision.reason
@@ -306,7 +306,7 @@ def _apply(
         return out
     # advance
     assert decision.candidate_percent is not None
-    if abs(policy.candidate_share(live) - decision.candidate_percent) <= policy.SHARE_TOLERANCE:
+    if abs(decisions.candidate_share(live) - decision.candidate_percent) <= decisions.SHARE_TOLERANCE:
         after = live  # an earlier tick moved the weights and was cut off before its records
     else:
         moved = _advance_weights(clients, settings, ep, live, decision.candidate_percent, retry)
@@ -315,7 +315,7 @@ def _apply(
         after = moved
     # The audit item first: the weights have moved, so the record of it must not depend on the
     # progress write. A tick cut off before the progress write is finished by the next one
-    # (policy.decide_step recognises live weights at the next step); the item's key dedupes it.
+    # (decisions.decide_step recognises live weights at the next step); the item's key dedupes it.
     append_audit(
         clients,
         settings,
@@ -327,7 +327,7 @@ def _apply(
             variant=names.CANDIDATE,
             version=plan.candidate,
             weights_before=before,
-            weights_after=policy.percents(after),
+            weights_after=decisions.percents(after),
             idempotency_key=f"step#{ep.name}#{plan.plan_id}#{decision.step_index}",
             detail={"planId": plan.plan_id, "stepIndex": decision.step_index},
         ),
@@ -340,7 +340,7 @@ def _apply(
         Progress(plan.plan_id, decision.step_index, now, "baking", decision.reason),
         retry,
     )
-    out["weightsBefore"], out["weightsAfter"] = before, policy.percents(after)
+    out["weightsBefore"], out["weightsAfter"] = before, decisions.percents(after)
     return out
 
 
@@ -348,10 +348,10 @@ def _advance_weights(
     clients: Clients,
     settings: Settings,
     ep: _Endpoint,
-    live: policy.Weights,
+    live: decisions.Weights,
     percent: float,
     retry: RetryPolicy,
-) -> policy.Weights | str:
+) -> decisions.Weights | str:
     """Move the candidate to ``percent``; the weights sent, or why the advance was abandoned.
 
     The quarantine is read again right before every attempt, and after a refused attempt (a drain
@@ -368,7 +368,7 @@ def _advance_weights(
                 f"candidate {quarantine.version} was quarantined ({quarantine.kind} at {quarantine.at}) "
                 "during this tick; not advancing"
             )
-        after = policy.step_weights(current, percent)
+        after = decisions.step_weights(current, percent)
         desired = [
             {"VariantName": r, "DesiredWeight": float(after[r])} for r in (names.STABLE, names.CANDIDATE)
         ]
@@ -387,8 +387,8 @@ def _advance_weights(
                 ) from exc
             retry.wait("UpdateEndpointWeightsAndCapacities", attempt, error_code(exc))
         state = describe_endpoint(clients, ep.name, retry, wait_ready=True)
-        share = policy.candidate_share(state.weights)
-        if abs(share - expected) > policy.SHARE_TOLERANCE:
+        share = decisions.candidate_share(state.weights)
+        if abs(share - expected) > decisions.SHARE_TOLERANCE:
             return (
                 f"live candidate share changed to {share:.2f}% while advancing from step "
                 f"{ep.progress.step_index} ({expected:g}%): a drain or someone else moved the weights; "
@@ -411,7 +411,7 @@ def _enforce_quarantine(
     state = describe_endpoint(clients, ep.name, retry, wait_ready=False)
     if state.weights.get(names.CANDIDATE, 0.0) <= 0:
         return None
-    share = policy.candidate_share(state.weights)
+    share = decisions.candidate_share(state.weights)
     if state.status != "InService":
         return {
             "action": "wait",
@@ -531,46 +531,47 @@ def step(
     )
     endpoints, results = _read(settings, params, quarantines, only)
 
-    decisions = {
-        ep.name: policy.decide_step(ep.plan, ep.progress, now, quarantined=ep.quarantined) for ep in endpoints
+    chosen = {
+        ep.name: decisions.decide_step(ep.plan, ep.progress, now, quarantined=ep.quarantined)
+        for ep in endpoints
     }
-    active = [ep for ep in endpoints if decisions[ep.name].action == "evaluate"]
+    active = [ep for ep in endpoints if chosen[ep.name].action == "evaluate"]
     alarms = _alarms(clients, [a for ep in active for a in ep.plan.candidate_alarms], retry) if active else {}
     states = {name: alarm.get("StateValue", "") for name, alarm in alarms.items()}
     for ep in active:
-        decisions[ep.name] = policy.decide_step(ep.plan, ep.progress, now, alarm_states=states)
-    baked = [ep for ep in active if decisions[ep.name].action == "evaluate"]
+        chosen[ep.name] = decisions.decide_step(ep.plan, ep.progress, now, alarm_states=states)
+    baked = [ep for ep in active if chosen[ep.name].action == "evaluate"]
     counts: dict[str, float] = {}
     if baked:
         windows = {}
         for ep in baked:
             assert ep.progress is not None
-            start, end = policy.bake_window(ep.plan, ep.progress, now)
+            start, end = decisions.bake_window(ep.plan, ep.progress, now)
             windows[ep.name] = (ep.plan, start, end)
         counts = _request_counts(clients, windows, retry)
 
     owed = _resume_owed(clients, settings, quarantines, only, retry)
     owed.update(_finish_cut_off(clients, settings, endpoints, retry))
     for ep in endpoints:
-        decision = decisions[ep.name]
+        decision = chosen[ep.name]
         live = None
         extra: dict[str, Any] = {}
         try:
             if ep in baked:
                 requests = counts.get(ep.name, 0.0)
                 extra["requests"] = requests
-                decision = policy.decide_step(
+                decision = decisions.decide_step(
                     ep.plan, ep.progress, now, alarm_states=states, requests=requests
                 )
                 if decision.action in ("advance", "finalize"):
                     state = describe_endpoint(clients, ep.name, retry, wait_ready=False)
                     if state.status != "InService":
-                        decision = policy.StepDecision(
+                        decision = decisions.StepDecision(
                             "hold", f"endpoint is {state.status}; waiting for InService", decision.step_index
                         )
                     else:
                         live = state.weights
-                        decision = policy.decide_step(
+                        decision = decisions.decide_step(
                             ep.plan,
                             ep.progress,
                             now,

@@ -4,7 +4,7 @@
 - rollout plan: written by the program on ``pulumi up``, read-only here;
 - rollout progress: owned by the stepper.
 
-All three are SSM String parameters named by :mod:`rollback.names`. Parsing is strict so a
+All three are SSM String parameters named by :mod:`rollback.runtime.names`. Parsing is strict so a
 hand-edited record fails with a message naming the parameter and the key.
 Standard library only (the SSM client is passed in): on the Lambda import path.
 """
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rollback import clock
-from rollback.errors import ConfigError
+from rollback.runtime import clock
+from rollback.runtime.errors import ConfigError
 
 PROGRESS_STATES = ("baking", "paused", "ready-to-finalize", "halted")
 QUARANTINE_KINDS = ("auto", "manual", "drill")

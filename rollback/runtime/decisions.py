@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from rollback.errors import UnsafeOperationError
-from rollback.names import CANDIDATE, SHADOW, STABLE
-from rollback.records import Progress, RolloutPlan
+from rollback.runtime.errors import UnsafeOperationError
+from rollback.runtime.names import CANDIDATE, SHADOW, STABLE
+from rollback.runtime.records import Progress, RolloutPlan
 
 Weights = dict[str, float]
 

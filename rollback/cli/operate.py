@@ -1,7 +1,7 @@
 """Operate live endpoints: status, history, manual rollback, preflight, finalize, clear-quarantine.
 
-Thin: parse options, call :mod:`rollback.controller` / :mod:`rollback.preflight` /
-:mod:`rollback.gitops`, render (rich for people, ``--json`` for machines).
+Thin: parse options, call :mod:`rollback.runtime.controller` / :mod:`rollback.ops.preflight` /
+:mod:`rollback.ops.stackfile`, render (rich for people, ``--json`` for machines).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from rollback import audit, clock, names, preflight
 from rollback.cli.app import (
     actor,
     app,
@@ -30,7 +29,9 @@ from rollback.cli.app import (
     print_json,
     stack_path,
 )
-from rollback.errors import ConfigError, ConflictError, GateError, MLRollbackError, NotFoundError
+from rollback.ops import preflight
+from rollback.runtime import audit, clock, names
+from rollback.runtime.errors import ConfigError, ConflictError, GateError, MLRollbackError, NotFoundError
 
 StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name: environments/Pulumi.<stack>.yaml.")]
 EndpointOpt = Annotated[
@@ -55,7 +56,7 @@ class Context:
     """Everything a command needs about one stack: root, validated config, settings, clients."""
 
     def __init__(self, stack: str, project_dir: Path | None, sandbox: bool) -> None:
-        from rollback.controller import Settings
+        from rollback.runtime.controller import Settings
 
         self.root = find_project_root(project_dir)
         self.stack = stack
@@ -161,7 +162,7 @@ def status(
 
       mlrollback status --stack prod --endpoint fraud-scorer --json
     """
-    from rollback import controller
+    from rollback.runtime import controller
 
     with cli_errors():
         ctx = Context(stack, project_dir, sandbox)
@@ -307,7 +308,7 @@ def rollback(
 
       mlrollback rollback --stack prod --endpoint fraud-scorer --reason "p99 doubled after 14:00" --yes
     """
-    from rollback import controller
+    from rollback.runtime import controller
 
     with cli_errors():
         # A usage error (exit 2), checked before anything is read: an empty why is not a refused gate.
@@ -410,8 +411,8 @@ def finalize(
 
       mlrollback finalize --stack staging --endpoint fraud-scorer --commit
     """
-    from rollback import controller
-    from rollback.gitops import Release, StackDocument, require_clean, stage
+    from rollback.ops.stackfile import Release, StackDocument, require_clean, stage
+    from rollback.runtime import controller
 
     with cli_errors():
         ctx = Context(stack, project_dir, sandbox)
@@ -476,7 +477,7 @@ def clear_quarantine(
 
       mlrollback clear-quarantine --stack dev --endpoint fraud-scorer --reason "fixed in image 2.0.1" --yes
     """
-    from rollback import controller
+    from rollback.runtime import controller
 
     with cli_errors():
         ctx = Context(stack, project_dir, sandbox)
@@ -531,7 +532,7 @@ def publish(
 ) -> None:
     """Put a staged, recorded change in place (``staged.replace()``).
 
-    :func:`rollback.gitops.stage` already wrote and validated the new text beside the file, so the
+    :func:`rollback.ops.stackfile.stage` already wrote and validated the new text beside the file, so the
     rename rarely fails; when it does, the trail gets a ``failed`` item of the same action saying the
     recorded change (``audit_id``) did not happen, and the one-line error names the file.
     """
@@ -566,7 +567,7 @@ def commit_change(
     """
     if not commit:
         return None
-    from rollback.gitops import commit_file
+    from rollback.ops.stackfile import commit_file
 
     sha = commit_file(ctx.root, ctx.path, f"{subject}\n\n{reason}\n\nmlrollback-audit: {audit_id}\n")
     human(json_out).print(f"committed {sha[:12]}: {subject}", highlight=False)
@@ -594,10 +595,10 @@ def ready_to_apply(ctx: Context, physical: str) -> None:
                 "this sandbox has no applier (rollback.sandbox.apply_stack); run `mlrollback sandbox up`"
             )
         return
-    from rollback import pulumi_ops
+    from rollback.ops import pulumi_cli
 
-    if not pulumi_ops.pulumi_available():
-        raise MLRollbackError(f"--apply: {pulumi_ops.INSTALL_HINT}; nothing was changed")
+    if not pulumi_cli.pulumi_available():
+        raise MLRollbackError(f"--apply: {pulumi_cli.INSTALL_HINT}; nothing was changed")
 
 
 def ensure_not_busy(ctx: Context, physical: str) -> None:

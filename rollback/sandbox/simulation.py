@@ -1,14 +1,14 @@
 """The sandbox drill: deploy, release a candidate, send traffic, play a scenario, report.
 
 :func:`run_drill` is the library entry point behind ``mlrollback drill --sandbox``. It starts an
-emulator, installs a virtual clock (``rollback.clock.use`` and the patched moto backends), runs the
+emulator, installs a virtual clock (``rollback.runtime.clock.use`` and the patched moto backends), runs the
 real program twice (stable only, then the release = an update), and then advances simulated time
 one second per tick: predictions are routed by live weight to simulated variants, metrics are
 published, alarms are evaluated at their period boundaries, alarm transitions and the schedule
 are delivered by EventBridge rules to the deployed Lambda handlers, called in-process.
 
 Predictions go through the real client, :class:`rollback.client.SafePredictor` (one failover to
-``stable`` with ``TargetVariant``), whose :class:`~rollback.metrics.MetricsPublisher` on the
+``stable`` with ``TargetVariant``), whose :class:`~rollback.runtime.metrics.MetricsPublisher` on the
 virtual clock is the one publisher of the fast custom metrics: it counts every attempt, so the
 candidate's errors reach the candidate alarm even when the failover hid them from the caller.
 ``failover=False`` sends plain calls (``idempotent=False``: never retried) to show the difference.
@@ -41,15 +41,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rollback import clock as rclock
-from rollback import names
 from rollback.client import SafePredictor
-from rollback.errors import ConfigError, GateError, NotFoundError, PredictionError
-from rollback.metrics import MetricsPublisher, Timestamp
+from rollback.runtime import clock as rclock
+from rollback.runtime import names
+from rollback.runtime.errors import ConfigError, GateError, NotFoundError, PredictionError
+from rollback.runtime.metrics import MetricsPublisher, Timestamp
 from rollback.sandbox import moto_patches
-from rollback.sandbox.alarms import AlarmEvaluator
+from rollback.sandbox.alarm_evaluator import AlarmEvaluator
 from rollback.sandbox.applier import apply_program, project_root
-from rollback.sandbox.deploys import record_applied
+from rollback.sandbox.deploy_log import record_applied
 from rollback.sandbox.emulator import Emulator
 from rollback.sandbox.eventbus import EventBus
 from rollback.sandbox.traffic import ModelBehaviour, SandboxRuntime, SimulatedCloud, SimulatedTime

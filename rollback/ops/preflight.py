@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from rollback import names
+from rollback.runtime import names
 
 Severity = Literal["error", "warning", "info"]
 _BUSY = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
@@ -282,7 +282,7 @@ RELEASE_LOOKBACK = 50
 def release_after_drain(items: list[dict[str, Any]], version: str) -> dict[str, Any] | None:
     """The newest ``clear-quarantine`` of ``version`` in ``items`` (newest first), if no drain came later.
 
-    Pure, on audit items as :func:`rollback.audit.query` returns them.
+    Pure, on audit items as :func:`rollback.runtime.audit.query` returns them.
     """
     for item in items:
         if item.get("version") != version:
@@ -329,7 +329,7 @@ def gather_live(
         and version
         and weights.get(names.CANDIDATE) == 0
     ):
-        from rollback import audit
+        from rollback.runtime import audit
 
         try:
             items, _ = audit.query(dynamodb, audit_table, physical, limit=RELEASE_LOOKBACK)
