@@ -137,9 +137,11 @@ def count_calls() -> tuple[Counter[str], list[int], dict[str, int]]:
     import boto3
     from moto import mock_aws
 
-    from rollback.runtime import audit, controller
+    from rollback.runtime import audit
     from rollback.runtime.aws import SERVICES, Clients
     from rollback.runtime.events import parse_alarm_event
+    from rollback.runtime.routing import handle_alarm
+    from rollback.runtime.settings import Settings
 
     with mock_aws():
         raw = {s: boto3.client(s, region_name=REGION) for s in SERVICES}
@@ -149,22 +151,19 @@ def count_calls() -> tuple[Counter[str], list[int], dict[str, int]]:
             client.meta.events.register(
                 "provide-client-params.*.*", lambda model, **_: seen.append(model.name)
             )
-        settings = controller.Settings.for_stack(STACK, topic)
+        settings = Settings.for_stack(STACK, topic)
         clients = Clients(**raw)
         event = parse_alarm_event(
             _event(f"{endpoint}-candidate-errors", endpoint, datetime.now(UTC) + timedelta(seconds=1))
         )
-        result = controller.handle_alarm(clients, settings, event, actor="lambda:bench")
+        result = handle_alarm(clients, settings, event, actor="lambda:bench")
         assert result["action"] == "drained", result
         first = Counter(seen)
         per_duplicate = []
         total = Counter(seen)
         for _ in range(DUPLICATES):
             seen.clear()
-            assert (
-                controller.handle_alarm(clients, settings, event, actor="lambda:bench")["action"]
-                == "duplicate"
-            )
+            assert handle_alarm(clients, settings, event, actor="lambda:bench")["action"] == "duplicate"
             per_duplicate.append(len(seen))
             total.update(seen)
         items, _ = audit.query(raw["dynamodb"], settings.audit_table, endpoint, limit=100)
@@ -185,9 +184,11 @@ def deliveries_during_publish() -> dict[str, int]:
     import boto3
     from moto import mock_aws
 
-    from rollback.runtime import audit, controller
+    from rollback.runtime import audit
     from rollback.runtime.aws import SERVICES, Clients
     from rollback.runtime.events import parse_alarm_event
+    from rollback.runtime.routing import handle_alarm
+    from rollback.runtime.settings import Settings
 
     with mock_aws():
         raw = {s: boto3.client(s, region_name=REGION) for s in SERVICES}
@@ -197,7 +198,7 @@ def deliveries_during_publish() -> dict[str, int]:
             client.meta.events.register(
                 "provide-client-params.*.*", lambda model, **_: seen.append(model.name)
             )
-        settings = controller.Settings.for_stack(STACK, topic)
+        settings = Settings.for_stack(STACK, topic)
         event = parse_alarm_event(
             _event(f"{endpoint}-candidate-errors", endpoint, datetime.now(UTC) + timedelta(seconds=1))
         )
@@ -213,12 +214,12 @@ def deliveries_during_publish() -> dict[str, int]:
 
             def publish(self, **kwargs: Any) -> Any:
                 for _ in range(DUPLICATES):
-                    result = controller.handle_alarm(others, settings, event, actor="lambda:bench")
+                    result = handle_alarm(others, settings, event, actor="lambda:bench")
                     actions[result["action"]] += 1
                 return self._client.publish(**kwargs)
 
         first = Clients(**{**raw, "sns": PublishSlowly(raw["sns"])})
-        assert controller.handle_alarm(first, settings, event, actor="lambda:bench")["action"] == "drained"
+        assert handle_alarm(first, settings, event, actor="lambda:bench")["action"] == "drained"
         items, _ = audit.query(raw["dynamodb"], settings.audit_table, endpoint, limit=100)
         return {
             "weights updates": seen.count("UpdateEndpointWeightsAndCapacities"),
@@ -238,9 +239,12 @@ def worst_case_sleep() -> tuple[float, str]:
     from botocore.exceptions import ClientError
     from moto import mock_aws
 
-    from rollback.runtime import clock, controller
+    from rollback.runtime import clock
     from rollback.runtime.aws import SERVICES, Clients
     from rollback.runtime.events import parse_alarm_event
+    from rollback.runtime.retry import RetryPolicy
+    from rollback.runtime.routing import handle_alarm
+    from rollback.runtime.settings import Settings
 
     class Refusing:
         def __init__(self, client: Any, refuse: dict[str, str], busy: bool = False) -> None:
@@ -280,11 +284,11 @@ def worst_case_sleep() -> tuple[float, str]:
             event = parse_alarm_event(
                 _event(f"{endpoint}-candidate-errors", endpoint, datetime.now(UTC) + timedelta(seconds=1))
             )
-            worst = controller.RetryPolicy(rng=lambda _low, high: high)
+            worst = RetryPolicy(rng=lambda _low, high: high)
             start = virtual.now()
             try:
-                outcome = controller.handle_alarm(
-                    clients, controller.Settings.for_stack(STACK, topic), event, actor="bench", retry=worst
+                outcome = handle_alarm(
+                    clients, Settings.for_stack(STACK, topic), event, actor="bench", retry=worst
                 )["action"]
             except Exception as exc:
                 outcome = type(exc).__name__

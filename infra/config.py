@@ -83,9 +83,15 @@ _VERSION_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 #: An Amazon ECR image: SageMaker pulls a model's image from ECR only, unless the model sets VPC image
 #: access (ImageConfig RepositoryAccessMode=Vpc + VpcConfig), which this program does not declare.
-ECR_IMAGE_RE: Final = re.compile(
+#: ECR_REPOSITORY_RE matches the registry and repository (the program derives the repository ARN
+#: from it); ECR_IMAGE_RE the whole image reference a stack file may give (with a tag or digest).
+_ECR_REPOSITORY = (
     r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
-    r"(?P<repo>[a-z0-9][a-z0-9._/-]*)(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$"
+    r"(?P<repo>[a-z0-9][a-z0-9._/-]*)"
+)
+ECR_REPOSITORY_RE: Final = re.compile(_ECR_REPOSITORY)
+ECR_IMAGE_RE: Final = re.compile(
+    _ECR_REPOSITORY + r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$"
 )
 
 #: Instance families with local NVMe instance storage although their name has no "d" attribute (EC2's

@@ -7,7 +7,6 @@ inside a mock runtime. Config is already validated here: no resource is register
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,16 @@ from infra.components.autorollback import AutoRollback, AutoRollbackArgs
 from infra.components.drift import DriftJob, DriftJobArgs
 from infra.components.endpoint import AwsScope, Endpoint, EndpointArgs, ImageRef
 from infra.components.registry import Registry, RegistryArgs
-from infra.config import EndpointConfig, StackConfig, declared_weights, drift_endpoints, project_root_dir
+from infra.config import (
+    ECR_REPOSITORY_RE,
+    EndpointConfig,
+    StackConfig,
+    declared_weights,
+    drift_endpoints,
+    project_root_dir,
+)
 from rollback.runtime import names
 from rollback.runtime.errors import ConfigError
-
-_ECR_RE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repo>[^:@]+)"
-)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def resolve_image(cfg: StackConfig, ep: EndpointConfig, version: str, scope: Aws
         uri = aws.sagemaker.get_prebuilt_ecr_image(
             repository_name=spec.repository, image_tag=spec.framework_version, region=cfg.region
         ).registry_path
-    m = _ECR_RE.match(uri)
+    m = ECR_REPOSITORY_RE.match(uri)
     if not m:
         # Validation admits ECR images only (SageMaker pulls from nowhere else without VPC image
         # access); a prebuilt-image lookup answering something else is a provider surprise.

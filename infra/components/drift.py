@@ -1,6 +1,6 @@
 """DriftJob: the scheduled Lambda that scores candidates' input drift and publishes ``DriftScore``.
 
-EventBridge schedule -> ``rollback.runtime.drift.on_drift_schedule`` (same code archive as the rollback
+EventBridge schedule -> ``rollback.runtime.handler.on_drift`` (same code archive as the rollback
 function). Each endpoint with ``triggers.drift`` gets one SSM String parameter holding its job
 (``names.drift_job_parameter``); the function reads them all under ``MLROLLBACK_DRIFT_PREFIX``.
 Parameters, not the environment: Lambda's 4 KB environment would cap the drifting endpoints at
@@ -33,7 +33,7 @@ from infra.components.iam import assume_role_policy, policy_document, statement
 from infra.config import EndpointConfig
 from rollback.runtime import names
 
-DRIFT_HANDLER = "rollback.runtime.drift.on_drift_schedule"
+DRIFT_HANDLER = "rollback.runtime.handler.on_drift"
 
 #: Drifting endpoints whose capture folders the drift role lists one by one (about 120 policy
 #: characters each); a larger stack gets one ``*-<stack>`` folder pattern instead.

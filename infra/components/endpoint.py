@@ -15,8 +15,6 @@ from infra.components.iam import assume_role_policy, policy_document, statement
 from infra.config import EndpointConfig, model_name_part
 from rollback.runtime import names
 
-DATA_CAPTURE_PREFIX = "data-capture"
-
 
 @dataclass(frozen=True)
 class AwsScope:
@@ -147,7 +145,7 @@ class Endpoint(pulumi.ComponentResource):
             statement(
                 "WriteDataCapture",
                 ["s3:PutObject"],
-                [pulumi.Output.concat(bucket_arn, f"/{DATA_CAPTURE_PREFIX}/{ep.physical_name}/*")],
+                [pulumi.Output.concat(bucket_arn, f"/{cfgmod.DATA_CAPTURE_PREFIX}/{ep.physical_name}/*")],
             ),
             statement(
                 "PullImages",
@@ -232,7 +230,9 @@ class Endpoint(pulumi.ComponentResource):
         capture: dict[str, Any] = {
             "enable_capture": ep.data_capture_percent > 0,
             "initial_sampling_percentage": ep.data_capture_percent,
-            "destination_s3_uri": pulumi.Output.concat("s3://", args.bucket_name, f"/{DATA_CAPTURE_PREFIX}"),
+            "destination_s3_uri": pulumi.Output.concat(
+                "s3://", args.bucket_name, f"/{cfgmod.DATA_CAPTURE_PREFIX}"
+            ),
             "capture_options": [{"capture_mode": "Input"}, {"capture_mode": "Output"}],
         }
         if args.kms_key_arn is not None:

@@ -295,12 +295,12 @@ def _gates(
     src: Context, dst: Context, endpoint: str, version: str, max_age_hours: float
 ) -> tuple[list[str], list[str]]:
     """(every promotion gate that fails, one sentence each; notes for the operator). No failure: promote."""
-    from rollback.runtime import controller
+    from rollback.ops.status import endpoint_status
 
     failed: list[str] = []
     notes: list[str] = []
     sep = src.endpoint(endpoint)
-    st = controller.endpoint_status(src.clients, src.settings, sep.physical_name)
+    st = endpoint_status(src.clients, src.settings, sep.physical_name)
     alarming = [a["name"] for a in st["alarms"] if a.get("state") == "ALARM"]
     if alarming:
         failed.append(f"{src.stack}: alarms in ALARM on {sep.physical_name}: {', '.join(alarming)}")
@@ -349,8 +349,6 @@ def _shadow_gate(
     The window is when ``version`` last served as the source's shadow variant, taken from the
     deploy records (``record-deploy``), so the captures judged are that version's answers only.
     """
-    import boto3
-
     from infra.config import capture_uri as default_capture_uri
     from rollback.ops.deploy_records import deploy_records, shadow_window
     from rollback.runtime.capture import MAX_WINDOW
@@ -385,7 +383,7 @@ def _shadow_gate(
         return [f"{src.stack}: {version} never served as shadow (replaced at once); nothing to judge"], None
     gate = src.cfg.rehearsal.shadow_verdict
     report = evaluate_shadow(
-        boto3.client("s3", region_name=src.cfg.region),
+        src.clients.s3,
         src.clients.cloudwatch,
         capture_uri=capture_uri,
         endpoint=sep.physical_name,

@@ -1,6 +1,6 @@
 """Operate live endpoints: status, history, manual rollback, preflight, finalize, clear-quarantine.
 
-Thin: parse options, call :mod:`rollback.runtime.controller` / :mod:`rollback.ops.preflight` /
+Thin: parse options, call :mod:`rollback.ops.status` / :mod:`rollback.ops.preflight` /
 :mod:`rollback.ops.stackfile`, render (rich for people, ``--json`` for machines).
 """
 
@@ -56,7 +56,7 @@ class Context:
     """Everything a command needs about one stack: root, validated config, settings, clients."""
 
     def __init__(self, stack: str, project_dir: Path | None, sandbox: bool) -> None:
-        from rollback.runtime.controller import Settings
+        from rollback.runtime.settings import Settings
 
         self.root = find_project_root(project_dir)
         self.stack = stack
@@ -162,13 +162,13 @@ def status(
 
       mlrollback status --stack prod --endpoint fraud-scorer --json
     """
-    from rollback.runtime import controller
+    from rollback.ops.status import endpoint_status
 
     with cli_errors():
         ctx = Context(stack, project_dir, sandbox)
         out = []
         for ep in ctx.endpoints(endpoint):
-            st = controller.endpoint_status(ctx.clients, ctx.settings, ep.physical_name)
+            st = endpoint_status(ctx.clients, ctx.settings, ep.physical_name)
             items, _ = audit.query(ctx.clients.dynamodb, ctx.settings.audit_table, ep.physical_name, limit=3)
             st["declared"] = {"stable": ep.release.stable, "candidate": ep.release.candidate}
             st["recent"] = items
@@ -308,7 +308,7 @@ def rollback(
 
       mlrollback rollback --stack prod --endpoint fraud-scorer --reason "p99 doubled after 14:00" --yes
     """
-    from rollback.runtime import controller
+    from rollback.runtime.drain import drain as drain_now
 
     with cli_errors():
         # A usage error (exit 2), checked before anything is read: an empty why is not a refused gate.
@@ -321,7 +321,7 @@ def rollback(
         ep = ctx.endpoint(endpoint)
         if not yes and not typer.confirm(f"Drain the candidate of {ep.physical_name} now?"):
             raise typer.Abort()
-        result = controller.drain(
+        result = drain_now(
             ctx.clients, ctx.settings, ep.physical_name, actor=actor(), reason=reason, kind="manual"
         )
         if json_out:
@@ -412,7 +412,7 @@ def finalize(
       mlrollback finalize --stack staging --endpoint fraud-scorer --commit
     """
     from rollback.ops.stackfile import Release, StackDocument, require_clean, stage
-    from rollback.runtime import controller
+    from rollback.ops.status import endpoint_status
 
     with cli_errors():
         ctx = Context(stack, project_dir, sandbox)
@@ -420,7 +420,7 @@ def finalize(
         candidate = ep.release.candidate
         if candidate is None:
             raise GateError(f"{ep.name} has no candidate in {ctx.path.name}; nothing to finalize")
-        st = controller.endpoint_status(ctx.clients, ctx.settings, ep.physical_name)
+        st = endpoint_status(ctx.clients, ctx.settings, ep.physical_name)
         state = (st.get("progress") or {}).get("state")
         live_candidate = (st.get("plan") or {}).get("candidate")
         if st.get("quarantine") and st["quarantine"].get("version") == candidate:
@@ -477,14 +477,14 @@ def clear_quarantine(
 
       mlrollback clear-quarantine --stack dev --endpoint fraud-scorer --reason "fixed in image 2.0.1" --yes
     """
-    from rollback.runtime import controller
+    from rollback.ops.status import clear_quarantine as clear_record
 
     with cli_errors():
         ctx = Context(stack, project_dir, sandbox)
         ep = ctx.endpoint(endpoint)
         if not yes and not typer.confirm(f"Clear the quarantine of {ep.physical_name}?"):
             raise typer.Abort()
-        result = controller.clear_quarantine(
+        result = clear_record(
             ctx.clients, ctx.settings, ep.physical_name, actor=actor(), reason=reason or "cleared by operator"
         )
         if json_out:

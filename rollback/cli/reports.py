@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from infra.config import capture_uri as default_capture_uri
 from rollback.cli.app import app, cli_errors, clients_for, console, find_project_root, load_stack, print_json
 from rollback.runtime import names
 from rollback.runtime.errors import ConfigError, GateError
@@ -87,14 +88,8 @@ def _resolve(
                 f"{cfg.source}: the stack creates its artifacts bucket, so its name is only known after "
                 "deployment; pass --capture-uri s3://<bucket>/data-capture (from `pulumi stack output`)"
             )
-        capture_uri = f"s3://{cfg.artifacts.bucket}/data-capture"
+        capture_uri = default_capture_uri(cfg.artifacts.bucket)
     return root, cfg, ep.physical_name
-
-
-def _s3(cfg: Any) -> Any:
-    import boto3
-
-    return boto3.client("s3", region_name=cfg.region)
 
 
 @app.command("shadow-report", rich_help_panel="Verdicts")
@@ -129,7 +124,7 @@ def shadow_report(
     with cli_errors():
         start, end = parse_window(since, until)
         root, cfg, physical = _resolve(stack, endpoint, capture_uri, project_dir)
-        uri = capture_uri or f"s3://{cfg.artifacts.bucket}/data-capture"
+        uri = capture_uri or default_capture_uri(cfg.artifacts.bucket)
         clients = clients_for(root, cfg.region, sandbox=sandbox)
         try:
             thresholds = ShadowThresholds(
@@ -138,7 +133,7 @@ def shadow_report(
         except ValueError as exc:
             raise ConfigError(f"shadow-report: {exc}") from None
         report = evaluate_shadow(
-            _s3(cfg),
+            clients.s3,
             clients.cloudwatch,
             capture_uri=uri,
             endpoint=physical,
@@ -292,7 +287,7 @@ def drift_report(
 
     with cli_errors():
         root, cfg, physical = _resolve(stack, endpoint, capture_uri, project_dir)
-        uri = capture_uri or f"s3://{cfg.artifacts.bucket}/data-capture"
+        uri = capture_uri or default_capture_uri(cfg.artifacts.bucket)
         clients = clients_for(root, cfg.region, sandbox=sandbox)
         ep = cfg.endpoint(endpoint)
         if ep.triggers.drift is not None:
@@ -314,7 +309,7 @@ def drift_report(
                 max_score=None,
             )
         publisher = MetricsPublisher(clients.cloudwatch) if publish else None
-        report = run_drift_job(job, s3=_s3(cfg), publisher=publisher, now=datetime.now(UTC))
+        report = run_drift_job(job, s3=clients.s3, publisher=publisher, now=datetime.now(UTC))
         if json_out:
             print_json(report.to_dict())
             return

@@ -12,15 +12,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rollback.runtime import audit, clock, controller, names, records
+from rollback.runtime import audit, clock, names, records
+from rollback.runtime.endpoint import describe_endpoint
 from rollback.runtime.errors import ConflictError, GateError, MLRollbackError
+from rollback.runtime.retry import RetryPolicy, call
 
 Progress = Callable[[str, float], Any]
 
 #: How long the restore waits for the drained endpoint to leave ``Updating``: full-jitter backoff
 #: of at most 2, 4, 8, 16, then 30 s per attempt, 15 attempts: at most 330 s, about half on average.
 #: A weights update on a real endpoint usually settles within a few minutes.
-RESTORE_RETRY = controller.RetryPolicy(attempts=15, base=2.0, cap=30.0)
+RESTORE_RETRY = RetryPolicy(attempts=15, base=2.0, cap=30.0)
 
 
 def _weights(sagemaker: Any, physical: str) -> tuple[str, dict[str, float]]:
@@ -53,7 +55,7 @@ def run_drill(
     i_know_this_is_prod: bool,
     progress: Progress | None = None,
     poll_seconds: float = 2.0,
-    restore_retry: controller.RetryPolicy | None = None,
+    restore_retry: RetryPolicy | None = None,
 ) -> dict[str, Any]:
     """Rehearse a rollback of ``endpoint`` on ``stack_cfg`` (an ``infra.config.StackConfig``).
 
@@ -166,10 +168,10 @@ def run_drill(
         detail.update({"restoreError": str(failure), "left": left})
         report["left"] = left
         report["error"] = message
-    controller.call(
+    call(
         "PutItem",
         audit.append,
-        controller.RetryPolicy(attempts=3),
+        RetryPolicy(attempts=3),
         dynamodb=clients.dynamodb,
         table=names.audit_table_name(stack_cfg.stack),
         item=audit.AuditItem(
@@ -192,10 +194,10 @@ def run_drill(
     return report
 
 
-def _delete_parameter(clients: Any, name: str, retry: controller.RetryPolicy) -> bool:
+def _delete_parameter(clients: Any, name: str, retry: RetryPolicy) -> bool:
     """Delete SSM parameter ``name``; False when it did not exist."""
     try:
-        controller.call("DeleteParameter", clients.ssm.delete_parameter, retry, Name=name)
+        call("DeleteParameter", clients.ssm.delete_parameter, retry, Name=name)
     except clients.ssm.exceptions.ParameterNotFound:
         return False
     return True
@@ -207,7 +209,7 @@ def _restore(
     physical: str,
     before: dict[str, float],
     pre_progress: str | None,
-    retry: controller.RetryPolicy,
+    retry: RetryPolicy,
     progress: Progress | None,
     started: float,
 ) -> dict[str, Any]:
@@ -226,8 +228,8 @@ def _restore(
             progress(text, time.monotonic() - started)
 
     say(f"waiting for {physical} to be InService before restoring the pre-drill weights")
-    controller.describe_endpoint(clients, physical, retry, wait_ready=True)
-    controller.call(
+    describe_endpoint(clients, physical, retry, wait_ready=True)
+    call(
         "UpdateEndpointWeightsAndCapacities",
         clients.sagemaker.update_endpoint_weights_and_capacities,
         retry,
@@ -239,7 +241,7 @@ def _restore(
     if _delete_parameter(clients, names.quarantine_parameter(stack, physical), retry):
         notes.append("the drill's quarantine record was cleared")
     progress_name = names.rollout_progress_parameter(stack, physical)
-    now = controller.call("GetParameter", records.get_text, retry, ssm=clients.ssm, name=progress_name)
+    now = call("GetParameter", records.get_text, retry, ssm=clients.ssm, name=progress_name)
     reset = restored = False
     if pre_progress is None:
         reset = now is not None and _delete_parameter(clients, progress_name, retry)
@@ -251,7 +253,7 @@ def _restore(
     else:
         text, rebake = _resumed(pre_progress)
         if now != text:
-            controller.call(
+            call(
                 "PutParameter",
                 records.put_text,
                 retry,

@@ -175,7 +175,7 @@ def _guard_expiry(item: AuditItem) -> int:
 def client_token(guard: str, item: AuditItem) -> str:
     """ClientRequestToken (<= 36 chars) of the transaction writing ``item`` under ``guard``.
 
-    The same attempt retried (by botocore after a lost response, or by the controller) sends the
+    The same attempt retried (by botocore after a lost response, or by rollback.runtime.retry) sends the
     same token and DynamoDB answers success instead of failing the condition its own first
     attempt made true. Racing deliveries carry different item times, hence different tokens,
     and one of them fails the condition as it should.

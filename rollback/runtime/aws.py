@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-SERVICES: tuple[str, ...] = ("sagemaker", "cloudwatch", "dynamodb", "ssm", "sns")
+SERVICES: tuple[str, ...] = ("sagemaker", "cloudwatch", "dynamodb", "ssm", "sns", "s3")
 
 #: Adaptive client-side rate limiting plus a few quick retries for transient errors; the
-#: controller adds its own bounded backoff for conditions botocore does not retry (an endpoint
-#: that is Updating).
+#: runtime adds its own bounded backoff (rollback.runtime.retry) for conditions botocore does not
+#: retry (an endpoint that is Updating).
 _RETRY_MODE = "adaptive"
 
 
@@ -43,9 +43,13 @@ CLI_LIMITS = CallLimits(connect_timeout=5, read_timeout=20, max_attempts=4)
 #: so a hung connection costs seconds, not most of the function's timeout.
 LAMBDA_LIMITS = CallLimits(connect_timeout=2, read_timeout=5, max_attempts=2)
 
+#: The drift function: it reads capture files from S3 (large objects), once every 15 minutes,
+#: with no other deadline than its own timeout.
+DRIFT_LIMITS = CallLimits(connect_timeout=5, read_timeout=20, max_attempts=3)
+
 
 class Clients:
-    """The AWS clients of one caller, injected into every controller function.
+    """The AWS clients of one caller, injected into every runtime function.
 
     Pass ready clients (``Clients(sagemaker=..., dynamodb=...)``) in tests; any client not given
     is made on first access by ``factory(service_name)``.
@@ -56,6 +60,7 @@ class Clients:
     dynamodb: Any
     ssm: Any
     sns: Any
+    s3: Any
 
     def __init__(self, factory: Callable[[str], Any] | None = None, **clients: Any) -> None:
         unknown = set(clients) - set(SERVICES)

@@ -1,6 +1,6 @@
 """Pure rollback and rollout decisions: no I/O, no clock, no boto3.
 
-The controller gathers facts (live weights, alarm states, request counts, records) and asks
+The runtime gathers facts (live weights, alarm states, request counts, records) and asks
 this module what to do; keeping the decisions pure makes their safety invariants checkable
 with property tests: weights never all zero, the stable variant never drained because of the
 candidate, total weight preserved by every change.
@@ -167,7 +167,7 @@ def decide_step(
 ) -> StepDecision:
     """Decide the next stepper action for one endpoint (see :class:`StepDecision`).
 
-    Never rolls back for lack of data: too little traffic pauses. The controller asks in up to
+    Never rolls back for lack of data: too little traffic pauses. The stepper asks in up to
     three rounds, fetching facts in one batch for all endpoints that answered ``evaluate``:
     first with no facts, then with alarm states (checked on every tick, so a firing candidate
     alarm halts the rollout even mid-bake), then with the request count once the bake is over.

@@ -1,7 +1,8 @@
 """Input drift of a candidate: PSI and Kolmogorov-Smirnov per numeric feature, as a custom metric.
 
-A scheduled Lambda (:func:`on_drift_schedule`) compares, per endpoint, the candidate's recently
-captured inputs with a baseline — a training sample in S3 (CSV or JSON lines) or the stable
+A scheduled Lambda (:func:`rollback.runtime.handler.on_drift` -> :func:`run_drift_schedule`)
+compares, per endpoint, the candidate's recently captured inputs with a baseline — a training
+sample in S3 (CSV or JSON lines) or the stable
 variant's captured inputs over a longer window — and publishes ``DriftScore`` (namespace
 ``MLRollback/Endpoints``, dimensions EndpointName/VariantName, unit None, 1-second resolution).
 **DriftScore is the maximum PSI across features**: one drifting feature is enough to matter, and
@@ -498,19 +499,6 @@ def load_jobs(environ: Mapping[str, str] | None = None, ssm: Any = None) -> Load
     return loaded
 
 
-def make_drift_clients(region: str | None = None) -> tuple[Any, Any, Any]:
-    """S3, CloudWatch and SSM clients from boto3's standard chain (AWS_ENDPOINT_URL for the sandbox)."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(retries={"mode": "adaptive", "max_attempts": 3}, connect_timeout=5, read_timeout=20)
-    return (
-        boto3.client("s3", region_name=region, config=config),
-        boto3.client("cloudwatch", region_name=region, config=config),
-        boto3.client("ssm", region_name=region, config=config),
-    )
-
-
 def run_drift_schedule(
     *,
     s3: S3Client,
@@ -544,9 +532,3 @@ def run_drift_schedule(
         log.info("drift %s/%s: %s %s", job.endpoint, job.variant, report.status, report.message)
         results.append(report.to_dict())
     return {"at": at.isoformat(), "source": loaded.source, "jobs": results}
-
-
-def on_drift_schedule(event: Mapping[str, Any] | None, context: Any = None) -> dict[str, Any]:
-    """Lambda entry point (EventBridge schedule): the deployed jobs, scored with clients from the chain."""
-    s3, cloudwatch, ssm = make_drift_clients()
-    return run_drift_schedule(s3=s3, cloudwatch=cloudwatch, ssm=ssm)

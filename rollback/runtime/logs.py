@@ -62,3 +62,10 @@ def configure(level: int | str = logging.INFO) -> logging.Logger:
 def log(level: int, event: str, **fields: Any) -> None:
     """Log ``event`` with structured ``fields`` on the ``mlrollback`` logger."""
     logging.getLogger(LOGGER_NAME).log(level, event, extra={"fields": fields})
+
+
+def log_result(action: str, reason: str, **fields: Any) -> dict[str, Any]:
+    """The result dict of one runtime decision (``action``, ``reason``, non-None fields), logged at INFO."""
+    out = {"action": action, "reason": reason, **{k: v for k, v in fields.items() if v is not None}}
+    log(logging.INFO, f"alarm {action}", **out)
+    return out

@@ -17,25 +17,15 @@ from typing import Any
 
 from rollback.runtime import audit, clock, decisions, names, records
 from rollback.runtime.aws import Clients
-from rollback.runtime.controller import (
-    RetryPolicy,
-    Settings,
-    append_audit,
-    call,
-    describe_endpoint,
-    drain_candidate,
-    drain_markers,
-    drain_retry,
-    error_code,
-    finish_cut_off_drain,
-    is_retryable,
-    read_quarantine,
-    resume_followups,
-)
+from rollback.runtime.drain import drain_candidate, drain_retry
+from rollback.runtime.endpoint import describe_endpoint, read_quarantine
 from rollback.runtime.errors import ConfigError, RetryExhaustedError
 from rollback.runtime.events import alarm_idempotency_key, parse_marker
+from rollback.runtime.followups import append_audit, drain_markers, finish_cut_off_drain, resume_followups
 from rollback.runtime.logs import log
 from rollback.runtime.records import Progress, Quarantine, RolloutPlan
+from rollback.runtime.retry import RetryPolicy, call, error_code, is_retryable
+from rollback.runtime.settings import Settings
 
 BUILTIN_NAMESPACE = "AWS/SageMaker"
 _ALARMS_PER_CALL = 100

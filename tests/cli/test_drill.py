@@ -9,9 +9,11 @@ import pytest
 
 from infra.config import load_stack_file
 from rollback.ops.rehearsal import run_drill
-from rollback.runtime import audit, controller, names
+from rollback.runtime import audit, names
 from rollback.runtime.aws import Clients
+from rollback.runtime.drain import drain
 from rollback.runtime.errors import GateError
+from rollback.runtime.settings import Settings
 from tests.cli.conftest import audit_table, deploy_endpoint
 
 
@@ -60,9 +62,9 @@ def test_drill_measures_the_drain_then_restores_weights_and_clears_quarantine(
                 "CurrentWeight"
             ]
         ):
-            controller.drain(
+            drain(
                 clients,
-                controller.Settings.for_stack("staging"),
+                Settings.for_stack("staging"),
                 physical,
                 actor="lambda:test",
                 reason="alarm",

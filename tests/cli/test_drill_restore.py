@@ -14,9 +14,12 @@ from botocore.exceptions import ClientError
 from infra.config import load_stack_file
 from rollback.ops.rehearsal import run_drill
 from rollback.ops.stackfile import Release, StackDocument
-from rollback.runtime import audit, clock, controller, names
+from rollback.runtime import audit, clock, names
 from rollback.runtime.aws import Clients
+from rollback.runtime.drain import drain
 from rollback.runtime.errors import RetryExhaustedError
+from rollback.runtime.retry import RetryPolicy
+from rollback.runtime.settings import Settings
 from tests.cli.conftest import audit_table, deploy_endpoint
 
 BUSY = 'Cannot update in-progress endpoint "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/x"'
@@ -72,9 +75,9 @@ def virtual_clock() -> Iterator[clock.VirtualClock]:
         clock.use(previous)
 
 
-def _retry(attempts: int) -> controller.RetryPolicy:
+def _retry(attempts: int) -> RetryPolicy:
     """Deterministic backoff (the upper bound of each jitter window): 1, 2, 4, ... s."""
-    return controller.RetryPolicy(attempts=attempts, base=1.0, cap=8.0, rng=lambda _lo, hi: hi)
+    return RetryPolicy(attempts=attempts, base=1.0, cap=8.0, rng=lambda _lo, hi: hi)
 
 
 def _lambda_then(
@@ -90,9 +93,9 @@ def _lambda_then(
     def react(_message: str, _elapsed: float) -> None:
         state = aws["cloudwatch"].describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["StateValue"]
         if state == "ALARM" and not drained:
-            controller.drain(
+            drain(
                 clients,
-                controller.Settings.for_stack("staging"),
+                Settings.for_stack("staging"),
                 physical,
                 actor="lambda:test",
                 reason="alarm",

@@ -84,7 +84,7 @@ def test_one_drifting_endpoint_creates_one_drift_function_and_exports_its_name()
 def test_drift_function_runs_the_drift_handler_from_the_lambda_archive_with_room_for_the_job():
     fn = drift_function(run(stack_values(drifting()))).inputs
     assert fn["name"] == "mlrollback-dev-drift"
-    assert fn["handler"] == "rollback.runtime.drift.on_drift_schedule"
+    assert fn["handler"] == "rollback.runtime.handler.on_drift"
     assert (fn["runtime"], fn["timeout"], fn["memorySize"]) == ("python3.12", 300, 512)
     files = set(fn["code"].assets)
     assert {

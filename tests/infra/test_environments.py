@@ -91,7 +91,7 @@ def test_staging_runs_the_drift_job_for_its_drift_configured_endpoint():
     assert drifting == ["churn-predictor-staging"]
     r = stack_run("staging")
     fn = r.named("mlrollback-staging-drift-function").inputs
-    assert fn["handler"] == "rollback.runtime.drift.on_drift_schedule"
+    assert fn["handler"] == "rollback.runtime.handler.on_drift"
     assert fn["environment"]["variables"]["MLROLLBACK_DRIFT_PREFIX"] == "/mlrollback/staging/drift"
     jobs = [
         json.loads(p.inputs["value"])

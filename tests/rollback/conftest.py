@@ -17,7 +17,8 @@ from moto import mock_aws
 from rollback.runtime import clock, names
 from rollback.runtime.aws import SERVICES, Clients
 from rollback.runtime.clock import VirtualClock
-from rollback.runtime.controller import RetryPolicy, Settings
+from rollback.runtime.retry import RetryPolicy
+from rollback.runtime.settings import Settings
 
 STACK = "dev"
 REGION = "eu-west-1"

@@ -14,8 +14,10 @@ import pytest
 
 from rollback.runtime import clock, names
 from rollback.runtime.clock import VirtualClock
-from rollback.runtime.controller import STEPPER_DRAIN_BUDGET_SECONDS, RetryPolicy, drain_retry, handle_alarm
+from rollback.runtime.drain import STEPPER_DRAIN_BUDGET_SECONDS, drain_retry
 from rollback.runtime.events import parse_alarm_event
+from rollback.runtime.retry import RetryPolicy
+from rollback.runtime.routing import handle_alarm
 from tests.rollback.conftest import Killed, World, alarm_event, instant_retry, killed_in
 from tests.rollback.test_stepper import tick
 

@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rollback.runtime import names
-from rollback.runtime.controller import Settings, drain, handle_alarm
+from rollback.runtime.drain import drain
 from rollback.runtime.errors import EventError, FollowUpError, RetryExhaustedError
 from rollback.runtime.events import parse_alarm_event
+from rollback.runtime.routing import handle_alarm
+from rollback.runtime.settings import Settings
 from tests.rollback.conftest import Faulty, World, alarm_event, instant_retry
 
 ACTOR = "lambda:mlrollback-dev-rollback"

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from rollback.ops.status import clear_quarantine
 from rollback.runtime import names
 from rollback.runtime.aws import Clients
 from rollback.runtime.clock import VirtualClock
-from rollback.runtime.controller import clear_quarantine, handle_alarm
 from rollback.runtime.events import parse_alarm_event
+from rollback.runtime.routing import handle_alarm
 from tests.rollback.conftest import Faulty, Killed, World, alarm_event, instant_retry, killed_in
 from tests.rollback.test_stepper import declare_first_step, tick
 

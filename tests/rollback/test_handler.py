@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from rollback.runtime import handler, names
-from rollback.runtime.controller import Settings
 from rollback.runtime.errors import ConfigError, EventError
+from rollback.runtime.settings import Settings
 from tests.rollback.conftest import World, alarm_event
 
 ROOT = Path(__file__).resolve().parents[2]

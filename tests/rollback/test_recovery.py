@@ -9,9 +9,11 @@ import pytest
 
 from rollback.runtime import audit, handler, names
 from rollback.runtime.clock import VirtualClock
-from rollback.runtime.controller import RetryPolicy, drain, handle_alarm
+from rollback.runtime.drain import drain
 from rollback.runtime.errors import RetryExhaustedError
 from rollback.runtime.events import parse_alarm_event
+from rollback.runtime.retry import RetryPolicy
+from rollback.runtime.routing import handle_alarm
 from tests.rollback.conftest import Faulty, Killed, World, alarm_event, instant_retry, killed_in
 
 ACTOR = "lambda:mlrollback-dev-rollback"

@@ -9,11 +9,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from rollback.ops.status import clear_quarantine
 from rollback.runtime import clock, names
 from rollback.runtime.aws import Clients
 from rollback.runtime.clock import VirtualClock
-from rollback.runtime.controller import clear_quarantine, handle_alarm
 from rollback.runtime.events import alarm_idempotency_key, parse_alarm_event
+from rollback.runtime.routing import handle_alarm
 from rollback.runtime.stepper import step
 from tests.rollback.conftest import Faulty, World, alarm_event
 

@@ -11,7 +11,7 @@ import boto3
 import pytest
 from scipy import stats
 
-from rollback.runtime import clock, drift, names
+from rollback.runtime import clock, drift, handler, names
 from rollback.runtime.capture import capture_line, write_capture_file
 from rollback.runtime.errors import ConfigError
 from rollback.runtime.metrics import MetricsPublisher
@@ -116,7 +116,7 @@ def test_scheduled_job_publishes_max_psi_from_a_training_baseline(
     }
     monkeypatch.setenv(drift.ENV_DRIFT_JOBS, json.dumps([job]))
 
-    result = drift.on_drift_schedule({"source": "aws.events"}, None)
+    result = handler.on_drift({"source": "aws.events"}, None)
 
     (report,) = result["jobs"]
     assert report["status"] == "drift" and report["score_feature"] == "amount" and report["published"]
@@ -204,7 +204,7 @@ def test_one_failing_job_does_not_stop_the_others(
     ]
     monkeypatch.setenv(drift.ENV_DRIFT_JOBS, json.dumps(jobs))
 
-    result = drift.on_drift_schedule({}, None)
+    result = handler.on_drift({}, None)
 
     assert [j["status"] for j in result["jobs"]] == ["error", "ok"]
     assert "NoSuchKey" in result["jobs"][0]["message"]
@@ -256,7 +256,7 @@ def test_an_invalid_job_parameter_is_reported_and_the_other_jobs_still_run(
     monkeypatch.delenv(drift.ENV_DRIFT_JOBS, raising=False)
     monkeypatch.setenv(names.ENV_DRIFT_PREFIX, PREFIX)
 
-    result = drift.on_drift_schedule({"source": "aws.events"}, None)
+    result = handler.on_drift({"source": "aws.events"}, None)
 
     by_endpoint = {j["endpoint"]: j for j in result["jobs"]}
     assert by_endpoint[ENDPOINT]["status"] == "ok" and by_endpoint[ENDPOINT]["published"]
