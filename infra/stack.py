@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -25,7 +24,6 @@ from infra.config import (
     StackConfig,
     declared_weights,
     drift_endpoints,
-    project_root_dir,
 )
 from rollback.runtime import names
 from rollback.runtime.errors import ConfigError
@@ -97,7 +95,7 @@ def resolve_image(cfg: StackConfig, ep: EndpointConfig, version: str, scope: Aws
     return ImageRef(uri=uri, repository_arn=repo_arn)
 
 
-def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any]:
+def build_stack(cfg: StackConfig) -> dict[str, Any]:
     """Declare every resource of the stack and return the exports (name -> value/Output)."""
     identity = aws.get_caller_identity()
     partition = aws.get_partition().partition
@@ -116,7 +114,6 @@ def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any
                 image_cache[cache_key] = resolve_image(cfg, ep, version, scope)
             images[ep.name][version] = image_cache[cache_key]
     tags = {"mlrollback:stack": cfg.stack, "mlrollback:environment": cfg.environment}
-    root = code_root or str(project_root_dir() or Path(__file__).resolve().parent.parent)
 
     registry = Registry(
         f"mlrollback-{cfg.stack}-registry",
@@ -139,7 +136,6 @@ def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any
             scope=scope,
             rule_alarms=rule_alarms,
             watched_alarms=watched,
-            code_root=str(root),
             emails=cfg.emails,
             production=cfg.production,
             tags=tags,
@@ -162,7 +158,6 @@ def build_stack(cfg: StackConfig, code_root: str | None = None) -> dict[str, Any
                 bucket_arn=registry.bucket_arn,
                 kms_key_arn=registry.kms_key_arn,
                 environment=auto.environment,
-                code_root=str(root),
                 tags=tags,
             ),
         )

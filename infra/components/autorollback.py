@@ -14,10 +14,8 @@ on-failure destination). Both end in the same dead-letter queue, so a lost drain
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -26,13 +24,12 @@ import pulumi_aws as aws
 from infra.components.endpoint import AwsScope
 from infra.components.iam import assume_role_policy, policy_document, statement
 from infra.config import lambda_environment
+from infra.lambda_archive import lambda_code
 from rollback.runtime import names
 
 LAMBDA_RUNTIME = "python3.12"
 ROLLBACK_HANDLER = "rollback.runtime.handler.on_alarm"
 STEPPER_HANDLER = "rollback.runtime.handler.on_schedule"
-#: Subpackages that never ship to Lambda (they import typer, rich, moto, pulumi).
-EXCLUDED_DIRS = frozenset({"cli", "sandbox", "__pycache__"})
 LOG_RETENTION_DAYS = 90
 #: Lambda's own retries of a failing asynchronous invocation (its maximum), 1 then 2 minutes apart.
 ROLLBACK_RETRY_ATTEMPTS = 2
@@ -40,23 +37,6 @@ ROLLBACK_RETRY_ATTEMPTS = 2
 ROLLBACK_MAX_EVENT_AGE_SECONDS = 3600
 #: Lambda refuses a MaximumEventAgeInSeconds below this.
 LAMBDA_MIN_EVENT_AGE_SECONDS = 60
-
-
-def lambda_code(root: str | Path) -> pulumi.AssetArchive:
-    """The ``rollback/`` package as a Lambda archive, without the CLI, the sandbox and caches.
-
-    Files are listed one by one (sorted) so the archive hash only changes with the code.
-    """
-    package = Path(root) / "rollback"
-    assets: dict[str, pulumi.Asset | pulumi.Archive] = {}
-    for dirpath, dirnames, filenames in os.walk(package):
-        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS)
-        for filename in sorted(filenames):
-            if filename.endswith((".pyc", ".pyo")):
-                continue
-            path = Path(dirpath) / filename
-            assets[path.relative_to(root).as_posix()] = pulumi.FileAsset(str(path))
-    return pulumi.AssetArchive(assets)
 
 
 @dataclass(frozen=True)
@@ -72,7 +52,6 @@ class AutoRollbackArgs:
     scope: AwsScope
     rule_alarms: Sequence[str]
     watched_alarms: Sequence[str]
-    code_root: str
     emails: Sequence[str] = ()
     production: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -297,7 +276,7 @@ class AutoRollback(pulumi.ComponentResource):
         rollout_path = scope.arn("ssm", f"parameter{names.rollout_prefix(stack)}")
         rollout = scope.arn("ssm", f"parameter{names.rollout_prefix(stack)}/*")
         env = lambda_environment(stack, table.name, topic.arn)
-        code = lambda_code(args.code_root)
+        code = lambda_code()
 
         def common(log_group: aws.cloudwatch.LogGroup) -> list[dict[str, Any]]:
             return [

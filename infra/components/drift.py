@@ -26,11 +26,11 @@ from infra.components.autorollback import (
     LAMBDA_RUNTIME,
     LOG_RETENTION_DAYS,
     invoke_on_schedule,
-    lambda_code,
 )
 from infra.components.endpoint import AwsScope
 from infra.components.iam import assume_role_policy, policy_document, statement
 from infra.config import EndpointConfig
+from infra.lambda_archive import lambda_code
 from rollback.runtime import names
 
 DRIFT_HANDLER = "rollback.runtime.handler.on_drift"
@@ -66,7 +66,6 @@ class DriftJobArgs:
     bucket_name: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
     environment: Mapping[str, pulumi.Input[str]]
-    code_root: str
     kms_key_arn: pulumi.Input[str] | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -181,7 +180,7 @@ class DriftJob(pulumi.ComponentResource):
             role=role.arn,
             runtime=LAMBDA_RUNTIME,
             handler=DRIFT_HANDLER,
-            code=lambda_code(args.code_root),
+            code=lambda_code(),
             timeout=DRIFT_TIMEOUT_SECONDS,
             memory_size=DRIFT_MEMORY_MB,
             environment={
