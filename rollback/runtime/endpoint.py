@@ -84,18 +84,30 @@ def describe_endpoint(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def send_weights(clients: Clients, endpoint: str, after: decisions.Weights, roles: tuple[str, ...]) -> None:
+    """One UpdateEndpointWeightsAndCapacities of ``roles`` to their weights in ``after``, no retry.
+
+    Only the roles being changed are sent: the shadow variant and any other variant keep their
+    weights, and instance counts are left to auto scaling.
+    """
+    clients.sagemaker.update_endpoint_weights_and_capacities(
+        EndpointName=endpoint,
+        DesiredWeightsAndCapacities=[{"VariantName": r, "DesiredWeight": float(after[r])} for r in roles],
+    )
+
+
 def update_weights(
     clients: Clients, endpoint: str, after: decisions.Weights, roles: tuple[str, ...], retry: RetryPolicy
 ) -> None:
-    # Only the roles being changed are sent: the shadow variant and any other variant keep
-    # their weights, and instance counts are left to auto scaling.
-    desired = [{"VariantName": role, "DesiredWeight": float(after[role])} for role in roles]
+    """:func:`send_weights`, retried by ``retry``."""
     call(
         "UpdateEndpointWeightsAndCapacities",
-        clients.sagemaker.update_endpoint_weights_and_capacities,
+        send_weights,
         retry,
-        EndpointName=endpoint,
-        DesiredWeightsAndCapacities=desired,
+        clients=clients,
+        endpoint=endpoint,
+        after=after,
+        roles=roles,
     )
 
 

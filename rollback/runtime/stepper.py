@@ -18,13 +18,13 @@ from typing import Any
 from rollback.runtime import audit, clock, decisions, names, records
 from rollback.runtime.aws import Clients
 from rollback.runtime.drain import drain_candidate, drain_retry
-from rollback.runtime.endpoint import describe_endpoint, read_quarantine
-from rollback.runtime.errors import ConfigError, RetryExhaustedError
+from rollback.runtime.endpoint import describe_endpoint, read_quarantine, send_weights
+from rollback.runtime.errors import ConfigError
 from rollback.runtime.events import alarm_idempotency_key, parse_marker
 from rollback.runtime.followups import append_audit, drain_markers, finish_cut_off_drain, resume_followups
 from rollback.runtime.logs import log
 from rollback.runtime.records import Progress, Quarantine, RolloutPlan
-from rollback.runtime.retry import RetryPolicy, call, error_code, is_retryable
+from rollback.runtime.retry import RetryPolicy, call
 from rollback.runtime.settings import Settings
 
 BUILTIN_NAMESPACE = "AWS/SageMaker"
@@ -346,12 +346,29 @@ def _advance_weights(
 
     The quarantine is read again right before every attempt, and after a refused attempt (a drain
     keeps the endpoint Updating) the live weights are read again: a retry computed from the
-    weights seen before a drain would put the drained candidate back into service.
+    weights seen before a drain would put the drained candidate back into service. Each attempt
+    sends the update once; the retries, their backoff and the time budget are those of
+    :func:`rollback.runtime.retry.call`.
     """
     assert ep.progress is not None
-    expected = ep.plan.steps[ep.progress.step_index]
-    current = live
-    for attempt in range(1, retry.attempts + 1):
+    step_index = ep.progress.step_index
+    expected = ep.plan.steps[step_index]
+    tries = 0
+
+    def attempt() -> decisions.Weights | str:
+        nonlocal tries
+        tries += 1
+        current = live
+        if tries > 1:  # the last update was refused: a drain may have moved the weights since
+            state = describe_endpoint(clients, ep.name, retry, wait_ready=True)
+            share = decisions.candidate_share(state.weights)
+            if abs(share - expected) > decisions.SHARE_TOLERANCE:
+                return (
+                    f"live candidate share changed to {share:.2f}% while advancing from step "
+                    f"{step_index} ({expected:g}%): a drain or someone else moved the weights; "
+                    "not advancing"
+                )
+            current = state.weights
         quarantine = read_quarantine(clients, settings, ep.name, retry)
         if quarantine is not None and quarantine.version == ep.plan.candidate:
             return (
@@ -359,33 +376,11 @@ def _advance_weights(
                 "during this tick; not advancing"
             )
         after = decisions.step_weights(current, percent)
-        desired = [
-            {"VariantName": r, "DesiredWeight": float(after[r])} for r in (names.STABLE, names.CANDIDATE)
-        ]
-        try:
-            clients.sagemaker.update_endpoint_weights_and_capacities(
-                EndpointName=ep.name, DesiredWeightsAndCapacities=desired
-            )
-            return after
-        except Exception as exc:
-            if not is_retryable(exc):
-                raise
-            if attempt == retry.attempts:
-                raise RetryExhaustedError(
-                    f"UpdateEndpointWeightsAndCapacities kept failing with {error_code(exc)} after "
-                    f"{retry.attempts} attempts; the next tick tries again"
-                ) from exc
-            retry.wait("UpdateEndpointWeightsAndCapacities", attempt, error_code(exc))
-        state = describe_endpoint(clients, ep.name, retry, wait_ready=True)
-        share = decisions.candidate_share(state.weights)
-        if abs(share - expected) > decisions.SHARE_TOLERANCE:
-            return (
-                f"live candidate share changed to {share:.2f}% while advancing from step "
-                f"{ep.progress.step_index} ({expected:g}%): a drain or someone else moved the weights; "
-                "not advancing"
-            )
-        current = state.weights
-    raise AssertionError("unreachable")  # pragma: no cover
+        send_weights(clients, ep.name, after, (names.STABLE, names.CANDIDATE))
+        return after
+
+    # One retry loop (rollback.runtime.retry.call): every attempt is the whole read-decide-update.
+    return call("UpdateEndpointWeightsAndCapacities", attempt, retry)
 
 
 def _enforce_quarantine(
