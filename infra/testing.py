@@ -1,4 +1,4 @@
-"""Run the Pulumi program in Pulumi's mock runtime: used by tests, the benchmark and the sandbox.
+"""Record what the Pulumi program declares, in the mock runtime of infra/mock_runtime.py (tests, benchmark).
 
 * :class:`RecordingMocks` keeps every registered resource and invoke, and answers invokes the way
   the AWS provider would (:func:`invoke_answer`: caller identity, partition, region, SSM
@@ -14,9 +14,6 @@ resolved, secret wrappers removed), which is what tests assert on.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import logging
 import runpy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,11 +22,9 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime import rpc as _rpc
-from pulumi.runtime import settings as _settings
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
 from infra.config import PROJECT, pulumi_config_from_stack_file, stack_from_path
+from infra.mock_runtime import run_in_mock_runtime
 
 DEFAULT_ACCOUNT = "123456789012"
 DEFAULT_REGION = "eu-west-1"
@@ -215,15 +210,6 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return result, list(failures or [])
 
 
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @dataclass
 class ProgramRun:
     """What one program run registered, invoked, logged and exported."""
@@ -252,16 +238,6 @@ class ProgramRun:
         return [r for r in self.resources if r.custom]
 
 
-async def _resolve(value: Any) -> Any:
-    if isinstance(value, pulumi.Output):
-        return await _resolve(await value.future())
-    if isinstance(value, dict):
-        return {k: await _resolve(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [await _resolve(v) for v in value]
-    return value
-
-
 def run_program(
     config: Mapping[str, str],
     *,
@@ -275,35 +251,11 @@ def run_program(
     Exceptions raised by the program (e.g. ConfigError) propagate after the runtime has drained.
     """
     mocks = mocks if mocks is not None else RecordingMocks(region=config.get("aws:region", DEFAULT_REGION))
-    capture = _Capture()
-    logger = logging.getLogger(f"mlrollback.pulumi.mock.{id(capture)}")
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(capture)
-    run = ProgramRun(resources=mocks.resources, invokes=mocks.invokes, warnings=[])
-
-    def body() -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            _settings.ROOT.set(None)
-            pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, logger=logger)
-            pulumi.runtime.set_all_config(dict(config))
-            target = program or (lambda: runpy.run_path(str(PROGRAM), run_name="__main__"))
-            _sync_await(run_pulumi_func(target))
-            root = _settings.get_root_resource()
-            outputs = dict(getattr(root, "outputs", {}) or {})
-            run.exports = _sync_await(_resolve(outputs))
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    try:
-        contextvars.copy_context().run(body)
-    finally:
-        logger.removeHandler(capture)
-        run.warnings = [r.getMessage() for r in capture.records if r.levelno == logging.WARNING]
-    return run
+    target = program or (lambda: runpy.run_path(str(PROGRAM), run_name="__main__"))
+    done = run_in_mock_runtime(target, mocks, stack=stack, config=config, project=project, exports=True)
+    return ProgramRun(
+        resources=mocks.resources, invokes=mocks.invokes, warnings=done.warnings, exports=done.exports
+    )
 
 
 def run_stack_file(

@@ -68,10 +68,12 @@ def find_project_root(project_dir: Path | None = None) -> Path:
         if not (project_dir / "Pulumi.yaml").is_file():
             raise NotFoundError(f"{project_dir}: no Pulumi.yaml here; pass the project root as --project-dir")
         return project_dir
+    from infra.config import find_project_root as nearest
+
     start = Path.cwd()
-    for d in [start, *start.parents]:
-        if (d / "Pulumi.yaml").is_file():
-            return d
+    found = nearest(start)
+    if found is not None:
+        return found
     raise NotFoundError(f"no Pulumi.yaml in {start} or above; run inside the project or pass --project-dir")
 
 

@@ -18,13 +18,10 @@ emulator, so every payload is checked against the AWS API model by botocore and 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
 import hashlib
 import io
 import json
-import logging
 import os
 import re
 import runpy
@@ -885,15 +882,21 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-class _WarningCapture(logging.Handler):
-    """Collects warnings the program logs (e.g. the quarantine warning) during a run."""
+class _MocksAdapter:
+    """Built lazily (pulumi is imported only when a program runs): ``mocks`` as a pulumi Mocks."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
+    @staticmethod
+    def wrap(mocks: Any) -> Any:
+        import pulumi
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        class Adapter(pulumi.runtime.Mocks):
+            def new_resource(self, args: Any) -> tuple[str | None, dict[str, Any]]:
+                return mocks.new_resource(args)  # type: ignore[no-any-return]
+
+            def call(self, args: Any) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+                return mocks.call(args)  # type: ignore[no-any-return]
+
+        return Adapter()
 
 
 def run_program(
@@ -902,48 +905,11 @@ def run_program(
     *,
     stack: str,
     config: dict[str, str],
-    project: str = "mlrollback",
 ) -> list[str]:
-    """Run ``program`` in a fresh Pulumi mock runtime; return the warnings it logged.
+    """Run ``program`` in a fresh Pulumi mock runtime answered by ``mocks``; return its warnings."""
+    from infra.mock_runtime import run_in_mock_runtime
 
-    Fresh means: a new event loop, a copied context (Pulumi keeps runtime settings in context
-    variables), no root resource from a previous run, the given project/stack and config.
-    """
-    import pulumi
-    from pulumi.runtime import settings
-    from pulumi.runtime.stack import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
-
-    class _Adapter(pulumi.runtime.Mocks):
-        def new_resource(self, args: Any) -> tuple[str | None, dict[str, Any]]:
-            return mocks.new_resource(args)  # type: ignore[no-any-return]
-
-        def call(self, args: Any) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-            return mocks.call(args)  # type: ignore[no-any-return]
-
-    capture = _WarningCapture()
-    logger = logging.getLogger(f"mlrollback.sandbox.program.{id(capture)}")
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(capture)
-
-    def body() -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            settings.ROOT.set(None)
-            pulumi.runtime.set_mocks(_Adapter(), project=project, stack=stack, preview=False, logger=logger)
-            pulumi.runtime.set_all_config(dict(config))
-            _sync_await(run_pulumi_func(program))
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    try:
-        contextvars.copy_context().run(body)
-    finally:
-        logger.removeHandler(capture)
-    return capture.messages
+    return run_in_mock_runtime(program, _MocksAdapter.wrap(mocks), stack=stack, config=config).warnings
 
 
 def apply_program(
@@ -992,9 +958,7 @@ def apply_program(
 
 
 def project_root() -> Path:
-    """The directory holding ``Pulumi.yaml`` (this checkout)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "Pulumi.yaml").exists():
-            return parent
-    return Path.cwd()
+    """The directory holding ``Pulumi.yaml`` above this package (this checkout), else the cwd."""
+    from infra.config import find_project_root
+
+    return find_project_root(Path(__file__).resolve().parent) or Path.cwd()
