@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from rollback.ops.stack_changes import commit_stack_file
+from rollback.ops.stack_context import StackContext
 from rollback.runtime.errors import ConfigError, CredentialsError, MLRollbackError, NotFoundError
 
 app = typer.Typer(
@@ -55,84 +55,51 @@ def main() -> None:
         raise SystemExit(exc.exit_code) from None
 
 
-# -- shared plumbing for the command modules ------------------------------------------------------
+# -- what every command module shares: options, where lines for people go ------------------------
+
+StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name: environments/Pulumi.<stack>.yaml.")]
 
 
-#: Where ``mlrollback sandbox up`` leaves the running emulator's address (read by ``--sandbox``).
-SANDBOX_DIR = Path(".mlrollback") / "sandbox"
+EndpointOpt = Annotated[
+    str, typer.Option("--endpoint", "-e", help="Logical endpoint name from the stack file.")
+]
 
 
-def find_project_root(project_dir: Path | None = None) -> Path:
-    """``--project-dir``, else the nearest directory at or above the cwd that holds Pulumi.yaml."""
-    if project_dir is not None:
-        if not (project_dir / "Pulumi.yaml").is_file():
-            raise NotFoundError(f"{project_dir}: no Pulumi.yaml here; pass the project root as --project-dir")
-        return project_dir
-    from infra.config import find_project_root as nearest
-
-    start = Path.cwd()
-    found = nearest(start)
-    if found is not None:
-        return found
-    raise NotFoundError(f"no Pulumi.yaml in {start} or above; run inside the project or pass --project-dir")
+MaybeEndpointOpt = Annotated[
+    str | None,
+    typer.Option("--endpoint", "-e", help="Only this endpoint (default: every endpoint of the stack)."),
+]
 
 
-def stack_path(root: Path, stack: str) -> Path:
-    """``environments/Pulumi.<stack>.yaml`` under ``root``; unknown stacks list the known ones."""
-    path = root / "environments" / f"Pulumi.{stack}.yaml"
-    if not path.is_file():
-        known = sorted(
-            p.name[len("Pulumi.") : -len(".yaml")] for p in (root / "environments").glob("Pulumi.*.yaml")
-        )
-        raise NotFoundError(
-            f"unknown stack {stack!r}: {path} does not exist (known: {', '.join(known) or 'none'})"
-        )
-    return path
+ProjectOpt = Annotated[
+    Path | None,
+    typer.Option("--project-dir", help="Project root (default: nearest Pulumi.yaml above the cwd)."),
+]
 
 
-def load_stack(root: Path, stack: str) -> Any:
-    """The validated :class:`infra.config.StackConfig` of ``stack``."""
-    from infra.config import load_stack_file
-
-    return load_stack_file(stack_path(root, stack), stack)
+SandboxOpt = Annotated[
+    bool, typer.Option("--sandbox", help="Talk to the local sandbox started by `mlrollback sandbox up`.")
+]
 
 
-def sandbox_endpoint(root: Path) -> str:
-    """URL of the sandbox started by ``mlrollback sandbox up`` in this project.
-
-    Reads ``.mlrollback/sandbox/endpoint_url`` (one line), else ``port`` (a number) or
-    ``state.json`` (``endpoint_url`` or ``port`` key); NotFoundError tells how to start it.
-    """
-    base = root / SANDBOX_DIR
-    url_file, port_file, state_file = base / "endpoint_url", base / "port", base / "state.json"
-    if url_file.is_file():
-        return url_file.read_text().strip()
-    if port_file.is_file():
-        return f"http://127.0.0.1:{int(port_file.read_text().strip())}"
-    if state_file.is_file():
-        state = json.loads(state_file.read_text())
-        if state.get("endpoint_url"):
-            return str(state["endpoint_url"])
-        if state.get("port"):
-            return f"http://127.0.0.1:{int(state['port'])}"
-    raise NotFoundError(f"no running sandbox found under {base}; start one with `mlrollback sandbox up`")
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
 
 
-def clients_for(root: Path, region: str | None, *, sandbox: bool) -> Any:
-    """AWS clients through boto3's standard chain; ``--sandbox`` points them at the local emulator."""
-    from rollback.runtime.aws import make_clients
-
-    if sandbox:
-        os.environ["AWS_ENDPOINT_URL"] = sandbox_endpoint(root)
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    return make_clients(region=region)
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
-def actor() -> str:
-    """Who is acting, for the audit trail: ``cli:<user>`` (the CI actor in GitHub Actions)."""
-    user = os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or getpass.getuser()
-    return f"cli:{user}"
+CommitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--commit",
+        help="Also `git commit` the rewritten stack file (only that file; refused if it has other edits).",
+    ),
+]
+
+
+def human(json_out: bool) -> Any:
+    """Where lines for people go: stdout, or stderr under ``--json`` (stdout carries only the JSON)."""
+    return err_console if json_out else console
 
 
 @contextlib.contextmanager
@@ -176,3 +143,17 @@ def cli_errors() -> Iterator[None]:
     except MLRollbackError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+def commit_change(
+    ctx: StackContext, commit: bool, subject: str, reason: str, audit_id: str, *, json_out: bool = False
+) -> str | None:
+    """With --commit, commit the stack file (:func:`rollback.ops.stack_changes.commit_stack_file`).
+
+    The ``committed <sha>`` line is for people: under ``--json`` it goes to stderr (stdout is JSON only).
+    """
+    if not commit:
+        return None
+    sha = commit_stack_file(ctx, subject, reason, audit_id)
+    human(json_out).print(f"committed {sha[:12]}: {subject}", highlight=False)
+    return sha

@@ -6,10 +6,8 @@ Thin: parse options, call :mod:`rollback.ops.status` / :mod:`rollback.ops.prefli
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,76 +16,28 @@ from rich.markup import escape
 from rich.table import Table
 
 from rollback.cli.app import (
-    actor,
+    CommitOpt,
+    EndpointOpt,
+    JsonOpt,
+    MaybeEndpointOpt,
+    ProjectOpt,
+    SandboxOpt,
+    StackOpt,
+    YesOpt,
     app,
     cli_errors,
-    clients_for,
+    commit_change,
     console,
-    err_console,
-    find_project_root,
-    load_stack,
     print_json,
-    stack_path,
 )
 from rollback.ops import preflight
+from rollback.ops.stack_changes import put_in_place, record_change
+from rollback.ops.stack_context import StackContext, actor
 from rollback.runtime import audit, clock, names
-from rollback.runtime.errors import ConfigError, ConflictError, GateError, MLRollbackError, NotFoundError
-
-StackOpt = Annotated[str, typer.Option("--stack", "-s", help="Stack name: environments/Pulumi.<stack>.yaml.")]
-EndpointOpt = Annotated[
-    str, typer.Option("--endpoint", "-e", help="Logical endpoint name from the stack file.")
-]
-MaybeEndpointOpt = Annotated[
-    str | None,
-    typer.Option("--endpoint", "-e", help="Only this endpoint (default: every endpoint of the stack)."),
-]
-ProjectOpt = Annotated[
-    Path | None,
-    typer.Option("--project-dir", help="Project root (default: nearest Pulumi.yaml above the cwd)."),
-]
-SandboxOpt = Annotated[
-    bool, typer.Option("--sandbox", help="Talk to the local sandbox started by `mlrollback sandbox up`.")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+from rollback.runtime.errors import ConfigError, GateError
 
 
-class Context:
-    """Everything a command needs about one stack: root, validated config, settings, clients."""
-
-    def __init__(self, stack: str, project_dir: Path | None, sandbox: bool) -> None:
-        from rollback.runtime.settings import Settings
-
-        self.root = find_project_root(project_dir)
-        self.stack = stack
-        self.path = stack_path(self.root, stack)
-        self.cfg = load_stack(self.root, stack)
-        self.settings = Settings.for_stack(stack)
-        self.sandbox = sandbox
-        self._clients: Any = None
-
-    @property
-    def clients(self) -> Any:
-        if self._clients is None:
-            self._clients = clients_for(self.root, self.cfg.region, sandbox=self.sandbox)
-        return self._clients
-
-    def endpoint(self, name: str) -> Any:
-        """The endpoint called ``name`` (logical or physical); NotFoundError (exit 3) lists the known ones."""
-        for ep in self.cfg.endpoints:
-            if name in (ep.name, ep.physical_name):
-                return ep
-        known = ", ".join(ep.name for ep in self.cfg.endpoints)
-        raise NotFoundError(
-            f"{self.path.relative_to(self.root)}: no endpoint {name!r} in stack {self.stack} "
-            f"(known: {known}); pass one of them as --endpoint"
-        )
-
-    def endpoints(self, only: str | None) -> list[Any]:
-        return [self.endpoint(only)] if only else list(self.cfg.endpoints)
-
-
-def _history(ctx: Context, physical: str, limit: int, action: str | None) -> list[dict[str, Any]]:
+def _history(ctx: StackContext, physical: str, limit: int, action: str | None) -> list[dict[str, Any]]:
     """Newest ``limit`` audit items of ``physical`` (only ``action`` ones, paging on when filtering)."""
     rows: list[dict[str, Any]] = []
     cursor = None
@@ -165,7 +115,7 @@ def status(
     from rollback.ops.status import endpoint_status
 
     with cli_errors():
-        ctx = Context(stack, project_dir, sandbox)
+        ctx = StackContext(stack, project_dir, sandbox)
         out = []
         for ep in ctx.endpoints(endpoint):
             st = endpoint_status(ctx.clients, ctx.settings, ep.physical_name)
@@ -241,7 +191,7 @@ def history(
     with cli_errors():
         if action is not None and action not in audit.ACTIONS:
             raise ConfigError(f"--action {action!r} is not one of: {', '.join(audit.ACTIONS)}")
-        ctx = Context(stack, project_dir, sandbox)
+        ctx = StackContext(stack, project_dir, sandbox)
         rows: list[dict[str, Any]] = []
         for ep in ctx.endpoints(endpoint):
             rows += _history(ctx, ep.physical_name, limit, action)
@@ -317,7 +267,7 @@ def rollback(
                 "--reason is empty; say why the candidate is drained (it goes into the audit trail and "
                 'the notification), e.g. --reason "p99 doubled after 14:00"'
             )
-        ctx = Context(stack, project_dir, sandbox)
+        ctx = StackContext(stack, project_dir, sandbox)
         ep = ctx.endpoint(endpoint)
         if not yes and not typer.confirm(f"Drain the candidate of {ep.physical_name} now?"):
             raise typer.Abort()
@@ -349,7 +299,7 @@ def preflight_cmd(
       mlrollback preflight --stack prod && pulumi up --stack prod --yes
     """
     with cli_errors():
-        ctx = Context(stack, project_dir, sandbox)
+        ctx = StackContext(stack, project_dir, sandbox)
         findings: list[preflight.Finding] = []
         for ep in ctx.cfg.endpoints:
             declared = preflight.Declared(
@@ -415,7 +365,7 @@ def finalize(
     from rollback.ops.status import endpoint_status
 
     with cli_errors():
-        ctx = Context(stack, project_dir, sandbox)
+        ctx = StackContext(stack, project_dir, sandbox)
         ep = ctx.endpoint(endpoint)
         candidate = ep.release.candidate
         if candidate is None:
@@ -444,8 +394,8 @@ def finalize(
             "hand (e.g. strategy.type) so it accepts the new release, then run finalize again"
         )
         with stage(ctx.path, doc.render(), stack=ctx.stack, hint=hint) as staged:
-            audit_id = _record(ctx, ep.physical_name, "finalize", candidate, reason, diff)
-            publish(ctx, staged, ep.physical_name, "finalize", candidate, audit_id, diff)
+            audit_id = record_change(ctx, ep.physical_name, "finalize", candidate, reason, diff)
+            put_in_place(ctx, staged, ep.physical_name, "finalize", candidate, audit_id, diff)
         sha = commit_change(
             ctx,
             commit,
@@ -480,7 +430,7 @@ def clear_quarantine(
     from rollback.ops.status import clear_quarantine as clear_record
 
     with cli_errors():
-        ctx = Context(stack, project_dir, sandbox)
+        ctx = StackContext(stack, project_dir, sandbox)
         ep = ctx.endpoint(endpoint)
         if not yes and not typer.confirm(f"Clear the quarantine of {ep.physical_name}?"):
             raise typer.Abort()
@@ -493,120 +443,3 @@ def clear_quarantine(
             console.print(
                 f"{ep.physical_name}: quarantine cleared; run `mlrollback preflight --stack {stack}`"
             )
-
-
-def _record(
-    ctx: Context,
-    physical: str,
-    action: str,
-    version: str | None,
-    reason: str,
-    diff: str,
-    *,
-    outcome: str = "done",
-    **detail: Any,
-) -> str:
-    """Audit a stack-file change once it is staged and validated, before it is put in place; return its id.
-
-    See :func:`publish` for the order that keeps the trail and the file in agreement.
-    """
-    item = audit.AuditItem(
-        endpoint=physical,
-        action=action,
-        actor=actor(),
-        outcome=outcome,
-        reason=reason,
-        version=version,
-        detail={
-            "file": str(ctx.path.relative_to(ctx.root)),
-            "diff": diff,
-            **detail,
-        },  # detail may name the file
-    )
-    audit.append(ctx.clients.dynamodb, ctx.settings.audit_table, item)
-    return item.at.rsplit("#", 1)[-1]
-
-
-def publish(
-    ctx: Context, staged: Any, physical: str, action: str, version: str | None, audit_id: str, diff: str
-) -> None:
-    """Put a staged, recorded change in place (``staged.replace()``).
-
-    :func:`rollback.ops.stackfile.stage` already wrote and validated the new text beside the file, so the
-    rename rarely fails; when it does, the trail gets a ``failed`` item of the same action saying the
-    recorded change (``audit_id``) did not happen, and the one-line error names the file.
-    """
-    try:
-        staged.replace()
-    except MLRollbackError as exc:
-        with contextlib.suppress(Exception):  # the error below is what the operator must see
-            _record(
-                ctx, physical, action, version,
-                f"not done: {staged.path.name} could not be written; the {action} recorded as {audit_id} "
-                "did not happen", diff, outcome="failed", recorded=audit_id, error=str(exc),
-                file=str(staged.path.relative_to(ctx.root)),
-            )  # fmt: skip
-        raise
-
-
-CommitOpt = Annotated[
-    bool,
-    typer.Option(
-        "--commit",
-        help="Also `git commit` the rewritten stack file (only that file; refused if it has other edits).",
-    ),
-]
-
-
-def commit_change(
-    ctx: Context, commit: bool, subject: str, reason: str, audit_id: str, *, json_out: bool = False
-) -> str | None:
-    """With --commit, commit the stack file with a message that carries the why and the audit id.
-
-    The ``committed <sha>`` line is for people: under ``--json`` it goes to stderr (stdout is JSON only).
-    """
-    if not commit:
-        return None
-    from rollback.ops.stackfile import commit_file
-
-    sha = commit_file(ctx.root, ctx.path, f"{subject}\n\n{reason}\n\nmlrollback-audit: {audit_id}\n")
-    human(json_out).print(f"committed {sha[:12]}: {subject}", highlight=False)
-    return sha
-
-
-def human(json_out: bool) -> Any:
-    """Where lines for people go: stdout, or stderr under ``--json`` (stdout carries only the JSON)."""
-    return err_console if json_out else console
-
-
-def ready_to_apply(ctx: Context, physical: str) -> None:
-    """Everything ``--apply`` needs, checked before anything is written, recorded or committed.
-
-    The endpoint must not be mid-update (ConflictError, exit 4) and the engine must exist: the
-    Pulumi CLI, or with ``--sandbox`` the sandbox applier. Refusing after the write would leave a
-    changed, recorded file that a retry reports as "nothing to do" and never applies.
-    """
-    ensure_not_busy(ctx, physical)
-    if ctx.sandbox:
-        import rollback.sandbox as sandbox
-
-        if getattr(sandbox, "apply_stack", None) is None:
-            raise MLRollbackError(
-                "this sandbox has no applier (rollback.sandbox.apply_stack); run `mlrollback sandbox up`"
-            )
-        return
-    from rollback.ops import pulumi_cli
-
-    if not pulumi_cli.pulumi_available():
-        raise MLRollbackError(f"--apply: {pulumi_cli.INSTALL_HINT}; nothing was changed")
-
-
-def ensure_not_busy(ctx: Context, physical: str) -> None:
-    """ConflictError when the endpoint is mid-update (a revert applying, a drain in flight)."""
-    try:
-        desc = ctx.clients.sagemaker.describe_endpoint(EndpointName=physical)
-    except ctx.clients.sagemaker.exceptions.ClientError:
-        return  # not deployed yet: nothing to conflict with
-    status = desc.get("EndpointStatus")
-    if status in ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"):
-        raise ConflictError(f"{physical} is {status}; another operation is in progress, retry when InService")

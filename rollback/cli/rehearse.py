@@ -16,7 +16,8 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from rollback.cli.app import app, cli_errors, console, err_console, find_project_root, print_json
+from rollback.cli.app import app, cli_errors, console, err_console, print_json
+from rollback.ops.stack_context import find_project_root
 from rollback.runtime.errors import ConfigError, MLRollbackError, NotFoundError, SandboxError
 
 sandbox_app = typer.Typer(
@@ -172,7 +173,7 @@ def drill(
                     "the real-AWS drill (rollback/ops/rehearsal.py) is not available in this installation; "
                     "run the local one with --sandbox"
                 ) from None
-            from rollback.cli.app import clients_for, load_stack
+            from rollback.ops.stack_context import clients_for, load_stack
 
             cfg = load_stack(root, stack)
             report = aws_drill.run_drill(
@@ -227,7 +228,7 @@ def drill(
 
 def _nothing_to_rehearse(root: Path, stack: str, endpoint: str | None) -> str | None:
     """Why there is nothing to drill (no declared candidate), or None when there is something."""
-    from rollback.cli.app import load_stack
+    from rollback.ops.stack_context import load_stack
 
     cfg = load_stack(root, stack)
     if endpoint is not None:

@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from infra.config import capture_uri as default_capture_uri
-from rollback.cli.app import app, cli_errors, clients_for, console, find_project_root, load_stack, print_json
+from rollback.cli.app import app, cli_errors, console, print_json
+from rollback.ops.stack_context import clients_for, find_project_root, load_stack
 from rollback.runtime import names
 from rollback.runtime.errors import ConfigError, GateError
 

@@ -2,7 +2,7 @@
 
 The daemon process starts the emulator on a free loopback port, applies the stack's program,
 writes ``endpoint_url``, ``pid`` and ``daemon.json`` under ``.mlrollback/sandbox/`` (read by
-``--sandbox`` in the other commands, see :func:`rollback.cli.app.sandbox_endpoint`), and then,
+``--sandbox`` in the other commands, see :func:`rollback.ops.stack_context.sandbox_endpoint`), and then,
 once a second of real time, publishes the metrics of predictions sent to it, evaluates alarms and
 delivers alarm events and schedules to the Lambda handlers, as the drill does on a virtual clock.
 
@@ -26,9 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rollback.ops.stack_context import SANDBOX_DIR
 from rollback.runtime.errors import SandboxError
-
-SANDBOX_DIR = Path(".mlrollback") / "sandbox"
 
 
 def sandbox_dir(root: Path) -> Path:

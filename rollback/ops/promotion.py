@@ -1,0 +1,200 @@
+"""Promotion gates: may a version of the source stack become the target stack's candidate?
+
+Every gate that fails is one sentence (the CLI lists them all, exit 8); notes are for the operator.
+The gates read the source's live state and audit trail (alarms, rollout, quarantine, a passing
+drill within ``rehearsal.maxAgeHours``), the target's quarantine record and, when asked, a shadow
+verdict on the captures of the period the version last served as shadow (docs/runbook.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from rollback.ops.stack_changes import record_change
+from rollback.ops.stack_context import StackContext
+from rollback.runtime import audit, clock, names, records
+from rollback.runtime.errors import ConfigError
+
+
+def target_state(dst: StackContext, endpoint: str) -> tuple[bool, dict[str, Any] | None]:
+    """(is the target endpoint deployed, its quarantine record or None).
+
+    Read without the endpoint's status: a target that was never deployed (prod's first `pulumi up`
+    comes after the promotion in CI) has nothing live to protect, which is not an error.
+    """
+    from botocore.exceptions import ClientError
+
+    physical = dst.endpoint(endpoint).physical_name
+    try:
+        dst.clients.sagemaker.describe_endpoint(EndpointName=physical)
+        deployed = True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("ValidationException", "ResourceNotFound"):
+            raise
+        deployed = False
+    text = records.get_text(dst.clients.ssm, dst.settings.quarantine_parameter(physical))
+    if text is None:
+        return deployed, None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):  # fail safe: an unreadable record still says something was rolled back
+        record = {"version": None, "reason": f"unreadable quarantine record: {text}"}
+    return deployed, record
+
+
+def gates(
+    src: StackContext, dst: StackContext, endpoint: str, version: str, max_age_hours: float
+) -> tuple[list[str], list[str]]:
+    """(every promotion gate that fails, one sentence each; notes for the operator). No failure: promote."""
+    from rollback.ops.status import endpoint_status
+
+    failed: list[str] = []
+    notes: list[str] = []
+    sep = src.endpoint(endpoint)
+    st = endpoint_status(src.clients, src.settings, sep.physical_name)
+    alarming = [a["name"] for a in st["alarms"] if a.get("state") == "ALARM"]
+    if alarming:
+        failed.append(f"{src.stack}: alarms in ALARM on {sep.physical_name}: {', '.join(alarming)}")
+    q = st.get("quarantine")
+    if q and q.get("version") == version:
+        failed.append(f"{src.stack}: {version} is quarantined ({q.get('reason')})")
+    plan, progress = st.get("plan") or {}, st.get("progress") or {}
+    if sep.release.candidate == version:
+        if plan.get("candidate") != version or progress.get("state") != "ready-to-finalize":
+            failed.append(
+                f"{src.stack}: rollout of {version} is not finished "
+                f"(state {progress.get('state') or 'none'}); "
+                "wait for ready-to-finalize"
+            )
+    elif not (sep.release.stable == version and plan.get("stable") == version and not plan.get("candidate")):
+        failed.append(
+            f"{src.stack}: {version} is not deployed there (neither a finished candidate nor stable)"
+        )
+    since = clock.now() - timedelta(hours=max_age_hours)
+    items, _ = audit.query(
+        src.clients.dynamodb, src.settings.audit_table, sep.physical_name, limit=200, since=since
+    )
+    drills = [i for i in items if i.get("action") == "drill" and i.get("version") == version]
+    if not any(i.get("outcome") == "done" and (i.get("detail") or {}).get("passed", True) for i in drills):
+        failed.append(
+            f"{src.stack}: no passing drill of {version} in the last {max_age_hours:g} h; "
+            f"run `mlrollback drill --stack {src.stack}`"
+        )
+    dep = dst.endpoint(endpoint)
+    deployed, dst_q = target_state(dst, endpoint)
+    if dst_q and dst_q.get("version") in (version, None):
+        failed.append(f"{dst.stack}: {version} is quarantined there ({dst_q.get('reason')})")
+    if not deployed:
+        notes.append(
+            f"{dep.physical_name} is not deployed yet: nothing live to protect there; "
+            f"`pulumi up --stack {dst.stack}` creates it"
+        )
+    return failed, notes
+
+
+def shadow_gate(
+    src: StackContext, endpoint: str, version: str, capture_uri: str | None, max_age_hours: float
+) -> tuple[list[str], dict[str, Any] | None]:
+    """The shadow-verdict gate: (failed gates, verdict summary for the audit item or None).
+
+    The window is when ``version`` last served as the source's shadow variant, taken from the
+    deploy records (``record-deploy``), so the captures judged are that version's answers only.
+    """
+    from infra.config import capture_uri as default_capture_uri
+    from rollback.ops.deploy_records import deploy_records, shadow_window
+    from rollback.runtime.capture import MAX_WINDOW
+    from rollback.verdicts.shadow import ShadowThresholds, evaluate_shadow
+
+    sep = src.endpoint(endpoint)
+    if capture_uri is None:
+        if not src.cfg.artifacts.bucket:
+            raise ConfigError(
+                f"{src.cfg.source}: the stack creates its artifacts bucket, so the data-capture location is "
+                "only known after deployment; pass --capture-uri s3://<bucket>/data-capture "
+                "(from `pulumi stack output`)"
+            )
+        capture_uri = default_capture_uri(src.cfg.artifacts.bucket)
+    now = clock.now()
+    deploys = deploy_records(src.clients.dynamodb, src.settings.audit_table, sep.physical_name)
+    window = shadow_window(deploys, version, now)
+    if window is None:
+        return [
+            f"{src.stack}: no recorded deploy of {version} as shadow on {sep.physical_name}, so there is no "
+            f"shadow verdict; deploy it with strategy shadow, run `mlrollback record-deploy --stack "
+            f"{src.stack}` after `pulumi up`, and let it see traffic"
+        ], None
+    since, until = window
+    if until < now - timedelta(hours=max_age_hours):
+        return [
+            f"{src.stack}: {version} last served as shadow until {clock.iso(until)}, more than "
+            f"{max_age_hours:g} h ago; run it as shadow again for a fresh verdict"
+        ], None
+    since = max(since, until - MAX_WINDOW)
+    if until <= since:
+        return [f"{src.stack}: {version} never served as shadow (replaced at once); nothing to judge"], None
+    gate = src.cfg.rehearsal.shadow_verdict
+    report = evaluate_shadow(
+        src.clients.s3,
+        src.clients.cloudwatch,
+        capture_uri=capture_uri,
+        endpoint=sep.physical_name,
+        since=since,
+        until=until,
+        thresholds=ShadowThresholds(min_agreement=gate.min_agreement, min_pairs=gate.min_pairs),
+    )
+    summary = {
+        "verdict": report.verdict,
+        "pairs": report.pairs,
+        "tolerantAgreement": report.tolerant_agreement,
+        "since": clock.iso(since),
+        "until": clock.iso(until),
+    }
+    if report.passed:
+        return [], summary
+    why = "; ".join(report.reasons) or "no reason given"
+    return [
+        f"{src.stack}: shadow verdict of {version} on {sep.physical_name} "
+        f"({clock.iso(since)} .. {clock.iso(until)}) is {report.verdict}: {why}; "
+        f"see `mlrollback shadow-report --stack {src.stack} --endpoint {endpoint}`"
+    ], summary
+
+
+def record_promotion(
+    src: StackContext,
+    dst: StackContext,
+    endpoint: str,
+    version: str,
+    reason: str,
+    diff: str,
+    detail: dict[str, Any],
+    note: Callable[[str], None],
+) -> tuple[StackContext, str, str]:
+    """Record the promotion in the target's audit trail: (context, physical endpoint, item id) used.
+
+    A target stack that was never deployed has no audit table yet (CI's first `pulumi up` of prod
+    runs after the promotion); then the item goes to the source's trail, on the source endpoint,
+    naming the target, so the change is still recorded before it is made.
+    """
+    from botocore.exceptions import ClientError
+
+    physical = names.endpoint_name(dst.stack, endpoint)
+    try:
+        return dst, physical, record_change(dst, physical, "promote", version, reason, diff, **detail)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+    source_physical = src.endpoint(endpoint).physical_name
+    note(
+        f"{dst.stack}'s audit table {dst.settings.audit_table} does not exist yet (stack not "
+        f"deployed); the promotion is recorded in {src.stack}'s audit trail on {source_physical}"
+    )
+    audit_id = record_change(
+        src, source_physical, "promote", version, f"{reason} to {dst.stack} ({physical})", diff,
+        **detail, file=str(dst.path.relative_to(dst.root)), target=physical, targetStack=dst.stack,
+    )  # fmt: skip
+    return src, source_physical, audit_id
