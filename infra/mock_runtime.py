@@ -26,7 +26,7 @@ from pulumi.runtime import settings as _settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from infra.config import PROJECT
+from infra.limits import PROJECT
 
 
 @dataclass

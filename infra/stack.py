@@ -1,4 +1,4 @@
-"""Build the whole stack from a validated :class:`~infra.config.StackConfig`.
+"""Build the whole stack from a validated :class:`~infra.model.StackConfig`.
 
 Kept apart from ``__main__`` so tests, the benchmark and the sandbox can call :func:`build_stack`
 inside a mock runtime. Config is already validated here: no resource is registered for a bad config.
@@ -18,13 +18,9 @@ from infra.components.autorollback import AutoRollback, AutoRollbackArgs
 from infra.components.drift import DriftJob, DriftJobArgs
 from infra.components.endpoint import AwsScope, Endpoint, EndpointArgs, ImageRef
 from infra.components.registry import Registry, RegistryArgs
-from infra.config import (
-    ECR_REPOSITORY_RE,
-    EndpointConfig,
-    StackConfig,
-    declared_weights,
-    drift_endpoints,
-)
+from infra.limits import ECR_REPOSITORY_RE
+from infra.model import EndpointConfig, StackConfig
+from infra.runtime_records import declared_weights, drift_endpoints
 from rollback.runtime import names
 from rollback.runtime.errors import ConfigError
 

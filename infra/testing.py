@@ -23,7 +23,8 @@ from typing import Any
 import pulumi
 from pulumi.runtime import rpc as _rpc
 
-from infra.config import PROJECT, pulumi_config_from_stack_file, stack_from_path
+from infra.config import pulumi_config_from_stack_file, stack_from_path
+from infra.limits import PROJECT
 from infra.mock_runtime import run_in_mock_runtime
 
 DEFAULT_ACCOUNT = "123456789012"

@@ -16,7 +16,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import DRIFT_SCHEDULE_MINUTES, EndpointConfig
+from infra.limits import DRIFT_SCHEDULE_MINUTES
+from infra.model import EndpointConfig
 from rollback.runtime import names
 
 ROLES: tuple[str, ...] = (names.STABLE, names.CANDIDATE)

@@ -23,8 +23,8 @@ import pulumi_aws as aws
 
 from infra.components.endpoint import AwsScope
 from infra.components.iam import assume_role_policy, policy_document, statement
-from infra.config import lambda_environment
 from infra.lambda_archive import lambda_code
+from infra.runtime_records import lambda_environment
 from rollback.runtime import names
 
 LAMBDA_RUNTIME = "python3.12"

@@ -21,7 +21,6 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra import config as cfgmod
 from infra.components.autorollback import (
     LAMBDA_RUNTIME,
     LOG_RETENTION_DAYS,
@@ -29,8 +28,10 @@ from infra.components.autorollback import (
 )
 from infra.components.endpoint import AwsScope
 from infra.components.iam import assume_role_policy, policy_document, statement
-from infra.config import EndpointConfig
 from infra.lambda_archive import lambda_code
+from infra.limits import DATA_CAPTURE_PREFIX, DRIFT_SCHEDULE_MINUTES
+from infra.model import EndpointConfig
+from infra.runtime_records import drift_job_json
 from rollback.runtime import names
 
 DRIFT_HANDLER = "rollback.runtime.handler.on_drift"
@@ -44,7 +45,7 @@ DRIFT_MEMORY_MB = 512
 
 def schedule_expression() -> str:
     """``rate(15 minutes)``: the cadence the drift alarm's period is built on."""
-    return f"rate({cfgmod.DRIFT_SCHEDULE_MINUTES} minutes)"
+    return f"rate({DRIFT_SCHEDULE_MINUTES} minutes)"
 
 
 def _s3_object_arn(partition: str, uri: str) -> str:
@@ -56,7 +57,7 @@ class DriftJobArgs:
     """Inputs of :class:`DriftJob`.
 
     ``endpoints`` are the endpoints with ``triggers.drift`` (at least one); ``environment`` is the
-    contract environment of every mlrollback Lambda (``infra.config.lambda_environment``).
+    contract environment of every mlrollback Lambda (``infra.runtime_records.lambda_environment``).
     ``kms_key_arn`` is the artifacts bucket key (None for a brought-in bucket).
     """
 
@@ -85,7 +86,7 @@ class DriftJob(pulumi.ComponentResource):
         function_name = names.drift_function_name(stack)
         endpoints = sorted(ep.physical_name for ep in args.endpoints)
         bucket_arn = pulumi.Output.from_input(args.bucket_arn)
-        prefix = cfgmod.DATA_CAPTURE_PREFIX
+        prefix = DATA_CAPTURE_PREFIX
 
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
@@ -167,7 +168,7 @@ class DriftJob(pulumi.ComponentResource):
                 name=names.drift_job_parameter(stack, ep.physical_name),
                 type="String",
                 tier="Standard",
-                value=bucket_name.apply(lambda bucket, ep=ep: cfgmod.drift_job_json(ep, bucket)),
+                value=bucket_name.apply(lambda bucket, ep=ep: drift_job_json(ep, bucket)),
                 description=f"Drift job of {ep.physical_name} (written by pulumi up, read by the drift job)",
                 tags=tags,
                 opts=child,

@@ -10,9 +10,17 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra import config as cfgmod
+from infra.blue_green import blue_green_wait_seconds, canary_size_percent, linear_step_percent
 from infra.components.iam import assume_role_policy, policy_document, statement
-from infra.config import EndpointConfig, model_name_part
+from infra.limits import (
+    DATA_CAPTURE_PREFIX,
+    EXECUTION_ROLE_SUFFIX,
+    TERMINATION_WAIT_SECONDS,
+    has_local_instance_storage,
+    model_name_part,
+)
+from infra.model import EndpointConfig
+from infra.runtime_records import rollout_plan
 from rollback.runtime import names
 
 
@@ -80,7 +88,7 @@ def deployment_config(ep: EndpointConfig, alarms: Sequence[str]) -> dict[str, An
     progressive candidate rollout itself is driven by the stepper Lambda through the weights API.
     """
     s = ep.strategy
-    wait = cfgmod.blue_green_wait_seconds(s)
+    wait = blue_green_wait_seconds(s)
     routing: dict[str, Any]
     if s.type in ("canary", "linear") and ep.instance_count < 2:
         # SageMaker sizes a canary at <= 50 % and a linear step at 10-50 % of the variant's
@@ -90,13 +98,13 @@ def deployment_config(ep: EndpointConfig, alarms: Sequence[str]) -> dict[str, An
         routing = {
             "type": "CANARY",
             "wait_interval_in_seconds": wait,
-            "canary_size": _batch(cfgmod.canary_size_percent(s), ep.instance_count),
+            "canary_size": _batch(canary_size_percent(s), ep.instance_count),
         }
     elif s.type == "linear":
         routing = {
             "type": "LINEAR",
             "wait_interval_in_seconds": wait,
-            "linear_step_size": _batch(cfgmod.linear_step_percent(s), ep.instance_count),
+            "linear_step_size": _batch(linear_step_percent(s), ep.instance_count),
         }
     else:  # blue-green, ab, shadow bake; all-at-once bakes briefly (capped in config)
         routing = {"type": "ALL_AT_ONCE", "wait_interval_in_seconds": wait}
@@ -104,7 +112,7 @@ def deployment_config(ep: EndpointConfig, alarms: Sequence[str]) -> dict[str, An
         "blue_green_update_policy": {
             "traffic_routing_configuration": routing,
             "maximum_execution_timeout_in_seconds": s.max_execution_timeout_seconds,
-            "termination_wait_in_seconds": cfgmod.TERMINATION_WAIT_SECONDS,
+            "termination_wait_in_seconds": TERMINATION_WAIT_SECONDS,
         },
         "auto_rollback_configuration": {"alarms": [{"alarm_name": a} for a in alarms]},
     }
@@ -145,7 +153,7 @@ class Endpoint(pulumi.ComponentResource):
             statement(
                 "WriteDataCapture",
                 ["s3:PutObject"],
-                [pulumi.Output.concat(bucket_arn, f"/{cfgmod.DATA_CAPTURE_PREFIX}/{ep.physical_name}/*")],
+                [pulumi.Output.concat(bucket_arn, f"/{DATA_CAPTURE_PREFIX}/{ep.physical_name}/*")],
             ),
             statement(
                 "PullImages",
@@ -177,7 +185,7 @@ class Endpoint(pulumi.ComponentResource):
                 statement("ArtifactsKey", ["kms:Decrypt", "kms:GenerateDataKey"], [args.kms_key_arn])
             )
         role = aws.iam.Role(
-            f"{name}{cfgmod.EXECUTION_ROLE_SUFFIX}",
+            f"{name}{EXECUTION_ROLE_SUFFIX}",
             assume_role_policy=assume_role_policy("sagemaker.amazonaws.com"),
             description=f"SageMaker execution role of endpoint {ep.physical_name}",
             tags=tags,
@@ -230,9 +238,7 @@ class Endpoint(pulumi.ComponentResource):
         capture: dict[str, Any] = {
             "enable_capture": ep.data_capture_percent > 0,
             "initial_sampling_percentage": ep.data_capture_percent,
-            "destination_s3_uri": pulumi.Output.concat(
-                "s3://", args.bucket_name, f"/{cfgmod.DATA_CAPTURE_PREFIX}"
-            ),
+            "destination_s3_uri": pulumi.Output.concat("s3://", args.bucket_name, f"/{DATA_CAPTURE_PREFIX}"),
             "capture_options": [{"capture_mode": "Input"}, {"capture_mode": "Output"}],
         }
         if args.kms_key_arn is not None:
@@ -240,7 +246,7 @@ class Endpoint(pulumi.ComponentResource):
 
         # Instances with local NVMe storage encrypt it in hardware and CreateEndpointConfig refuses a
         # KmsKeyId for them; captured data is still written with the stack's key (kms_key_id above).
-        volume_key = None if cfgmod.has_local_instance_storage(ep.instance_type) else args.kms_key_arn
+        volume_key = None if has_local_instance_storage(ep.instance_type) else args.kms_key_arn
         # Auto-named: every attribute of an endpoint configuration forces replacement, so each
         # change is a new config. retain_on_delete keeps the replaced ones (and their models, above):
         # they are the exact, known-good targets of a stack revert (and of SageMaker's own blue/green
@@ -263,7 +269,7 @@ class Endpoint(pulumi.ComponentResource):
             opts=child,
         )
 
-        plan = cfgmod.rollout_plan(ep)
+        plan = rollout_plan(ep)
         aws.ssm.Parameter(
             f"{name}-rollout-plan",
             name=names.rollout_plan_parameter(args.stack, ep.physical_name),

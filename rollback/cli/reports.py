@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from infra.config import capture_uri as default_capture_uri
+from infra.runtime_records import capture_uri as default_capture_uri
 from rollback.cli.app import app, cli_errors, console, print_json
 from rollback.ops.stack_context import clients_for, find_project_root, load_stack
 from rollback.runtime import names
@@ -282,7 +282,7 @@ def drift_report(
 
       mlrollback drift-report -s dev -e fraud-scorer --baseline-uri s3://ml-data/fraud/train.csv --json
     """
-    from infra.config import drift_job
+    from infra.runtime_records import drift_job
     from rollback.runtime.drift import DriftJob, run_drift_job
     from rollback.runtime.metrics import MetricsPublisher
 

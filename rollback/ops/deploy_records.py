@@ -34,7 +34,7 @@ def record_deploys(
 ) -> list[dict[str, Any]]:
     """Write one ``deploy`` audit item per endpoint of ``stack_cfg``; return one summary per endpoint.
 
-    ``stack_cfg`` is an ``infra.config.StackConfig``; ``clients.dynamodb`` writes to the stack's audit
+    ``stack_cfg`` is an ``infra.model.StackConfig``; ``clients.dynamodb`` writes to the stack's audit
     table. Each summary has ``endpoint``, ``id`` (what ``revert --to-deployment`` takes; the key and
     the commit work too), ``at``, ``idempotencyKey``, ``release``, ``strategy``, ``commit`` and
     ``recorded`` (False: an earlier run with the same commit recorded it; ``id``/``at`` are that item's).

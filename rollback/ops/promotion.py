@@ -105,7 +105,7 @@ def shadow_gate(
     The window is when ``version`` last served as the source's shadow variant, taken from the
     deploy records (``record-deploy``), so the captures judged are that version's answers only.
     """
-    from infra.config import capture_uri as default_capture_uri
+    from infra.runtime_records import capture_uri as default_capture_uri
     from rollback.ops.deploy_records import deploy_records, shadow_window
     from rollback.runtime.capture import MAX_WINDOW
     from rollback.verdicts.shadow import ShadowThresholds, evaluate_shadow

@@ -57,7 +57,7 @@ def run_drill(
     poll_seconds: float = 2.0,
     restore_retry: RetryPolicy | None = None,
 ) -> dict[str, Any]:
-    """Rehearse a rollback of ``endpoint`` on ``stack_cfg`` (an ``infra.config.StackConfig``).
+    """Rehearse a rollback of ``endpoint`` on ``stack_cfg`` (an ``infra.model.StackConfig``).
 
     ``endpoint`` None means :func:`default_endpoint`. Refuses production stacks unless
     ``i_know_this_is_prod``. Returns a report with ``rolled_back``, ``ttr_seconds`` (alarm forced ->

@@ -48,7 +48,7 @@ def stack_path(root: Path, stack: str) -> Path:
 
 
 def load_stack(root: Path, stack: str) -> Any:
-    """The validated :class:`infra.config.StackConfig` of ``stack``."""
+    """The validated :class:`infra.model.StackConfig` of ``stack``."""
     from infra.config import load_stack_file
 
     return load_stack_file(stack_path(root, stack), stack)

@@ -32,7 +32,7 @@ def record_applied(
     stack file: the drill first deploys without the candidate), so it is validated again here, as
     the program did.
     """
-    from infra.config import validate
+    from infra.validation import validate
     from rollback.ops.deploy_records import record_deploys
 
     prefix = "mlrollback:"

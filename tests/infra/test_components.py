@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from infra.config import rollout_plan, validate
+from infra.runtime_records import rollout_plan
+from infra.validation import validate
 from rollback.runtime import names
 from tests.infra.helpers import endpoint_values, policy_statements, run, stack_values
 

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import load_stack_file, pulumi_config_from_stack_file, rollout_plan, validate
+from infra.config import load_stack_file, pulumi_config_from_stack_file
+from infra.runtime_records import rollout_plan
 from infra.testing import RecordingMocks, run_program
+from infra.validation import validate
 from rollback.runtime.errors import ConfigError
 from tests.infra.helpers import config_map, endpoint_values, stack_values
 

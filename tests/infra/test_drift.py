@@ -11,7 +11,7 @@ from moto import mock_aws
 
 from infra.components.autorollback import INLINE_POLICY_LIMIT
 from infra.components.drift import MAX_LISTED_CAPTURE_FOLDERS
-from infra.config import DRIFT_SCHEDULE_MINUTES
+from infra.limits import DRIFT_SCHEDULE_MINUTES
 from infra.testing import RecordingMocks, run_program
 from rollback.runtime import names
 from rollback.runtime.drift import ENV_DRIFT_JOBS, DriftJob, jobs_from_parameters

@@ -13,7 +13,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from infra.config import has_local_instance_storage
+from infra.limits import has_local_instance_storage
 from infra.testing import PROGRAM, run_program
 from tests.infra.helpers import config_map, endpoint_values, run, stack_values
 

@@ -6,7 +6,8 @@ variant names; without this option a release adds `candidate` and finalize/rever
 
 from __future__ import annotations
 
-from infra.config import declared_weights, validate
+from infra.runtime_records import declared_weights
+from infra.validation import validate
 from tests.infra.helpers import endpoint_values, run, stack_values
 from tests.infra.test_components import variants
 from tests.infra.test_config import rejected

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import capture_uri
+from infra.runtime_records import capture_uri
 from rollback.runtime import names
 from rollback.runtime.capture import capture_line, write_capture_file
 from rollback.runtime.drift import ENV_DRIFT_JOBS
