@@ -8,7 +8,7 @@ given project, stack and config. That takes a few names from Pulumi's runtime in
 (``settings.ROOT``, ``run_pulumi_func``, ``_sync_await``): they are reached here and nowhere else,
 so a Pulumi upgrade that moves them breaks one module (``pulumi>=3.150,<4`` in pyproject.toml).
 
-:mod:`infra.testing` records resources with it; :mod:`rollback.sandbox.applier` applies them to
+:mod:`infra.testing` records resources with it; :mod:`rollback.sandbox.runner` applies them to
 the emulator with it.
 """
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+from pulumi.runtime import rpc as _rpc
 from pulumi.runtime import settings as _settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
@@ -44,6 +45,20 @@ class _Warnings(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+
+
+def unsecret(value: Any) -> Any:
+    """``value`` with Pulumi secret wrappers removed (the provider marks e.g. SSM values secret).
+
+    Inputs the provider schema marks secret reach the mocks wrapped; AWS gets the plain value.
+    """
+    if isinstance(value, dict):
+        if value.get(_rpc._special_sig_key) == _rpc._special_secret_sig:
+            return unsecret(value.get("value"))
+        return {k: unsecret(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unsecret(v) for v in value]
+    return value
 
 
 async def resolve(value: Any) -> Any:

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.runtime import rpc as _rpc
 
 from infra.config import pulumi_config_from_stack_file, stack_from_path
 from infra.limits import PROJECT
-from infra.mock_runtime import run_in_mock_runtime
+from infra.mock_runtime import run_in_mock_runtime, unsecret
 
 DEFAULT_ACCOUNT = "123456789012"
 DEFAULT_REGION = "eu-west-1"
@@ -33,17 +32,6 @@ PROGRAM = Path(__file__).resolve().parent / "__main__.py"
 
 #: Account of SageMaker's prebuilt images per region (subset; others fall back to us-east-1's id).
 _PREBUILT_ACCOUNTS = {"us-east-1": "683313688378", "eu-west-1": "141502667606", "us-west-2": "246618743249"}
-
-
-def unsecret(value: Any) -> Any:
-    """``value`` with Pulumi secret wrappers removed (the provider marks e.g. SSM values secret)."""
-    if isinstance(value, dict):
-        if value.get(_rpc._special_sig_key) == _rpc._special_secret_sig:
-            return unsecret(value.get("value"))
-        return {k: unsecret(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unsecret(v) for v in value]
-    return value
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The local sandbox: the real Pulumi program and the whole rollback loop on an embedded moto server.
 
 Modules: :mod:`~rollback.sandbox.emulator` (moto server on 127.0.0.1, clients),
-:mod:`~rollback.sandbox.moto_patches` (what moto lacks), :mod:`~rollback.sandbox.applier`
-(program -> emulator), :mod:`~rollback.sandbox.alarm_evaluator` (alarm evaluation from metric data),
+:mod:`~rollback.sandbox.moto_patches` (what moto lacks), :mod:`~rollback.sandbox.runner`
+(program -> emulator) with the per-resource appliers of :mod:`~rollback.sandbox.resources`,
+:mod:`~rollback.sandbox.alarm_evaluator` (alarm evaluation from metric data),
 :mod:`~rollback.sandbox.eventbus` (EventBridge delivery to in-process Lambda handlers),
 :mod:`~rollback.sandbox.traffic` (simulated models and metrics), :mod:`~rollback.sandbox.simulation`
 (scenarios and the report), :mod:`~rollback.sandbox.daemon` (``mlrollback sandbox up``, and

@@ -142,9 +142,9 @@ def apply_stack(root: Path, stack: str, *, actor: str = "sandbox:apply") -> dict
     or it serves another stack.
     """
     from infra.config import pulumi_config_from_stack_file
-    from rollback.sandbox.applier import apply_program
     from rollback.sandbox.deploy_log import record_applied
     from rollback.sandbox.emulator import Emulator, environment
+    from rollback.sandbox.runner import apply_program
     from rollback.sandbox.simulation import stack_file
 
     root = root.resolve()
@@ -196,10 +196,10 @@ def serve(stack: str, root: Path) -> None:
     from rollback.runtime.metrics import MetricsPublisher
     from rollback.sandbox import moto_patches
     from rollback.sandbox.alarm_evaluator import AlarmEvaluator
-    from rollback.sandbox.applier import apply_program
     from rollback.sandbox.deploy_log import record_applied
     from rollback.sandbox.emulator import Emulator
     from rollback.sandbox.eventbus import EventBus
+    from rollback.sandbox.runner import apply_program
     from rollback.sandbox.simulation import stack_file
     from rollback.sandbox.traffic import SimulatedCloud
 

@@ -48,10 +48,10 @@ from rollback.runtime.errors import ConfigError, GateError, NotFoundError, Predi
 from rollback.runtime.metrics import MetricsPublisher, Timestamp
 from rollback.sandbox import moto_patches
 from rollback.sandbox.alarm_evaluator import AlarmEvaluator
-from rollback.sandbox.applier import apply_program, project_root
 from rollback.sandbox.deploy_log import record_applied
 from rollback.sandbox.emulator import Emulator
 from rollback.sandbox.eventbus import EventBus
+from rollback.sandbox.runner import apply_program, project_root
 from rollback.sandbox.traffic import ModelBehaviour, SandboxRuntime, SimulatedCloud, SimulatedTime
 
 SCENARIOS: tuple[str, ...] = ("bad-canary", "healthy", "fault-injection", "no-traffic", "flapping")

@@ -9,8 +9,8 @@ import pulumi_aws as aws
 import pytest
 
 from rollback.runtime.errors import SandboxError
-from rollback.sandbox.applier import apply_program
 from rollback.sandbox.emulator import Emulator
+from rollback.sandbox.runner import apply_program
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import pytest
 
 from rollback.runtime import names
 from rollback.sandbox.alarm_evaluator import AlarmChange
-from rollback.sandbox.applier import apply_program
 from rollback.sandbox.emulator import Emulator
 from rollback.sandbox.eventbus import EventBus, alarm_event
+from rollback.sandbox.runner import apply_program
 from tests.infra.helpers import config_map, stack_values
 
 REGION = "eu-west-1"

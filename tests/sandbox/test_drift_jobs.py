@@ -17,9 +17,9 @@ from infra.runtime_records import capture_uri
 from rollback.runtime import names
 from rollback.runtime.capture import capture_line, write_capture_file
 from rollback.runtime.drift import ENV_DRIFT_JOBS
-from rollback.sandbox.applier import apply_program
 from rollback.sandbox.emulator import Emulator
 from rollback.sandbox.eventbus import EventBus, scheduled_event
+from rollback.sandbox.runner import apply_program
 from tests.infra.helpers import config_map, endpoint_values, stack_values
 
 REGION = "eu-west-1"

@@ -8,8 +8,8 @@ import zipfile
 import pytest
 
 from rollback.runtime.errors import SandboxError
-from rollback.sandbox.applier import APPLIERS, ApplyContext
 from rollback.sandbox.emulator import Emulator
+from rollback.sandbox.resources import APPLIERS, ApplyContext
 
 TYPE = "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig"
 

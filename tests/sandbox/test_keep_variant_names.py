@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rollback.ops.preflight import Declared, check_endpoint, gather_live
-from rollback.sandbox.applier import apply_program
 from rollback.sandbox.emulator import Emulator
+from rollback.sandbox.runner import apply_program
 from tests.infra.helpers import config_map, endpoint_values, stack_values
 
 STRATEGY = {"type": "canary", "steps": [10, 50, 100], "bakeMinutes": 1, "guardrailWaitSeconds": 60}
