@@ -189,6 +189,46 @@ def invoke_on_schedule(
     return rule
 
 
+def _topic_key_policy(scope: AwsScope) -> str:
+    """Key policy of the topic's key: this account through IAM, and CloudWatch alarms publishing."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    # The AWS default key-policy statement: delegates key use to IAM policies of
+                    # this account; without it the key becomes unmanageable.
+                    "Sid": "AccountAdministersKeyThroughIam",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:{scope.partition}:iam::{scope.account}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "CloudWatchAlarmsPublish",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                    "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                    "Resource": "*",
+                },
+            ],
+        }
+    )
+
+
+@dataclass
+class _Shared:
+    """What both functions' roles and environments refer to: key, topic, audit table, DLQ, code."""
+
+    key: aws.kms.Key
+    topic: aws.sns.Topic
+    table: aws.dynamodb.Table
+    dlq: aws.sqs.Queue
+    env: dict[str, Any]
+    code: pulumi.AssetArchive
+    patterns: tuple[list[str], list[str], list[str]]
+
+
 class AutoRollback(pulumi.ComponentResource):
     """Rollback + stepper Lambdas, their triggers, audit table, topic and least-privilege roles."""
 
@@ -200,52 +240,59 @@ class AutoRollback(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: AutoRollbackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlrollback:autorollback:AutoRollback", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        stack, scope = args.stack, args.scope
-        tags = dict(args.tags)
-
-        # One customer-managed key for the topic: CloudWatch alarms (notify-only drift alarms)
-        # can only publish to an encrypted topic whose key policy lets cloudwatch use the key.
-        key_policy = json.dumps(
+        self._name, self._args = name, args
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._tags = dict(args.tags)
+        shared = self._shared()
+        rollback_fn = self._rollback_function(shared)
+        stepper_fn = self._stepper_function(shared)
+        self._alarm_rules(rollback_fn, shared.dlq)
+        invoke_on_schedule(
+            f"{name}-schedule",
+            rule_name=names.schedule_rule_name(args.stack),
+            description=f"Advance progressive rollouts of mlrollback {args.stack}",
+            expression="rate(1 minute)",
+            function=stepper_fn,
+            # A missed tick is replaced by the next one a minute later: no long retries.
+            max_event_age_seconds=60,
+            tags=self._tags,
+            opts=self._child,
+        )
+        self.topic_arn = shared.topic.arn
+        self.table_name = shared.table.name
+        self.rollback_function_name = rollback_fn.name
+        self.stepper_function_name = stepper_fn.name
+        #: The contract environment, for other functions of the stack (the drift job).
+        self.environment = shared.env
+        self.register_outputs(
             {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        # The AWS default key-policy statement: delegates key use to IAM policies of
-                        # this account; without it the key becomes unmanageable.
-                        "Sid": "AccountAdministersKeyThroughIam",
-                        "Effect": "Allow",
-                        "Principal": {"AWS": f"arn:{scope.partition}:iam::{scope.account}:root"},
-                        "Action": "kms:*",
-                        "Resource": "*",
-                    },
-                    {
-                        "Sid": "CloudWatchAlarmsPublish",
-                        "Effect": "Allow",
-                        "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                        "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-                        "Resource": "*",
-                    },
-                ],
+                "topicArn": self.topic_arn,
+                "auditTableName": self.table_name,
+                "rollbackFunctionName": self.rollback_function_name,
+                "stepperFunctionName": self.stepper_function_name,
             }
         )
+
+    def _shared(self) -> _Shared:
+        name, stack, tags, child = self._name, self._args.stack, self._tags, self._child
+        # One customer-managed key for the topic: CloudWatch alarms (notify-only drift alarms)
+        # can only publish to an encrypted topic whose key policy lets cloudwatch use the key.
         key = aws.kms.Key(
             f"{name}-key",
             description=f"mlrollback {stack}: rollback notifications",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            policy=key_policy,
+            policy=_topic_key_policy(self._args.scope),
             tags=tags,
             opts=child,
         )
         topic = aws.sns.Topic(
             f"{name}-topic", name=names.topic_name(stack), kms_master_key_id=key.arn, tags=tags, opts=child
         )
-        for i, email in enumerate(args.emails):
+        for i, email in enumerate(self._args.emails):
             aws.sns.TopicSubscription(
                 f"{name}-email-{i}", topic=topic.arn, protocol="email", endpoint=email, opts=child
             )
-
         table = aws.dynamodb.Table(
             f"{name}-audit",
             name=names.audit_table_name(stack),
@@ -256,11 +303,10 @@ class AutoRollback(pulumi.ComponentResource):
             point_in_time_recovery={"enabled": True},
             server_side_encryption={"enabled": True, "kms_key_arn": key.arn},
             # The audit trail must outlive a mistaken `pulumi destroy` on production.
-            deletion_protection_enabled=args.production,
+            deletion_protection_enabled=self._args.production,
             tags=tags,
             opts=child,
         )
-
         dlq = aws.sqs.Queue(
             f"{name}-dlq",
             name=names.dead_letter_queue_name(stack),
@@ -269,99 +315,121 @@ class AutoRollback(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
+        return _Shared(
+            key=key,
+            topic=topic,
+            table=table,
+            dlq=dlq,
+            env=lambda_environment(stack, table.name, topic.arn),
+            code=lambda_code(),
+            patterns=stack_resource_patterns(self._args.scope, stack, self._args.watched_alarms),
+        )
 
-        endpoint_arns, config_arns, alarm_arns = stack_resource_patterns(scope, stack, args.watched_alarms)
-        quarantine_path = scope.arn("ssm", f"parameter{names.quarantine_prefix(stack)}")
-        quarantine = scope.arn("ssm", f"parameter{names.quarantine_prefix(stack)}/*")
-        rollout_path = scope.arn("ssm", f"parameter{names.rollout_prefix(stack)}")
-        rollout = scope.arn("ssm", f"parameter{names.rollout_prefix(stack)}/*")
-        env = lambda_environment(stack, table.name, topic.arn)
-        code = lambda_code()
+    def _ssm(self, prefix: str, *, path: bool = False) -> str:
+        """ARN of the SSM parameters under ``prefix`` (``path``: the path itself, for GetParametersByPath)."""
+        return self._args.scope.arn("ssm", f"parameter{prefix}" + ("" if path else "/*"))
 
-        def common(log_group: aws.cloudwatch.LogGroup) -> list[dict[str, Any]]:
-            return [
-                statement(
-                    "Endpoints",
-                    ["sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"],
-                    endpoint_arns,
-                ),
-                statement("EndpointConfigs", ["sagemaker:DescribeEndpointConfig"], config_arns),
-                statement("Alarms", ["cloudwatch:DescribeAlarms"], alarm_arns),
-                # GetMetricData has no resource-level permissions in IAM: "*" is the only form.
-                statement("Metrics", ["cloudwatch:GetMetricData"], ["*"]),
-                statement(
-                    "Audit",
-                    [
-                        # GetItem: a later delivery reads the idempotency guard to finish what an
-                        # earlier one left pending.
-                        "dynamodb:GetItem",
-                        # BatchGetItem: the stepper reads its candidates' drain markers per tick.
-                        "dynamodb:BatchGetItem",
-                        "dynamodb:PutItem",
-                        "dynamodb:UpdateItem",
-                        "dynamodb:ConditionCheckItem",
-                        "dynamodb:Query",
-                    ],
-                    [table.arn],
-                ),
-                statement("Notify", ["sns:Publish"], [topic.arn]),
-                statement("Key", ["kms:Decrypt", "kms:GenerateDataKey"], [key.arn]),
-                statement(
-                    "Logs",
-                    ["logs:CreateLogStream", "logs:PutLogEvents"],
-                    [pulumi.Output.concat(log_group.arn, ":*")],
-                ),
-            ]
+    @staticmethod
+    def _common_statements(shared: _Shared, log_group: aws.cloudwatch.LogGroup) -> list[dict[str, Any]]:
+        endpoint_arns, config_arns, alarm_arns = shared.patterns
+        return [
+            statement(
+                "Endpoints",
+                ["sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"],
+                endpoint_arns,
+            ),
+            statement("EndpointConfigs", ["sagemaker:DescribeEndpointConfig"], config_arns),
+            statement("Alarms", ["cloudwatch:DescribeAlarms"], alarm_arns),
+            # GetMetricData has no resource-level permissions in IAM: "*" is the only form.
+            statement("Metrics", ["cloudwatch:GetMetricData"], ["*"]),
+            statement(
+                "Audit",
+                [
+                    # GetItem: a later delivery reads the idempotency guard to finish what an
+                    # earlier one left pending.
+                    "dynamodb:GetItem",
+                    # BatchGetItem: the stepper reads its candidates' drain markers per tick.
+                    "dynamodb:BatchGetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:ConditionCheckItem",
+                    "dynamodb:Query",
+                ],
+                [shared.table.arn],
+            ),
+            statement("Notify", ["sns:Publish"], [shared.topic.arn]),
+            statement("Key", ["kms:Decrypt", "kms:GenerateDataKey"], [shared.key.arn]),
+            statement(
+                "Logs",
+                ["logs:CreateLogStream", "logs:PutLogEvents"],
+                [pulumi.Output.concat(log_group.arn, ":*")],
+            ),
+        ]
 
-        def function(
-            kind: str, function_name: str, handler: str, timeout: int, extra: list[dict[str, Any]]
-        ) -> aws.lambda_.Function:
-            log_group = aws.cloudwatch.LogGroup(
-                f"{name}-{kind}-logs",
-                name=f"/aws/lambda/{function_name}",
-                retention_in_days=LOG_RETENTION_DAYS,
-                tags=tags,
-                opts=child,
-            )
-            role = aws.iam.Role(
-                f"{name}-{kind}-role",
-                assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
-                description=f"mlrollback {stack}: {kind} Lambda",
-                tags=tags,
-                opts=child,
-            )
-            policy = aws.iam.RolePolicy(
-                f"{name}-{kind}-policy",
-                role=role.id,
-                policy=policy_document([*common(log_group), *extra]),
-                opts=child,
-            )
-            return aws.lambda_.Function(
-                f"{name}-{kind}",
-                name=function_name,
-                role=role.arn,
-                runtime=LAMBDA_RUNTIME,
-                handler=handler,
-                code=code,
-                timeout=timeout,
-                memory_size=256,
-                environment={"variables": env},
-                logging_config={"log_format": "JSON", "log_group": log_group.name},
-                tags=tags,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, log_group]),
-            )
+    def _function(
+        self,
+        shared: _Shared,
+        kind: str,
+        function_name: str,
+        handler: str,
+        timeout: int,
+        extra: list[dict[str, Any]],
+    ) -> aws.lambda_.Function:
+        """A function of the stack with its log group and a role of its own (common + ``extra``)."""
+        name, stack, tags, child = self._name, self._args.stack, self._tags, self._child
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-{kind}-logs",
+            name=f"/aws/lambda/{function_name}",
+            retention_in_days=LOG_RETENTION_DAYS,
+            tags=tags,
+            opts=child,
+        )
+        role = aws.iam.Role(
+            f"{name}-{kind}-role",
+            assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
+            description=f"mlrollback {stack}: {kind} Lambda",
+            tags=tags,
+            opts=child,
+        )
+        policy = aws.iam.RolePolicy(
+            f"{name}-{kind}-policy",
+            role=role.id,
+            policy=policy_document([*self._common_statements(shared, log_group), *extra]),
+            opts=child,
+        )
+        return aws.lambda_.Function(
+            f"{name}-{kind}",
+            name=function_name,
+            role=role.arn,
+            runtime=LAMBDA_RUNTIME,
+            handler=handler,
+            code=shared.code,
+            timeout=timeout,
+            memory_size=256,
+            environment={"variables": shared.env},
+            logging_config={"log_format": "JSON", "log_group": log_group.name},
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, log_group]),
+        )
 
-        rollback_fn = function(
+    def _rollback_function(self, shared: _Shared) -> aws.lambda_.Function:
+        stack = self._args.stack
+        fn = self._function(
+            shared,
             "rollback",
             names.rollback_function_name(stack),
             ROLLBACK_HANDLER,
             60,
             [
-                statement("Quarantine", ["ssm:GetParameter", "ssm:PutParameter"], [quarantine]),
-                statement("RolloutPlan", ["ssm:GetParameter"], [rollout]),
+                statement(
+                    "Quarantine",
+                    ["ssm:GetParameter", "ssm:PutParameter"],
+                    [self._ssm(names.quarantine_prefix(stack))],
+                ),
+                statement("RolloutPlan", ["ssm:GetParameter"], [self._ssm(names.rollout_prefix(stack))]),
                 # Lambda sends the on-failure record of an event the function kept failing with the
                 # function's own execution role (SSE-SQS queue: no KMS grant needed).
-                statement("DeadLetters", ["sqs:SendMessage"], [dlq.arn]),
+                statement("DeadLetters", ["sqs:SendMessage"], [shared.dlq.arn]),
             ],
         )
         # A drain the function raised on (RetryExhaustedError, FollowUpError, a timeout) is retried
@@ -369,14 +437,20 @@ class AutoRollback(pulumi.ComponentResource):
         # Created after the role policy (the function depends on it): Lambda checks that the role
         # may send to the destination when the config is put.
         aws.lambda_.FunctionEventInvokeConfig(
-            f"{name}-rollback-invoke-config",
-            function_name=rollback_fn.name,
+            f"{self._name}-rollback-invoke-config",
+            function_name=fn.name,
             maximum_retry_attempts=ROLLBACK_RETRY_ATTEMPTS,
             maximum_event_age_in_seconds=ROLLBACK_MAX_EVENT_AGE_SECONDS,
-            destination_config={"on_failure": {"destination": dlq.arn}},
-            opts=child,
+            destination_config={"on_failure": {"destination": shared.dlq.arn}},
+            opts=self._child,
         )
-        stepper_fn = function(
+        return fn
+
+    def _stepper_function(self, shared: _Shared) -> aws.lambda_.Function:
+        stack = self._args.stack
+        quarantine, rollout = names.quarantine_prefix(stack), names.rollout_prefix(stack)
+        return self._function(
+            shared,
             "stepper",
             names.stepper_function_name(stack),
             STEPPER_HANDLER,
@@ -384,25 +458,28 @@ class AutoRollback(pulumi.ComponentResource):
             [
                 # The stepper reads every quarantine in one call, and its safety-net drain (a
                 # candidate alarm in ALARM whose event was lost) writes the quarantine record.
-                statement("QuarantinePath", ["ssm:GetParametersByPath"], [quarantine_path]),
-                statement("Quarantine", ["ssm:GetParameter", "ssm:PutParameter"], [quarantine]),
+                statement("QuarantinePath", ["ssm:GetParametersByPath"], [self._ssm(quarantine, path=True)]),
+                statement("Quarantine", ["ssm:GetParameter", "ssm:PutParameter"], [self._ssm(quarantine)]),
                 statement(
                     "Rollout",
                     ["ssm:GetParameter", "ssm:GetParametersByPath", "ssm:PutParameter"],
-                    [rollout_path, rollout],
+                    [self._ssm(rollout, path=True), self._ssm(rollout)],
                 ),
             ],
         )
 
-        alarm_rules: list[aws.cloudwatch.EventRule] = []
-        for part, pattern in enumerate(alarm_event_patterns(args.rule_alarms), start=1):
+    def _alarm_rules(self, rollback_fn: aws.lambda_.Function, dlq: aws.sqs.Queue) -> None:
+        """One EventBridge rule per event pattern of the alarms, each to the rollback function and the DLQ."""
+        name, stack, child = self._name, self._args.stack, self._child
+        rule_arns: list[pulumi.Output[str]] = []
+        for part, pattern in enumerate(alarm_event_patterns(self._args.rule_alarms), start=1):
             suffix = "" if part == 1 else f"-{part}"
             rule = aws.cloudwatch.EventRule(
                 f"{name}-alarm-rule{suffix}",
                 name=names.alarm_rule_name(stack, part),
                 description=f"ALARM transitions of mlrollback {stack} alarms -> rollback Lambda",
                 event_pattern=pattern,
-                tags=tags,
+                tags=self._tags,
                 opts=child,
             )
             aws.cloudwatch.EventTarget(
@@ -423,8 +500,7 @@ class AutoRollback(pulumi.ComponentResource):
                 source_arn=rule.arn,
                 opts=child,
             )
-            alarm_rules.append(rule)
-        rule_arns = [rule.arn for rule in alarm_rules]
+            rule_arns.append(rule.arn)
         aws.sqs.QueuePolicy(
             f"{name}-dlq-policy",
             queue_url=dlq.url,
@@ -443,31 +519,4 @@ class AutoRollback(pulumi.ComponentResource):
                 ]
             ),
             opts=child,
-        )
-
-        invoke_on_schedule(
-            f"{name}-schedule",
-            rule_name=names.schedule_rule_name(stack),
-            description=f"Advance progressive rollouts of mlrollback {stack}",
-            expression="rate(1 minute)",
-            function=stepper_fn,
-            # A missed tick is replaced by the next one a minute later: no long retries.
-            max_event_age_seconds=60,
-            tags=tags,
-            opts=child,
-        )
-
-        self.topic_arn = topic.arn
-        self.table_name = table.name
-        self.rollback_function_name = rollback_fn.name
-        self.stepper_function_name = stepper_fn.name
-        #: The contract environment, for other functions of the stack (the drift job).
-        self.environment = env
-        self.register_outputs(
-            {
-                "topicArn": self.topic_arn,
-                "auditTableName": self.table_name,
-                "rollbackFunctionName": self.rollback_function_name,
-                "stepperFunctionName": self.stepper_function_name,
-            }
         )
