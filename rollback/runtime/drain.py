@@ -37,6 +37,7 @@ from rollback.runtime.errors import ConflictError, RetryExhaustedError
 from rollback.runtime.events import parse_marker
 from rollback.runtime.followups import (
     IN_PROGRESS_WINDOW,
+    DrainRequest,
     append_audit,
     build_followups,
     commit,
@@ -71,131 +72,131 @@ def _raced(guard: dict[str, Any] | None, started: datetime) -> bool:
     return at >= started - RACE_WINDOW
 
 
-def drain_candidate(
-    clients: Clients,
-    settings: Settings,
-    *,
-    endpoint: str,
-    reason: str,
-    actor: str,
-    kind: str,
-    idempotency_key: str,
-    alarm: str | None = None,
-    version: str | None = None,
-    state_at: datetime | None = None,
-    retry: RetryPolicy | None = None,
-    supersedes: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    """Drain the candidate of ``endpoint``: the one code path for alarms, the CLI and drills.
+def _base(request: DrainRequest) -> dict[str, Any]:
+    return {
+        "endpoint": request.endpoint,
+        "variant": names.CANDIDATE,
+        "alarm": request.alarm,
+        "idempotencyKey": request.idempotency_key,
+    }
 
-    ``state_at`` (the alarm's state-change time) enables the stale-replay check: when the
+
+def drain_candidate(
+    clients: Clients, settings: Settings, request: DrainRequest, retry: RetryPolicy | None = None
+) -> dict[str, Any]:
+    """Drain the candidate of ``request.endpoint``: the one code path for alarms, the CLI and drills.
+
+    ``request.state_at`` (the alarm's state-change time) enables the stale-replay check: when the
     endpoint changed after that time and the candidate still serves traffic, the alarm's current
     state is read (one DescribeAlarms) and the drain happens only if it is still in ALARM.
-    ``supersedes``: guards of the quarantine record this drain replaces (the stepper's
-    enforcement drain); the new record lists them so ``clear-quarantine`` marks them done too.
     """
     retry = (retry or RetryPolicy()).bounded()
     started = clock.now()
-    base = {
-        "endpoint": endpoint,
-        "variant": names.CANDIDATE,
-        "alarm": alarm,
-        "idempotencyKey": idempotency_key,
-    }
-
-    def item_of(outcome: str, before: dict[str, float] | None, after: dict[str, float] | None, **kw: Any):
-        return audit.AuditItem(
-            endpoint=endpoint,
-            action="drain",
-            actor=actor,
-            outcome=outcome,
-            reason=kw.pop("why", reason),
-            variant=names.CANDIDATE,
-            version=version,
-            alarm=alarm,
-            weights_before=before,
-            weights_after=after,
-            idempotency_key=idempotency_key,
-            detail=kw.pop("detail", {"kind": kind}),
-        )
-
     try:
-        state = describe_endpoint(clients, endpoint, retry, wait_ready=True)
+        state = describe_endpoint(clients, request.endpoint, retry, wait_ready=True)
     except (RetryExhaustedError, ConflictError) as exc:
-        record_failure(clients, settings, item_of("failed", None, None), exc, idempotency_key)
+        failed = request.audit_item("failed", None, None, version=request.version)
+        record_failure(clients, settings, failed, exc, request.idempotency_key)
         raise
     decision = decisions.decide_alarm(state.weights, names.CANDIDATE, "ALARM")
-    pct_before = decisions.percents(state.weights)
-
     if decision.action != "drain":
-        if state.weights.get(names.CANDIDATE, -1.0) == 0.0:
-            return _already_drained(
-                clients,
-                settings,
-                state,
-                reason=reason,
-                actor=actor,
-                kind=kind,
-                key=idempotency_key,
-                alarm=alarm,
-                version=version,
-                retry=retry,
-            )
-        # Cannot drain safely (no stable variant to take the share): record once, change nothing.
-        skipped = item_of("skipped", pct_before, pct_before, why=decision.reason, detail={})
-        append_audit(clients, settings, skipped, retry)
-        return log_result("skipped", decision.reason, **base, weightsBefore=pct_before)
+        return _not_drainable(clients, settings, request, state, decision, retry)
+    version, stale = _version_to_drain(clients, settings, request, state, retry)
+    if stale is not None:
+        return stale
+    before, after = decisions.percents(state.weights), decisions.percents(decision.after)
+    try:
+        update_weights(clients, request.endpoint, decision.after, (names.CANDIDATE, names.STABLE), retry)
+    except Exception as exc:
+        failed = request.audit_item("failed", before, after, version=version)
+        record_failure(clients, settings, failed, exc, request.idempotency_key)
+        raise
+    # The record's time is taken after the weights changed: a racing delivery's guard is then
+    # never older than our start (see _raced).
+    item = request.audit_item("done", before, after, version=version)
+    topic = topic_arn_for(settings, state.raw.get("EndpointArn"))
+    return _record_drain(clients, settings, request, item, topic, started, retry)
 
-    if state_at is not None and alarm and state.last_modified and state.last_modified > state_at:
-        current = describe_alarm(clients, alarm, retry)
+
+def _not_drainable(
+    clients: Clients,
+    settings: Settings,
+    request: DrainRequest,
+    state: EndpointState,
+    decision: decisions.AlarmDecision,
+    retry: RetryPolicy,
+) -> dict[str, Any]:
+    """The candidate is at weight 0 already, or no stable variant could take its share."""
+    if state.weights.get(names.CANDIDATE, -1.0) == 0.0:
+        return _already_drained(clients, settings, state, request, retry)
+    # Cannot drain safely (no stable variant to take the share): record once, change nothing.
+    before = decisions.percents(state.weights)
+    skipped = request.audit_item(
+        "skipped", before, before, version=request.version, reason=decision.reason, detail={}
+    )
+    append_audit(clients, settings, skipped, retry)
+    return log_result("skipped", decision.reason, **_base(request), weightsBefore=before)
+
+
+def _version_to_drain(
+    clients: Clients, settings: Settings, request: DrainRequest, state: EndpointState, retry: RetryPolicy
+) -> tuple[str, dict[str, Any] | None]:
+    """(the candidate version the drain is about, the ``skipped`` result of a stale replay or None).
+
+    The alarm's own marker names the version when the alarm had to be read (stale-replay check);
+    else the request's version, else the rollout plan's candidate, else ``unknown``.
+    """
+    version = request.version
+    changed_since = state.last_modified and request.state_at and state.last_modified > request.state_at
+    if request.alarm and changed_since:
+        current = describe_alarm(clients, request.alarm, retry)
         if current is None or current.get("StateValue") != "ALARM":
             now_state = "deleted" if current is None else current.get("StateValue")
-            return log_result(
+            assert state.last_modified is not None and request.state_at is not None
+            return "", log_result(
                 "skipped",
                 f"stale replay: the endpoint changed at {clock.iso(state.last_modified)}, "
                 f"after this state change "
-                f"({clock.iso(state_at)}), and the alarm is now {now_state}",
-                **base,
-                weightsBefore=pct_before,
+                f"({clock.iso(request.state_at)}), and the alarm is now {now_state}",
+                **_base(request),
+                weightsBefore=decisions.percents(state.weights),
             )
         marker = parse_marker(current.get("AlarmDescription"))
         if marker and marker.version:
             version = marker.version
-
     if version is None:
-        version = plan_version(clients, settings, endpoint, names.CANDIDATE, retry)
-    version = version or "unknown"
-    pct_after = decisions.percents(decision.after)
-    try:
-        update_weights(clients, endpoint, decision.after, (names.CANDIDATE, names.STABLE), retry)
-    except Exception as exc:
-        record_failure(clients, settings, item_of("failed", pct_before, pct_after), exc, idempotency_key)
-        raise
-    # The record's time is taken after the weights changed: a racing delivery's guard is then
-    # never older than our start (see _raced).
-    item = item_of("done", pct_before, pct_after)
-    base["version"] = version
-    topic = topic_arn_for(settings, state.raw.get("EndpointArn"))
+        version = plan_version(clients, settings, request.endpoint, names.CANDIDATE, retry)
+    return version or "unknown", None
+
+
+def _record_drain(
+    clients: Clients,
+    settings: Settings,
+    request: DrainRequest,
+    item: audit.AuditItem,
+    topic: str | None,
+    started: datetime,
+    retry: RetryPolicy,
+) -> dict[str, Any]:
+    """Commit the drain's audit item with its guard and follow-ups, then do the follow-ups."""
+    version = item.version or "unknown"
+    base = {**_base(request), "version": version}
+    before, after = item.weights_before or {}, item.weights_after or {}
 
     def followups_of(guard: str) -> dict[str, Any]:
         return build_followups(
             settings,
-            topic,
-            endpoint,
-            version,
-            alarm,
-            reason,
-            actor,
-            kind,
-            pct_before,
-            pct_after,
-            item.at,
-            idempotency_key,
-            (guard, *supersedes),
+            request,
+            topic_arn=topic,
+            version=version,
+            before=before,
+            after=after,
+            at=item.at,
+            guards=(guard, *request.supersedes),
         )
 
-    base_guard = drain_guard(idempotency_key, version)
-    marker = drain_marker(endpoint, version)
+    base_guard = drain_guard(request.idempotency_key, version)
+    marker = drain_marker(request.endpoint, version)
     guard, followups = base_guard, followups_of(base_guard)
     committed = commit(clients, settings, item, retry, guard=guard, followups=followups, marker=marker)
     if not committed.written:
@@ -223,27 +224,17 @@ def drain_candidate(
     done = finish(clients, settings, guard, followups, retry)
     return log_result(
         "drained",
-        reason,
+        request.reason,
         **base,
-        weightsBefore=pct_before,
-        weightsAfter=pct_after,
+        weightsBefore=before,
+        weightsAfter=after,
         followUps=done,
         at=item.at,
     )
 
 
 def _already_drained(
-    clients: Clients,
-    settings: Settings,
-    state: EndpointState,
-    *,
-    reason: str,
-    actor: str,
-    kind: str,
-    key: str,
-    alarm: str | None,
-    version: str | None,
-    retry: RetryPolicy,
+    clients: Clients, settings: Settings, state: EndpointState, request: DrainRequest, retry: RetryPolicy
 ) -> dict[str, Any]:
     """Candidate at weight 0: a duplicate, a cut-off earlier delivery, someone else's drain, or idle.
 
@@ -252,14 +243,10 @@ def _already_drained(
     business), then the guard of this drain (an earlier delivery committed the audit item but
     not its follow-ups: finish them), else the records are completed for a drain nobody recorded.
     """
-    endpoint = state.name
-    base = {"endpoint": endpoint, "variant": names.CANDIDATE, "alarm": alarm, "idempotencyKey": key}
+    endpoint, key, version = request.endpoint, request.idempotency_key, request.version
+    base = _base(request)
     existing = read_quarantine(clients, settings, endpoint, retry)
-    if (
-        existing is not None
-        and existing.idempotency_key == key
-        and (version is None or existing.version == version)
-    ):
+    if existing is not None and existing.idempotency_key == key and version in (None, existing.version):
         base["version"] = existing.version
         if "notify" in existing.pending:
             return _resume_notify(clients, settings, existing, base, retry)
@@ -291,6 +278,20 @@ def _already_drained(
     base["version"] = version
     if existing is not None and existing.version == version:
         return _skipped_quarantined(existing, base, version)
+    return _finish_or_complete(clients, settings, state, request, version, base, retry)
+
+
+def _finish_or_complete(
+    clients: Clients,
+    settings: Settings,
+    state: EndpointState,
+    request: DrainRequest,
+    version: str,
+    base: dict[str, Any],
+    retry: RetryPolicy,
+) -> dict[str, Any]:
+    """Finish a cut-off drain of this key, wait for one still finishing, or complete unrecorded records."""
+    key, endpoint = request.idempotency_key, request.endpoint
     guard, found, outcome, done = finish_if_cut_off(clients, settings, drain_guard(key, version), retry)
     if outcome == "complete":
         return log_result("duplicate", "this state change was already handled", **base)
@@ -318,23 +319,24 @@ def _already_drained(
     # Drained (by an earlier attempt that failed before recording, or by hand) but never
     # recorded: complete the records so `pulumi up` does not re-promote it silently.
     pct = decisions.percents(state.weights)
-    item = audit.AuditItem(
-        endpoint=endpoint,
-        action="drain",
-        actor=actor,
-        outcome="done",
-        reason=f"{reason} (candidate was already at weight 0; completing records)",
-        variant=names.CANDIDATE,
+    item = request.audit_item(
+        "done",
+        pct,
+        pct,
         version=version,
-        alarm=alarm,
-        weights_before=pct,
-        weights_after=pct,
-        idempotency_key=key,
-        detail={"kind": kind, "weightsAlreadyZero": True},
+        reason=f"{request.reason} (candidate was already at weight 0; completing records)",
+        detail={"kind": request.kind, "weightsAlreadyZero": True},
     )
     topic = topic_arn_for(settings, state.raw.get("EndpointArn"))
     followups = build_followups(
-        settings, topic, endpoint, version, alarm, reason, actor, kind, pct, pct, item.at, key, (guard,)
+        settings,
+        request,
+        topic_arn=topic,
+        version=version,
+        before=pct,
+        after=pct,
+        at=item.at,
+        guards=(guard,),
     )
     committed = commit(
         clients,
@@ -408,13 +410,5 @@ def drain(
         raise ValueError("a manual drain needs a reason (it goes into the audit trail and the notification)")
     physical = settings.physical(endpoint)
     key = idempotency_key or f"{kind}#{physical}#{clock.iso(clock.now())}"
-    return drain_candidate(
-        clients,
-        settings,
-        endpoint=physical,
-        reason=reason,
-        actor=actor,
-        kind=kind,
-        idempotency_key=key,
-        retry=retry,
-    )
+    request = DrainRequest(endpoint=physical, reason=reason, actor=actor, kind=kind, idempotency_key=key)
+    return drain_candidate(clients, settings, request, retry)

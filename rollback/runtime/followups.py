@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from rollback.runtime import audit, clock, names, notify, records
@@ -234,49 +234,96 @@ def record_failure(
         log(logging.ERROR, "could not write the failed audit item", endpoint=item.endpoint, error=str(exc))
 
 
+@dataclass(frozen=True)
+class DrainRequest:
+    """What one drain is asked to do and why: the same for alarms, the stepper, the CLI and drills.
+
+    ``state_at`` (the alarm's state-change time) enables the stale-replay check; ``supersedes``
+    names the guards of a quarantine record this drain replaces (the stepper's enforcement drain),
+    so the new record lists them and ``clear-quarantine`` marks them done too.
+    """
+
+    endpoint: str
+    reason: str
+    actor: str
+    kind: str
+    idempotency_key: str
+    alarm: str | None = None
+    version: str | None = None
+    state_at: datetime | None = None
+    supersedes: tuple[str, ...] = ()
+
+    def audit_item(
+        self,
+        outcome: str,
+        before: dict[str, float] | None,
+        after: dict[str, float] | None,
+        *,
+        version: str | None,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> audit.AuditItem:
+        """The ``drain`` audit item of this request (every drain item is built here)."""
+        return audit.AuditItem(
+            endpoint=self.endpoint,
+            action="drain",
+            actor=self.actor,
+            outcome=outcome,
+            reason=self.reason if reason is None else reason,
+            variant=names.CANDIDATE,
+            version=version,
+            alarm=self.alarm,
+            weights_before=before,
+            weights_after=after,
+            idempotency_key=self.idempotency_key,
+            detail={"kind": self.kind} if detail is None else detail,
+        )
+
+
 def build_followups(
     settings: Settings,
+    request: DrainRequest,
+    *,
     topic_arn: str | None,
-    endpoint: str,
     version: str,
-    alarm: str | None,
-    reason: str,
-    actor: str,
-    kind: str,
     before: dict[str, float],
     after: dict[str, float],
     at: str,
-    key: str,
     guards: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """The drain's follow-ups, stored on its guard in the commit: the quarantine record and the message."""
+    key = request.idempotency_key
     quarantine = Quarantine(
-        endpoint=endpoint,
+        endpoint=request.endpoint,
         version=version,
         variant=names.CANDIDATE,
-        alarm=alarm,
-        reason=reason,
+        alarm=request.alarm,
+        reason=request.reason,
         at=at.split("#", 1)[0],
-        by=actor,
-        kind=kind,
+        by=request.actor,
+        kind=request.kind,
         extra={"idempotencyKey": key, **({"guards": list(dict.fromkeys(guards))} if guards else {})},
     )
     message = notify.rollback_message(
         stack=settings.stack,
-        endpoint=endpoint,
+        endpoint=request.endpoint,
         variant=names.CANDIDATE,
         version=version,
-        alarm=alarm,
-        reason=reason,
+        alarm=request.alarm,
+        reason=request.reason,
         weights_before=before,
         weights_after=after,
-        kind=kind,
-        actor=actor,
+        kind=request.kind,
+        actor=request.actor,
     )
     # The key lets subscribers drop the repeat a crash between Publish and the quarantine write
     # can cause (delivery is at-least-once in that window).
     body = json.dumps({**message.body, "idempotencyKey": key}, sort_keys=True)
     return {
-        "quarantine": {"name": settings.quarantine_parameter(endpoint), "value": quarantine.to_json()},
+        "quarantine": {
+            "name": settings.quarantine_parameter(request.endpoint),
+            "value": quarantine.to_json(),
+        },
         "notify": {"subject": message.subject, "body": body, "topic": topic_arn},
     }
 

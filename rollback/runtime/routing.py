@@ -19,7 +19,7 @@ from rollback.runtime.drain import drain_candidate
 from rollback.runtime.endpoint import describe_endpoint, plan_version, topic_arn_for
 from rollback.runtime.errors import EventError
 from rollback.runtime.events import AlarmEvent
-from rollback.runtime.followups import clear_owed, commit, finish, get_guard
+from rollback.runtime.followups import DrainRequest, clear_owed, commit, finish, get_guard
 from rollback.runtime.logs import log_result
 from rollback.runtime.retry import RetryPolicy
 from rollback.runtime.settings import Settings
@@ -66,9 +66,7 @@ def handle_alarm(
             "skipped", f"{role} variant serves no live traffic; nothing to drain", **base, endpoint=endpoint
         )
     marker = event.marker
-    return drain_candidate(
-        clients,
-        settings,
+    request = DrainRequest(
         endpoint=endpoint,
         reason=event.reason or f"{event.alarm_name} in ALARM",
         actor=actor,
@@ -77,8 +75,8 @@ def handle_alarm(
         alarm=event.alarm_name,
         version=marker.version if marker else None,
         state_at=event.state_at,
-        retry=retry,
     )
+    return drain_candidate(clients, settings, request, retry)
 
 
 def _stable_alarm(

@@ -21,7 +21,13 @@ from rollback.runtime.drain import drain_candidate, drain_retry
 from rollback.runtime.endpoint import describe_endpoint, read_quarantine, send_weights
 from rollback.runtime.errors import ConfigError
 from rollback.runtime.events import alarm_idempotency_key, parse_marker
-from rollback.runtime.followups import append_audit, drain_markers, finish_cut_off_drain, resume_followups
+from rollback.runtime.followups import (
+    DrainRequest,
+    append_audit,
+    drain_markers,
+    finish_cut_off_drain,
+    resume_followups,
+)
 from rollback.runtime.logs import log
 from rollback.runtime.records import Progress, Quarantine, RolloutPlan
 from rollback.runtime.retry import RetryPolicy, call
@@ -211,9 +217,7 @@ def _apply(
         marker = parse_marker(alarm.get("AlarmDescription"))
         # The plan's candidate is the version this rollout put into service; the drain's records
         # (and its guard key) name it even if the alarm's description still carries an older marker.
-        out["drain"] = drain_candidate(
-            clients,
-            settings,
+        request = DrainRequest(
             endpoint=ep.name,
             reason=alarm.get("StateReason") or f"{alarm['AlarmName']} in ALARM",
             actor=actor,
@@ -221,8 +225,8 @@ def _apply(
             idempotency_key=alarm_idempotency_key(alarm["AlarmName"], state_at),
             alarm=alarm["AlarmName"],
             version=plan.candidate or (marker.version if marker else None),
-            retry=drain_retry(retry),
         )
+        out["drain"] = drain_candidate(clients, settings, request, drain_retry(retry))
         if progress is not None and plan.advances:  # single-step plans keep no progress
             halted = Progress(
                 plan.plan_id, progress.step_index, progress.step_started_at, "halted", decision.reason
@@ -406,9 +410,7 @@ def _enforce_quarantine(
     record = read_quarantine(clients, settings, ep.name, retry)
     if record is None or record.version != ep.plan.candidate:
         return None
-    return drain_candidate(
-        clients,
-        settings,
+    request = DrainRequest(
         endpoint=ep.name,
         reason=f"candidate {record.version} is quarantined ({record.kind}, {record.alarm or record.by} at "
         f"{record.at}) but served {share:.2f}% of traffic again; drained again",
@@ -417,9 +419,9 @@ def _enforce_quarantine(
         idempotency_key=f"quarantined#{ep.name}#{record.version}#{record.at}",
         alarm=record.alarm,
         version=record.version,
-        retry=drain_retry(retry),
         supersedes=record.guards,
     )
+    return drain_candidate(clients, settings, request, drain_retry(retry))
 
 
 def _resume_owed(
