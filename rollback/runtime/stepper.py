@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -179,6 +181,62 @@ def _write_progress(
     )
 
 
+@dataclass
+class _Tick:
+    """One endpoint's step of a tick: what every action needs, and the one way to build its records."""
+
+    clients: Clients
+    settings: Settings
+    ep: _Endpoint
+    decision: decisions.StepDecision
+    now: datetime
+    actor: str
+    retry: RetryPolicy
+    alarms: dict[str, dict[str, Any]]
+    live: decisions.Weights | None
+
+    @property
+    def progress(self) -> Progress:
+        assert self.ep.progress is not None  # every action but start/halt follows a current record
+        return self.ep.progress
+
+    def write_progress(
+        self, state: str, *, step_index: int | None = None, started: datetime | None = None
+    ) -> None:
+        """The progress record of this plan in ``state`` with the decision's reason.
+
+        ``step_index`` and ``started`` default to the current record's (a state change, no step).
+        """
+        if step_index is None or started is None:
+            step_index = self.progress.step_index if step_index is None else step_index
+            started = self.progress.step_started_at if started is None else started
+        record = Progress(self.ep.plan.plan_id, step_index, started, state, self.decision.reason)
+        _write_progress(self.clients, self.settings, self.ep.name, record, self.retry)
+
+    def append_audit(
+        self,
+        action: str,
+        key: str,
+        detail: dict[str, Any],
+        before: dict[str, float] | None = None,
+        after: dict[str, float] | None = None,
+    ) -> None:
+        """The stepper's audit item (``step`` or ``pause``) of this endpoint, guarded by ``key``."""
+        item = audit.AuditItem(
+            endpoint=self.ep.name,
+            action=action,
+            actor=self.actor,
+            reason=self.decision.reason,
+            variant=names.CANDIDATE,
+            version=self.ep.plan.candidate,
+            weights_before=before,
+            weights_after=after,
+            idempotency_key=key,
+            detail={"planId": self.ep.plan.plan_id, **detail},
+        )
+        append_audit(self.clients, self.settings, item, self.retry)
+
+
 def _apply(
     clients: Clients,
     settings: Settings,
@@ -190,152 +248,132 @@ def _apply(
     alarms: dict[str, dict[str, Any]],
     live: decisions.Weights | None,
 ) -> dict[str, Any]:
-    plan, progress = ep.plan, ep.progress
+    """Carry out ``decision`` for ``ep``: the records and weights each action changes."""
     out: dict[str, Any] = {
         "action": decision.action,
         "reason": decision.reason,
         "stepIndex": decision.step_index,
     }
-    if ep.quarantined and plan.candidate is not None:
+    if ep.quarantined and ep.plan.candidate is not None:
         enforced = _enforce_quarantine(clients, settings, ep, actor, retry)
         if enforced is not None:
             out["drain"] = enforced
-    if decision.action in ("none", "wait", "evaluate"):
+    act = _ACTIONS.get(decision.action)
+    if act is None:  # none, wait, evaluate: nothing to change
         return out
-    if decision.action == "start":
-        _write_progress(
-            clients, settings, ep.name, Progress(plan.plan_id, 0, now, "baking", decision.reason), retry
+    return act(_Tick(clients, settings, ep, decision, now, actor, retry, alarms, live), out)
+
+
+def _start(tick: _Tick, out: dict[str, Any]) -> dict[str, Any]:
+    tick.write_progress("baking", step_index=0, started=tick.now)
+    return out
+
+
+def _halt(tick: _Tick, out: dict[str, Any]) -> dict[str, Any]:
+    """A candidate alarm is in ALARM: the safety net for a lost or still-retrying alarm event.
+
+    It drains through the same code path with the same idempotency key the alarm Lambda uses, so
+    both together drain once.
+    """
+    plan = tick.ep.plan
+    alarm = tick.alarms[tick.decision.alarms_in_alarm[0]]
+    # The event's detail.state.timestamp is the transition time; StateUpdatedTimestamp also moves
+    # when only the evaluation state changes, which would give a different idempotency key.
+    state_at = alarm.get("StateTransitionedTimestamp") or alarm["StateUpdatedTimestamp"]
+    marker = parse_marker(alarm.get("AlarmDescription"))
+    # The plan's candidate is the version this rollout put into service; the drain's records
+    # (and its guard key) name it even if the alarm's description still carries an older marker.
+    request = DrainRequest(
+        endpoint=tick.ep.name,
+        reason=alarm.get("StateReason") or f"{alarm['AlarmName']} in ALARM",
+        actor=tick.actor,
+        kind="auto",
+        idempotency_key=alarm_idempotency_key(alarm["AlarmName"], state_at),
+        alarm=alarm["AlarmName"],
+        version=plan.candidate or (marker.version if marker else None),
+    )
+    out["drain"] = drain_candidate(tick.clients, tick.settings, request, drain_retry(tick.retry))
+    if tick.ep.progress is not None and plan.advances:  # single-step plans keep no progress
+        tick.write_progress("halted")
+    return out
+
+
+def _halt_quarantined(tick: _Tick, out: dict[str, Any]) -> dict[str, Any]:
+    tick.write_progress("halted")
+    return out
+
+
+def _pause(tick: _Tick, out: dict[str, Any]) -> dict[str, Any]:
+    progress, plan = tick.progress, tick.ep.plan
+    if progress.state != "paused":
+        tick.write_progress("paused")
+        tick.append_audit(
+            "pause",
+            f"pause#{tick.ep.name}#{plan.plan_id}#{progress.step_index}",
+            {"stepIndex": progress.step_index},
         )
-        return out
-    if decision.action == "halt":
-        # Safety net for a lost or still-retrying alarm event: drain through the same code path
-        # with the same idempotency key the alarm Lambda uses, so both together drain once.
-        alarm = alarms[decision.alarms_in_alarm[0]]
-        # The event's detail.state.timestamp is the transition time; StateUpdatedTimestamp also moves
-        # when only the evaluation state changes, which would give a different idempotency key.
-        state_at = alarm.get("StateTransitionedTimestamp") or alarm["StateUpdatedTimestamp"]
-        marker = parse_marker(alarm.get("AlarmDescription"))
-        # The plan's candidate is the version this rollout put into service; the drain's records
-        # (and its guard key) name it even if the alarm's description still carries an older marker.
-        request = DrainRequest(
-            endpoint=ep.name,
-            reason=alarm.get("StateReason") or f"{alarm['AlarmName']} in ALARM",
-            actor=actor,
-            kind="auto",
-            idempotency_key=alarm_idempotency_key(alarm["AlarmName"], state_at),
-            alarm=alarm["AlarmName"],
-            version=plan.candidate or (marker.version if marker else None),
-        )
-        out["drain"] = drain_candidate(clients, settings, request, drain_retry(retry))
-        if progress is not None and plan.advances:  # single-step plans keep no progress
-            halted = Progress(
-                plan.plan_id, progress.step_index, progress.step_started_at, "halted", decision.reason
-            )
-            _write_progress(clients, settings, ep.name, halted, retry)
-        return out
-    assert progress is not None  # every other action follows a current progress record
-    if decision.action == "halt-quarantined":
-        halted = Progress(
-            plan.plan_id, progress.step_index, progress.step_started_at, "halted", decision.reason
-        )
-        _write_progress(clients, settings, ep.name, halted, retry)
-        return out
-    if decision.action == "pause":
-        if progress.state != "paused":
-            paused = Progress(
-                plan.plan_id, progress.step_index, progress.step_started_at, "paused", decision.reason
-            )
-            _write_progress(clients, settings, ep.name, paused, retry)
-            append_audit(
-                clients,
-                settings,
-                audit.AuditItem(
-                    endpoint=ep.name,
-                    action="pause",
-                    actor=actor,
-                    reason=decision.reason,
-                    variant=names.CANDIDATE,
-                    version=plan.candidate,
-                    idempotency_key=f"pause#{ep.name}#{plan.plan_id}#{progress.step_index}",
-                    detail={"planId": plan.plan_id, "stepIndex": progress.step_index},
-                ),
-                retry,
-            )
-        return out
-    if decision.action == "hold":
-        if progress.reason != decision.reason or progress.state != "baking":
-            held = Progress(
-                plan.plan_id, progress.step_index, progress.step_started_at, "baking", decision.reason
-            )
-            _write_progress(clients, settings, ep.name, held, retry)
-        return out
-    assert live is not None
+    return out
+
+
+def _hold(tick: _Tick, out: dict[str, Any]) -> dict[str, Any]:
+    if tick.progress.reason != tick.decision.reason or tick.progress.state != "baking":
+        tick.write_progress("baking")
+    return out
+
+
+def _finalize(tick: _Tick, out: dict[str, Any]) -> dict[str, Any]:
+    progress, plan = tick.progress, tick.ep.plan
+    assert tick.live is not None
+    before = decisions.percents(tick.live)
+    tick.write_progress("ready-to-finalize")
+    tick.append_audit(
+        "step",
+        f"finalize#{tick.ep.name}#{plan.plan_id}",
+        {"state": "ready-to-finalize", "stepIndex": progress.step_index},
+        before,
+        before,
+    )
+    return out
+
+
+def _advance(tick: _Tick, out: dict[str, Any]) -> dict[str, Any]:
+    progress, plan, decision, live = tick.progress, tick.ep.plan, tick.decision, tick.live
+    assert live is not None and decision.candidate_percent is not None
     before = decisions.percents(live)
-    if decision.action == "finalize":
-        done = Progress(
-            plan.plan_id, progress.step_index, progress.step_started_at, "ready-to-finalize", decision.reason
-        )
-        _write_progress(clients, settings, ep.name, done, retry)
-        append_audit(
-            clients,
-            settings,
-            audit.AuditItem(
-                endpoint=ep.name,
-                action="step",
-                actor=actor,
-                reason=decision.reason,
-                variant=names.CANDIDATE,
-                version=plan.candidate,
-                weights_before=before,
-                weights_after=before,
-                idempotency_key=f"finalize#{ep.name}#{plan.plan_id}",
-                detail={
-                    "planId": plan.plan_id,
-                    "state": "ready-to-finalize",
-                    "stepIndex": progress.step_index,
-                },
-            ),
-            retry,
-        )
-        return out
-    # advance
-    assert decision.candidate_percent is not None
     if abs(decisions.candidate_share(live) - decision.candidate_percent) <= decisions.SHARE_TOLERANCE:
         after = live  # an earlier tick moved the weights and was cut off before its records
     else:
-        moved = _advance_weights(clients, settings, ep, live, decision.candidate_percent, retry)
+        moved = _advance_weights(
+            tick.clients, tick.settings, tick.ep, live, decision.candidate_percent, tick.retry
+        )
         if isinstance(moved, str):
             return {"action": "hold", "reason": moved, "stepIndex": progress.step_index}
         after = moved
     # The audit item first: the weights have moved, so the record of it must not depend on the
     # progress write. A tick cut off before the progress write is finished by the next one
     # (decisions.decide_step recognises live weights at the next step); the item's key dedupes it.
-    append_audit(
-        clients,
-        settings,
-        audit.AuditItem(
-            endpoint=ep.name,
-            action="step",
-            actor=actor,
-            reason=decision.reason,
-            variant=names.CANDIDATE,
-            version=plan.candidate,
-            weights_before=before,
-            weights_after=decisions.percents(after),
-            idempotency_key=f"step#{ep.name}#{plan.plan_id}#{decision.step_index}",
-            detail={"planId": plan.plan_id, "stepIndex": decision.step_index},
-        ),
-        retry,
+    tick.append_audit(
+        "step",
+        f"step#{tick.ep.name}#{plan.plan_id}#{decision.step_index}",
+        {"stepIndex": decision.step_index},
+        before,
+        decisions.percents(after),
     )
-    _write_progress(
-        clients,
-        settings,
-        ep.name,
-        Progress(plan.plan_id, decision.step_index, now, "baking", decision.reason),
-        retry,
-    )
+    tick.write_progress("baking", step_index=decision.step_index, started=tick.now)
     out["weightsBefore"], out["weightsAfter"] = before, decisions.percents(after)
     return out
+
+
+#: What each StepDecision action does (the others change nothing).
+_ACTIONS: dict[str, Callable[[_Tick, dict[str, Any]], dict[str, Any]]] = {
+    "start": _start,
+    "halt": _halt,
+    "halt-quarantined": _halt_quarantined,
+    "pause": _pause,
+    "hold": _hold,
+    "finalize": _finalize,
+    "advance": _advance,
+}
 
 
 def _advance_weights(
