@@ -78,7 +78,61 @@ def run_drill(
         raise GateError(f"stack {stack_cfg.stack} is production; pass --i-know-this-is-prod to drill it")
     ep = stack_cfg.endpoint(endpoint or default_endpoint(stack_cfg))
     physical, version = ep.physical_name, ep.release.candidate
-    progress_name = names.rollout_progress_parameter(stack_cfg.stack, physical)
+    pre_progress, before = _ready_to_drill(clients, stack_cfg.stack, physical, version)
+    alarm = names.alarm_name(physical, names.CANDIDATE, "errors")
+    started = time.monotonic()
+    ttr, after = _force_and_time(clients, alarm, physical, version, timeout_seconds, poll_seconds, progress)
+    after = after or before  # no poll at all (a zero timeout): nothing moved that we saw
+    restored: dict[str, Any] | None = None
+    failure: Exception | None = None
+    left: dict[str, Any] = {}
+    if ttr is not None:
+        try:
+            restored = _restore(
+                clients,
+                stack_cfg.stack,
+                physical,
+                before,
+                pre_progress,
+                restore_retry or RESTORE_RETRY,
+                progress,
+                started,
+            )
+        except Exception as exc:  # recorded in the drill item below, then raised again in words
+            failure = exc
+            left = _left_behind(clients, stack_cfg.stack, physical)
+    report = {
+        "scenario": "fault-injection",
+        "stack": stack_cfg.stack,
+        "endpoint": physical,
+        "version": version,
+        "rolled_back": ttr is not None,
+        "ttr_seconds": round(ttr, 3) if ttr is not None else None,
+        "weights_before": before,
+        "weights_after": after,
+        "restored": restored is not None,
+        "progress_reset": bool((restored or {}).get("progress_reset")),
+        "progress_restored": bool((restored or {}).get("progress_restored")),
+        "notes": (restored or {}).get("notes", []),
+        "expectation_met": ttr is not None and failure is None,
+    }
+    message = ""
+    if failure is not None:
+        message = _restore_failure_message(stack_cfg.stack, ep.name, physical, version, before, left, failure)
+        report["left"] = left
+        report["error"] = message
+    _record_drill(clients, stack_cfg.stack, report, alarm, timeout_seconds, failure)
+    if failure is not None:
+        cls = type(failure) if isinstance(failure, MLRollbackError) else MLRollbackError
+        raise cls(message) from failure
+    return report
+
+
+def _ready_to_drill(
+    clients: Any, stack: str, physical: str, version: str | None
+) -> tuple[str | None, dict[str, float]]:
+    """(the rollout progress record before the drill, the live weights), or why a drill cannot start."""
+    progress_name = names.rollout_progress_parameter(stack, physical)
     # Read before the alarm is forced: the stepper may rewrite it (halted) while the drill runs.
     pre_progress = records.get_text(clients.ssm, progress_name)
     try:
@@ -100,86 +154,73 @@ def run_drill(
         raise GateError(
             f"{physical} has no candidate serving traffic; deploy one before rehearsing its rollback"
         )
-    alarm = names.alarm_name(physical, names.CANDIDATE, "errors")
+    return pre_progress, before
+
+
+def _force_and_time(
+    clients: Any,
+    alarm: str,
+    physical: str,
+    version: str | None,
+    timeout_seconds: float,
+    poll_seconds: float,
+    progress: Progress | None,
+) -> tuple[float | None, dict[str, float]]:
+    """Force ``alarm`` into ALARM and poll until the candidate is at weight 0: (seconds or None, weights).
+
+    The alarm is set back to OK whatever happens.
+    """
     started = time.monotonic()
     clients.cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="mlrollback drill")
-    ttr: float | None = None
-    after = before
     try:
+        after: dict[str, float] = {}
         while time.monotonic() - started < timeout_seconds:
             _, after = _weights(clients.sagemaker, physical)
             elapsed = time.monotonic() - started
             if progress is not None:
                 progress(f"waiting for the drain of {version}", elapsed)
             if after.get(names.CANDIDATE, 0) == 0:
-                ttr = elapsed
-                break
+                return elapsed, after
             clock.sleep(poll_seconds)
+        return None, after
     finally:
         clients.cloudwatch.set_alarm_state(
             AlarmName=alarm, StateValue="OK", StateReason="mlrollback drill over"
         )
-    passed = ttr is not None
-    restored: dict[str, Any] | None = None
-    failure: Exception | None = None
-    left: dict[str, Any] = {}
-    if passed:
-        try:
-            restored = _restore(
-                clients,
-                stack_cfg.stack,
-                physical,
-                before,
-                pre_progress,
-                restore_retry or RESTORE_RETRY,
-                progress,
-                started,
-            )
-        except Exception as exc:  # recorded in the drill item below, then raised again in words
-            failure = exc
-            left = _left_behind(clients, stack_cfg.stack, physical)
-    notes = (restored or {}).get("notes", [])
-    report = {
-        "scenario": "fault-injection",
-        "stack": stack_cfg.stack,
-        "endpoint": physical,
-        "version": version,
-        "rolled_back": passed,
-        "ttr_seconds": round(ttr, 3) if ttr is not None else None,
-        "weights_before": before,
-        "weights_after": after,
-        "restored": restored is not None,
-        "progress_reset": bool((restored or {}).get("progress_reset")),
-        "progress_restored": bool((restored or {}).get("progress_restored")),
-        "notes": notes,
-        "expectation_met": passed and failure is None,
-    }
+
+
+def _record_drill(
+    clients: Any,
+    stack: str,
+    report: dict[str, Any],
+    alarm: str,
+    timeout_seconds: float,
+    failure: Exception | None,
+) -> None:
+    """The drill's one audit item (the promotion gate reads it): ``failed`` when the restore failed."""
+    passed = bool(report["rolled_back"])
     detail: dict[str, Any] = {
         "passed": passed,
         "ttrSeconds": report["ttr_seconds"],
         "timeoutSeconds": timeout_seconds,
-        "restored": restored is not None,
+        "restored": report["restored"],
         "progressReset": report["progress_reset"],
         "progressRestored": report["progress_restored"],
     }
-    message = ""
     if failure is not None:
-        message = _restore_failure_message(stack_cfg.stack, ep.name, physical, version, before, left, failure)
-        detail.update({"restoreError": str(failure), "left": left})
-        report["left"] = left
-        report["error"] = message
+        detail.update({"restoreError": str(failure), "left": report["left"]})
     call(
         "PutItem",
         audit.append,
         RetryPolicy(attempts=3),
         dynamodb=clients.dynamodb,
-        table=names.audit_table_name(stack_cfg.stack),
+        table=names.audit_table_name(stack),
         item=audit.AuditItem(
-            endpoint=physical,
+            endpoint=report["endpoint"],
             action="drill",
             actor="cli:drill",
             outcome="done" if passed and failure is None else "failed",
-            version=version,
+            version=report["version"],
             alarm=alarm,
             reason="rehearsal: forced candidate alarm"
             + (
@@ -188,10 +229,6 @@ def run_drill(
             detail=detail,
         ),
     )
-    if failure is not None:
-        cls = type(failure) if isinstance(failure, MLRollbackError) else MLRollbackError
-        raise cls(message) from failure
-    return report
 
 
 def _delete_parameter(clients: Any, name: str, retry: RetryPolicy) -> bool:
