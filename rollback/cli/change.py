@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -30,8 +31,7 @@ from rollback.cli.app import (
 )
 from rollback.cli.app import app as cli_app
 from rollback.cli.app import cli_errors as errors
-from rollback.ops.promotion import gates, record_promotion, shadow_gate
-from rollback.ops.schema_check import check_versions
+from rollback.ops import promotion
 from rollback.ops.stack_changes import (
     ensure_not_busy,
     find_deployment,
@@ -44,7 +44,7 @@ from rollback.ops.stack_changes import (
 from rollback.ops.stack_context import StackContext, actor
 from rollback.ops.stackfile import Release, StackDocument, require_clean, stage
 from rollback.runtime import names
-from rollback.runtime.errors import ConfigError, GateError, MLRollbackError
+from rollback.runtime.errors import ConfigError, MLRollbackError
 
 ApplyOpt = Annotated[bool, typer.Option("--apply", help="Then run `pulumi up` (or the sandbox applier).")]
 SkipSchemaOpt = Annotated[
@@ -94,6 +94,33 @@ def _apply(ctx: StackContext, physical: str, json_out: bool = False) -> dict[str
         return pulumi_cli.up(
             ctx.root, ctx.stack, on_output=lambda line: out.print(line, markup=False, end="")
         )
+
+
+def _land(
+    ctx: StackContext,
+    physical: str,
+    doc: StackDocument,
+    hint: str,
+    record: Callable[[], tuple[StackContext, str, str]],
+    change: tuple[str, str | None, str],
+    git: tuple[bool, str, str],
+    *,
+    apply: bool,
+    json_out: bool,
+) -> tuple[str | None, Any]:
+    """Land a changed stack document: stage and validate it, ``record`` it, put it in place, then commit
+    and apply as asked. Returns (commit sha or None, what the apply did or None).
+
+    ``record`` returns (the context whose trail got the item, its endpoint, the item id); ``change``
+    is (action, version, diff); ``git`` is (--commit, subject, reason).
+    """
+    action, version, diff = change
+    commit, subject, reason = git
+    with stage(ctx.path, doc.render(), stack=ctx.stack, hint=hint) as staged:
+        trail, trail_physical, audit_id = record()
+        put_in_place(trail, staged, trail_physical, action, version, audit_id, diff)
+    sha = commit_change(ctx, commit, subject, reason, audit_id, json_out=json_out)
+    return sha, (_apply(ctx, physical, json_out) if apply else None)
 
 
 def _unchanged(
@@ -183,21 +210,20 @@ def revert(
             f"revert only edits the release lines of {ep.name}; change the rest of the endpoint in {where} "
             "by hand (e.g. strategy.type) so it accepts that release, or pick another target"
         )
-        with stage(ctx.path, doc.render(), stack=ctx.stack, hint=hint) as staged:
-            audit_id = record_change(
+        sha, applied = _land(
+            ctx,
+            ep.physical_name,
+            doc,
+            hint,
+            lambda: (ctx, ep.physical_name, record_change(
                 ctx, ep.physical_name, "revert", target.stable, reason, diff,
                 release=target.as_dict(), previous=current.as_dict(),
-            )  # fmt: skip
-            put_in_place(ctx, staged, ep.physical_name, "revert", target.stable, audit_id, diff)
-        sha = commit_change(
-            ctx,
-            commit,
-            f"mlrollback revert {stack}/{ep.name}: {_show(current)} -> {_show(target)}",
-            reason,
-            audit_id,
+            )),
+            ("revert", target.stable, diff),
+            (commit, f"mlrollback revert {stack}/{ep.name}: {_show(current)} -> {_show(target)}", reason),
+            apply=apply,
             json_out=json_out,
-        )
-        applied = _apply(ctx, ep.physical_name, json_out) if apply else None
+        )  # fmt: skip
         if json_out:
             print_json(
                 {
@@ -282,8 +308,7 @@ def promote(
         version = version or sep.release.candidate or sep.release.stable
         age = max_age_hours if max_age_hours is not None else float(src.cfg.rehearsal.max_age_hours)
         physical = names.endpoint_name(to_stack, endpoint)
-        doc = StackDocument.load(dst.path)
-        current = doc.release(endpoint)
+        current = StackDocument.load(dst.path).release(endpoint)
         if version in (current.stable, current.candidate):
             # Promoted before (its gates passed then): not a new promotion, so no gate applies now.
             # After a finalize the source has no candidate left to drill, and CI must stay green.
@@ -297,13 +322,15 @@ def promote(
                 notes=[],
             )
             return
-        failed, notes = gates(src, dst, endpoint, version, age)
-        shadow: dict[str, Any] | None = None
-        if require_shadow_verdict or src.cfg.rehearsal.shadow_verdict.required:
-            shadow_failed, shadow = shadow_gate(src, endpoint, version, capture_uri, age)
-            failed += shadow_failed
-        if failed:
-            raise GateError("promotion refused:\n" + "\n".join(f"  - {f}" for f in failed))
+        notes, shadow = promotion.check(
+            src,
+            dst,
+            endpoint,
+            version,
+            age,
+            require_shadow_verdict=require_shadow_verdict,
+            capture_uri=capture_uri,
+        )
         out = human(json_out)
         for note in notes:
             out.print(f"note: {note}", highlight=False)
@@ -311,15 +338,9 @@ def promote(
             require_clean(dst.root, dst.path)
         if apply:
             ready_to_apply(dst, physical)
-        source_doc = StackDocument.load(src.path)
-        doc.add_version(endpoint, version, source_doc.versions(endpoint)[version])
-        schema_gate(dst, endpoint, current.stable, [], skip_schema_check)  # target file readable
-        paths = {v: s.get("schema") for v, s in doc.versions(endpoint).items()}
-        result = check_versions(current.stable, version, paths, dst.root)
-        if result.differences or (result.unknown and not skip_schema_check):
-            raise GateError(result.explain())
-        target = Release(current.stable, version, current.shadow)
-        doc.set_release(endpoint, target)
+        doc, current, target = promotion.promoted_document(
+            src, dst, endpoint, version, skip_schema_check=skip_schema_check
+        )
         where = str(dst.path.relative_to(dst.root))
         diff = doc.diff(where)
         reason = f"promoted from {from_stack}"
@@ -334,8 +355,12 @@ def promote(
             "source": from_stack,
             **({"shadowVerdict": shadow} if shadow else {}),
         }
-        with stage(dst.path, doc.render(), stack=dst.stack, hint=hint) as staged:
-            trail, trail_physical, audit_id = record_promotion(
+        sha, applied = _land(
+            dst,
+            physical,
+            doc,
+            hint,
+            lambda: promotion.record_promotion(
                 src,
                 dst,
                 endpoint,
@@ -344,17 +369,12 @@ def promote(
                 diff,
                 detail,
                 lambda n: out.print(f"note: {n}", highlight=False),
-            )
-            put_in_place(trail, staged, trail_physical, "promote", version, audit_id, diff)
-        sha = commit_change(
-            dst,
-            commit,
-            f"mlrollback promote {from_stack} -> {to_stack}/{endpoint}: {version}",
-            reason,
-            audit_id,
+            ),
+            ("promote", version, diff),
+            (commit, f"mlrollback promote {from_stack} -> {to_stack}/{endpoint}: {version}", reason),
+            apply=apply,
             json_out=json_out,
         )
-        applied = _apply(dst, physical, json_out) if apply else None
         if json_out:
             print_json(
                 {

@@ -13,10 +13,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from rollback.ops.stack_changes import record_change
+from rollback.ops.schema_check import check_versions
+from rollback.ops.stack_changes import record_change, schema_gate
 from rollback.ops.stack_context import StackContext
+from rollback.ops.stackfile import Release, StackDocument
 from rollback.runtime import audit, clock, names, records
-from rollback.runtime.errors import ConfigError
+from rollback.runtime.errors import ConfigError, GateError
 
 
 def target_state(dst: StackContext, endpoint: str) -> tuple[bool, dict[str, Any] | None]:
@@ -198,3 +200,49 @@ def record_promotion(
         **detail, file=str(dst.path.relative_to(dst.root)), target=physical, targetStack=dst.stack,
     )  # fmt: skip
     return src, source_physical, audit_id
+
+
+def check(
+    src: StackContext,
+    dst: StackContext,
+    endpoint: str,
+    version: str,
+    max_age_hours: float,
+    *,
+    require_shadow_verdict: bool,
+    capture_uri: str | None,
+) -> tuple[list[str], dict[str, Any] | None]:
+    """Every gate at once: GateError listing each failure, else (notes, shadow verdict summary or None).
+
+    The shadow verdict is a gate when asked for or when the source's
+    ``rehearsal.shadowVerdict.required`` says so.
+    """
+    failed, notes = gates(src, dst, endpoint, version, max_age_hours)
+    shadow: dict[str, Any] | None = None
+    if require_shadow_verdict or src.cfg.rehearsal.shadow_verdict.required:
+        shadow_failed, shadow = shadow_gate(src, endpoint, version, capture_uri, max_age_hours)
+        failed += shadow_failed
+    if failed:
+        raise GateError("promotion refused:\n" + "\n".join(f"  - {f}" for f in failed))
+    return notes, shadow
+
+
+def promoted_document(
+    src: StackContext, dst: StackContext, endpoint: str, version: str, *, skip_schema_check: bool
+) -> tuple[StackDocument, Release, Release]:
+    """The target's stack document with ``version`` copied from the source's catalog as candidate.
+
+    Returns (document, release before, release after). GateError when ``version``'s schema is not
+    compatible with the target's stable (or unknown, unless ``skip_schema_check``).
+    """
+    doc = StackDocument.load(dst.path)
+    current = doc.release(endpoint)
+    doc.add_version(endpoint, version, StackDocument.load(src.path).versions(endpoint)[version])
+    schema_gate(dst, endpoint, current.stable, [], skip_schema_check)  # the target file is readable
+    paths = {v: s.get("schema") for v, s in doc.versions(endpoint).items()}
+    result = check_versions(current.stable, version, paths, dst.root)
+    if result.differences or (result.unknown and not skip_schema_check):
+        raise GateError(result.explain())
+    target = Release(current.stable, version, current.shadow)
+    doc.set_release(endpoint, target)
+    return doc, current, target
