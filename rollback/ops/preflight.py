@@ -1,7 +1,7 @@
 """Preflight drift guard: would ``pulumi up`` undo what the runtime did to a live endpoint?
 
 The provider never reads live variant weights, and any new endpoint config resets them to the
-declared ones (design.md, "Facts about the provider"). So before every ``pulumi up`` CI compares,
+declared ones (docs/architecture.md, "Facts about the provider"). So before every ``pulumi up`` CI compares,
 per endpoint, the live state (weights, rollout plan and progress, quarantine record) with what the
 stack file declares, and refuses when the update would:
 

@@ -6,7 +6,7 @@ backends can be extended in place. What moto 5.x lacks and the product relies on
 - ``UpdateEndpoint`` (switch an endpoint to a new endpoint config). SageMaker semantics: the
   variants and weights of the new config replace the live ones, unless
   ``RetainAllVariantProperties`` is true (the Terraform provider never sets it, which is why a
-  new config resets live weights; see design.md).
+  new config resets live weights; see docs/architecture.md, provider facts).
 - Variant weight 0 and instance counts: moto drops ``InitialVariantWeight=0`` (falsy check) and
   ``UpdateEndpointWeightsAndCapacities`` without ``DesiredInstanceCount`` blanks the counts.
   A quarantined candidate is declared at weight 0, so both matter.
