@@ -13,6 +13,7 @@ ruamel would otherwise pass every local test and fail at its first invocation in
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.resources
 import sys
 from pathlib import Path
@@ -76,25 +77,35 @@ def _allowed(module: str) -> bool:
     return top in sys.stdlib_module_names or top in LAMBDA_PROVIDED
 
 
+@functools.lru_cache(maxsize=512)
+def _foreign_in(path: Path, name: str, _stamp: tuple[int, int]) -> tuple[str, ...]:
+    """The foreign imports of one file; cached per (path, mtime, size): a program run declares the
+    archive once per function, and the sandbox runs the program many times in one process."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "rollback":  # ``from rollback import runtime`` is the only fit
+                modules = [f"rollback.{alias.name}" for alias in node.names]
+            else:
+                modules = [node.module]
+        else:
+            continue  # relative imports stay inside the package
+        if _type_checking_only(node, parents):
+            continue
+        found.extend(f"{name}:{node.lineno}: {m}" for m in modules if not _allowed(m))
+    return tuple(found)
+
+
 def foreign_imports(sources: dict[str, Path]) -> list[str]:
     """``<archive path>:<line>: <module>`` for every run-time import from outside what Lambda has."""
     found: list[str] = []
     for name, path in sources.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                if node.module == "rollback":  # ``from rollback import runtime`` is the only fit
-                    modules = [f"rollback.{alias.name}" for alias in node.names]
-                else:
-                    modules = [node.module]
-            else:
-                continue  # relative imports stay inside the package
-            if _type_checking_only(node, parents):
-                continue
-            found.extend(f"{name}:{node.lineno}: {m}" for m in modules if not _allowed(m))
+        stat = path.stat()
+        found.extend(_foreign_in(path, name, (stat.st_mtime_ns, stat.st_size)))
     return found
 
 
