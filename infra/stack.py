@@ -91,6 +91,21 @@ def resolve_image(cfg: StackConfig, ep: EndpointConfig, version: str, scope: Aws
     return ImageRef(uri=uri, repository_arn=repo_arn)
 
 
+def _images(cfg: StackConfig, scope: AwsScope) -> dict[str, dict[str, ImageRef]]:
+    """Endpoint -> version -> resolved image, each distinct image looked up once."""
+    cache: dict[tuple[str | None, str | None, str | None], ImageRef] = {}
+    images: dict[str, dict[str, ImageRef]] = {}
+    for ep in cfg.endpoints:
+        images[ep.name] = {}
+        for version in ep.versions_in_use():
+            spec = ep.versions[version]
+            key = (spec.image, spec.repository, spec.framework_version)
+            if key not in cache:
+                cache[key] = resolve_image(cfg, ep, version, scope)
+            images[ep.name][version] = cache[key]
+    return images
+
+
 def build_stack(cfg: StackConfig) -> dict[str, Any]:
     """Declare every resource of the stack and return the exports (name -> value/Output)."""
     identity = aws.get_caller_identity()
@@ -99,18 +114,8 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
     # Every (synchronous) invoke happens before the first resource is registered: a sync invoke
     # pumps the event loop, and with registrations pending that made the program quadratic.
     quarantines = {ep.name: read_quarantine(cfg.stack, ep) for ep in cfg.endpoints}
-    image_cache: dict[tuple[str | None, str | None, str | None], ImageRef] = {}
-    images: dict[str, dict[str, ImageRef]] = {}
-    for ep in cfg.endpoints:
-        images[ep.name] = {}
-        for version in ep.versions_in_use():
-            spec = ep.versions[version]
-            cache_key = (spec.image, spec.repository, spec.framework_version)
-            if cache_key not in image_cache:
-                image_cache[cache_key] = resolve_image(cfg, ep, version, scope)
-            images[ep.name][version] = image_cache[cache_key]
+    images = _images(cfg, scope)
     tags = {"mlrollback:stack": cfg.stack, "mlrollback:environment": cfg.environment}
-
     registry = Registry(
         f"mlrollback-{cfg.stack}-registry",
         RegistryArgs(
@@ -122,22 +127,42 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             tags=tags,
         ),
     )
-
-    rule_alarms = [a for ep in cfg.endpoints for a in ep.rollback_alarm_names()]
     watched = [a for ep in cfg.endpoints for a in ep.alarm_names()]
     auto = AutoRollback(
         f"mlrollback-{cfg.stack}",
         AutoRollbackArgs(
             stack=cfg.stack,
             scope=scope,
-            rule_alarms=rule_alarms,
+            rule_alarms=[a for ep in cfg.endpoints for a in ep.rollback_alarm_names()],
             watched_alarms=watched,
             emails=cfg.emails,
             production=cfg.production,
             tags=tags,
         ),
     )
+    functions = _functions(cfg, scope, registry, auto, tags)
+    endpoint_names: dict[str, pulumi.Output[str]] = {}
+    for ep in cfg.endpoints:
+        endpoint_names[ep.name] = _endpoint(
+            cfg, ep, scope, registry, auto, images[ep.name], quarantines[ep.name].quarantined, tags
+        ).endpoint_name
+    return {
+        "endpointNames": endpoint_names,
+        "alarmNames": watched,
+        "functionNames": functions,
+        "topicArn": auto.topic_arn,
+        "auditTableName": auto.table_name,
+        "artifactsBucket": registry.bucket_name,
+        "quarantinedEndpoints": [
+            ep.physical_name for ep in cfg.endpoints if quarantines[ep.name].quarantined
+        ],
+    }
 
+
+def _functions(
+    cfg: StackConfig, scope: AwsScope, registry: Registry, auto: AutoRollback, tags: dict[str, str]
+) -> dict[str, pulumi.Output[str]]:
+    """The stack's function names; the drift job only when an endpoint configures drift."""
     functions: dict[str, pulumi.Output[str]] = {
         "rollback": auto.rollback_function_name,
         "stepper": auto.stepper_function_name,
@@ -158,47 +183,43 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             ),
         )
         functions["drift"] = drift.function_name
+    return functions
 
-    endpoint_names: dict[str, pulumi.Output[str]] = {}
-    quarantined: list[str] = []
-    for ep in cfg.endpoints:
-        q = quarantines[ep.name]
-        if q.quarantined:
-            quarantined.append(ep.physical_name)
-        versions = {
-            names.STABLE: ep.release.stable,
-            names.CANDIDATE: ep.release.candidate,
-            names.SHADOW: ep.release.shadow,
-        }
-        alarms = Alarms(
-            ep.physical_name,
-            AlarmsArgs(endpoint=ep, versions=versions, notify_topic_arn=auto.topic_arn, tags=tags),
-        )
-        endpoint = Endpoint(
-            ep.physical_name,
-            EndpointArgs(
-                stack=cfg.stack,
-                endpoint=ep,
-                scope=scope,
-                weights=declared_weights(ep, quarantined=q.quarantined),
-                images=images[ep.name],
-                bucket_name=registry.bucket_name,
-                bucket_arn=registry.bucket_arn,
-                kms_key_arn=registry.kms_key_arn,
-                guardrail_alarms=ep.guardrail_alarm_names(),
-                tags=tags,
-            ),
-            # SageMaker checks that auto-rollback alarms exist when the endpoint is updated.
-            opts=pulumi.ResourceOptions(depends_on=[alarms]),
-        )
-        endpoint_names[ep.name] = endpoint.endpoint_name
 
-    return {
-        "endpointNames": endpoint_names,
-        "alarmNames": watched,
-        "functionNames": functions,
-        "topicArn": auto.topic_arn,
-        "auditTableName": auto.table_name,
-        "artifactsBucket": registry.bucket_name,
-        "quarantinedEndpoints": quarantined,
+def _endpoint(
+    cfg: StackConfig,
+    ep: EndpointConfig,
+    scope: AwsScope,
+    registry: Registry,
+    auto: AutoRollback,
+    images: dict[str, ImageRef],
+    quarantined: bool,
+    tags: dict[str, str],
+) -> Endpoint:
+    """One endpoint and its alarms (a quarantined candidate declared at weight 0)."""
+    versions = {
+        names.STABLE: ep.release.stable,
+        names.CANDIDATE: ep.release.candidate,
+        names.SHADOW: ep.release.shadow,
     }
+    alarms = Alarms(
+        ep.physical_name,
+        AlarmsArgs(endpoint=ep, versions=versions, notify_topic_arn=auto.topic_arn, tags=tags),
+    )
+    return Endpoint(
+        ep.physical_name,
+        EndpointArgs(
+            stack=cfg.stack,
+            endpoint=ep,
+            scope=scope,
+            weights=declared_weights(ep, quarantined=quarantined),
+            images=images,
+            bucket_name=registry.bucket_name,
+            bucket_arn=registry.bucket_arn,
+            kms_key_arn=registry.kms_key_arn,
+            guardrail_alarms=ep.guardrail_alarm_names(),
+            tags=tags,
+        ),
+        # SageMaker checks that auto-rollback alarms exist when the endpoint is updated.
+        opts=pulumi.ResourceOptions(depends_on=[alarms]),
+    )

@@ -9,7 +9,7 @@ freely without replacing anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,119 +53,137 @@ def _dims(endpoint: str, role: str) -> dict[str, str]:
     return {"EndpointName": endpoint, "VariantName": role}
 
 
-def alarm_spec(ep: EndpointConfig, role: str, kpi: str) -> dict[str, Any]:
-    """Metric, threshold and comparison of one alarm as MetricAlarm keyword arguments."""
+def _errors_spec(ep: EndpointConfig, dims: dict[str, str]) -> dict[str, Any]:
+    """5xx share of invocations, as metric math over two Sum metrics."""
     t = ep.triggers
     custom = t.metrics == "custom"
-    period = t.period_seconds
-    dims = _dims(ep.physical_name, role)
+    errors, invocations = ("Errors", "Invocations") if custom else ("Invocation5XXErrors", "Invocations")
+    namespace = names.CUSTOM_METRIC_NAMESPACE if custom else BUILTIN_NAMESPACE
+
+    def metric(mid: str, metric_name: str) -> dict[str, Any]:
+        return {
+            "id": mid,
+            "return_data": False,
+            "metric": {
+                "namespace": namespace,
+                "metric_name": metric_name,
+                "dimensions": dims,
+                "period": t.period_seconds,
+                "stat": "Sum",
+            },
+        }
+
+    return {
+        "metric_queries": [
+            metric("errors", errors),
+            metric("invocations", invocations),
+            # No invocations -> no datapoint -> missing data, which is not breaching.
+            {"id": "rate", "expression": "errors / invocations", "label": "error rate", "return_data": True},
+        ],
+        "threshold": t.error_rate,
+        "comparison_operator": "GreaterThanThreshold",
+    }
+
+
+def _latency_spec(ep: EndpointConfig, dims: dict[str, str]) -> dict[str, Any]:
+    """p99 latency: the client's own metric (ms), or SageMaker's ModelLatency (microseconds)."""
+    t = ep.triggers
+    if t.metrics == "custom":
+        return {
+            "namespace": names.CUSTOM_METRIC_NAMESPACE,
+            "metric_name": "Latency",
+            "dimensions": dims,
+            "period": t.period_seconds,
+            "extended_statistic": "p99",
+            "threshold": t.p99_latency_ms,
+            "comparison_operator": "GreaterThanThreshold",
+        }
+    return {
+        "namespace": BUILTIN_NAMESPACE,
+        "metric_name": "ModelLatency",
+        "dimensions": dims,
+        "period": t.period_seconds,
+        "extended_statistic": "p99",
+        "threshold": t.p99_latency_ms * 1000,  # ModelLatency is in microseconds
+        "comparison_operator": "GreaterThanThreshold",
+    }
+
+
+def _quality_spec(ep: EndpointConfig, dims: dict[str, str]) -> dict[str, Any]:
+    """The published Quality metric below ``min`` / above ``max`` (both: metric math for the band)."""
+    t = ep.triggers
+    q = t.quality
+    assert q is not None
     ns = names.CUSTOM_METRIC_NAMESPACE
-    if kpi == "errors":
-        errors, invocations = ("Errors", "Invocations") if custom else ("Invocation5XXErrors", "Invocations")
-        namespace = ns if custom else BUILTIN_NAMESPACE
-
-        def metric(mid: str, metric_name: str) -> dict[str, Any]:
-            return {
-                "id": mid,
-                "return_data": False,
-                "metric": {
-                    "namespace": namespace,
-                    "metric_name": metric_name,
-                    "dimensions": dims,
-                    "period": period,
-                    "stat": "Sum",
-                },
-            }
-
+    qperiod = t.period_seconds if t.metrics == "custom" else 60
+    if q.min is not None and q.max is not None:
         return {
             "metric_queries": [
-                metric("errors", errors),
-                metric("invocations", invocations),
-                # No invocations -> no datapoint -> missing data, which is not breaching.
                 {
-                    "id": "rate",
-                    "expression": "errors / invocations",
-                    "label": "error rate",
+                    "id": "quality",
+                    "return_data": False,
+                    "metric": {
+                        "namespace": ns,
+                        "metric_name": "Quality",
+                        "dimensions": dims,
+                        "period": qperiod,
+                        "stat": "Average",
+                    },
+                },
+                {
+                    "id": "outside",
+                    "expression": f"IF(quality < {q.min} OR quality > {q.max}, 1, 0)",
+                    "label": f"{q.metric} outside bounds",
                     "return_data": True,
                 },
             ],
-            "threshold": t.error_rate,
-            "comparison_operator": "GreaterThanThreshold",
+            "threshold": 1,
+            "comparison_operator": "GreaterThanOrEqualToThreshold",
         }
-    if kpi == "latency":
-        if custom:
-            return {
-                "namespace": ns,
-                "metric_name": "Latency",
-                "dimensions": dims,
-                "period": period,
-                "extended_statistic": "p99",
-                "threshold": t.p99_latency_ms,
-                "comparison_operator": "GreaterThanThreshold",
-            }
-        return {
-            "namespace": BUILTIN_NAMESPACE,
-            "metric_name": "ModelLatency",
-            "dimensions": dims,
-            "period": period,
-            "extended_statistic": "p99",
-            "threshold": t.p99_latency_ms * 1000,  # ModelLatency is in microseconds
-            "comparison_operator": "GreaterThanThreshold",
-        }
-    if kpi == "quality":
-        q = t.quality
-        assert q is not None
-        qperiod = period if custom else 60
-        if q.min is not None and q.max is not None:
-            expr = f"IF(quality < {q.min} OR quality > {q.max}, 1, 0)"
-            return {
-                "metric_queries": [
-                    {
-                        "id": "quality",
-                        "return_data": False,
-                        "metric": {
-                            "namespace": ns,
-                            "metric_name": "Quality",
-                            "dimensions": dims,
-                            "period": qperiod,
-                            "stat": "Average",
-                        },
-                    },
-                    {
-                        "id": "outside",
-                        "expression": expr,
-                        "label": f"{q.metric} outside bounds",
-                        "return_data": True,
-                    },
-                ],
-                "threshold": 1,
-                "comparison_operator": "GreaterThanOrEqualToThreshold",
-            }
-        below = q.min is not None
-        return {
-            "namespace": ns,
-            "metric_name": "Quality",
-            "dimensions": dims,
-            "period": qperiod,
-            "statistic": "Average",
-            "threshold": q.min if below else q.max,
-            "comparison_operator": "LessThanThreshold" if below else "GreaterThanThreshold",
-        }
-    if kpi == "drift":
-        d = t.drift
-        assert d is not None
-        return {
-            "namespace": ns,
-            "metric_name": "DriftScore",
-            "dimensions": dims,
-            "period": DRIFT_PERIOD_SECONDS,
-            "statistic": "Maximum",
-            "threshold": d.max_score,
-            "comparison_operator": "GreaterThanThreshold",
-            "evaluation_periods": DRIFT_EVALUATION_PERIODS,
-            "datapoints_to_alarm": 1,
-        }
-    raise ValueError(f"unknown KPI {kpi!r}")
+    below = q.min is not None
+    return {
+        "namespace": ns,
+        "metric_name": "Quality",
+        "dimensions": dims,
+        "period": qperiod,
+        "statistic": "Average",
+        "threshold": q.min if below else q.max,
+        "comparison_operator": "LessThanThreshold" if below else "GreaterThanThreshold",
+    }
+
+
+def _drift_spec(ep: EndpointConfig, dims: dict[str, str]) -> dict[str, Any]:
+    """DriftScore (the drift job's maximum PSI) above ``maxScore`` in one of its periods."""
+    d = ep.triggers.drift
+    assert d is not None
+    return {
+        "namespace": names.CUSTOM_METRIC_NAMESPACE,
+        "metric_name": "DriftScore",
+        "dimensions": dims,
+        "period": DRIFT_PERIOD_SECONDS,
+        "statistic": "Maximum",
+        "threshold": d.max_score,
+        "comparison_operator": "GreaterThanThreshold",
+        "evaluation_periods": DRIFT_EVALUATION_PERIODS,
+        "datapoints_to_alarm": 1,
+    }
+
+
+#: KPI -> its alarm's metric, threshold and comparison. A new KPI alarm is a function here.
+KPI_SPECS: dict[str, Callable[[EndpointConfig, dict[str, str]], dict[str, Any]]] = {
+    "errors": _errors_spec,
+    "latency": _latency_spec,
+    "quality": _quality_spec,
+    "drift": _drift_spec,
+}
+
+
+def alarm_spec(ep: EndpointConfig, role: str, kpi: str) -> dict[str, Any]:
+    """Metric, threshold and comparison of one alarm as MetricAlarm keyword arguments."""
+    spec = KPI_SPECS.get(kpi)
+    if spec is None:
+        raise ValueError(f"unknown KPI {kpi!r}")
+    return spec(ep, _dims(ep.physical_name, role))
 
 
 class Alarms(pulumi.ComponentResource):
