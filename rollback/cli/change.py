@@ -338,60 +338,81 @@ def promote(
             require_clean(dst.root, dst.path)
         if apply:
             ready_to_apply(dst, physical)
-        doc, current, target = promotion.promoted_document(
-            src, dst, endpoint, version, skip_schema_check=skip_schema_check
-        )
-        where = str(dst.path.relative_to(dst.root))
-        diff = doc.diff(where)
-        reason = f"promoted from {from_stack}"
-        hint = (
-            f"promote keeps {to_stack}'s own strategy and shadow; change endpoint {endpoint} in {where} so "
-            "it accepts a candidate (e.g. strategy.type canary, or drop release.shadow), commit, then "
-            "promote again"
-        )
-        detail: dict[str, Any] = {
-            "release": target.as_dict(),
-            "previous": current.as_dict(),
-            "source": from_stack,
-            **({"shadowVerdict": shadow} if shadow else {}),
-        }
-        sha, applied = _land(
+        _write_promotion(
+            src, dst, endpoint, version, shadow, notes,
+            commit=commit, apply=apply, skip_schema_check=skip_schema_check, json_out=json_out,
+        )  # fmt: skip
+
+
+def _write_promotion(
+    src: StackContext,
+    dst: StackContext,
+    endpoint: str,
+    version: str,
+    shadow: dict[str, Any] | None,
+    notes: list[str],
+    *,
+    commit: bool,
+    apply: bool,
+    skip_schema_check: bool,
+    json_out: bool,
+) -> None:
+    """The promotion's change of the target stack file: landed, recorded, reported."""
+    from_stack, to_stack = src.stack, dst.stack
+    physical = names.endpoint_name(to_stack, endpoint)
+    out = human(json_out)
+    doc, current, target = promotion.promoted_document(
+        src, dst, endpoint, version, skip_schema_check=skip_schema_check
+    )
+    where = str(dst.path.relative_to(dst.root))
+    diff = doc.diff(where)
+    reason = f"promoted from {from_stack}"
+    hint = (
+        f"promote keeps {to_stack}'s own strategy and shadow; change endpoint {endpoint} in {where} so "
+        "it accepts a candidate (e.g. strategy.type canary, or drop release.shadow), commit, then "
+        "promote again"
+    )
+    detail: dict[str, Any] = {
+        "release": target.as_dict(),
+        "previous": current.as_dict(),
+        "source": from_stack,
+        **({"shadowVerdict": shadow} if shadow else {}),
+    }
+    sha, applied = _land(
+        dst,
+        physical,
+        doc,
+        hint,
+        lambda: promotion.record_promotion(
+            src,
             dst,
-            physical,
-            doc,
-            hint,
-            lambda: promotion.record_promotion(
-                src,
-                dst,
-                endpoint,
-                version,
-                reason,
-                diff,
-                detail,
-                lambda n: out.print(f"note: {n}", highlight=False),
-            ),
-            ("promote", version, diff),
-            (commit, f"mlrollback promote {from_stack} -> {to_stack}/{endpoint}: {version}", reason),
-            apply=apply,
-            json_out=json_out,
+            endpoint,
+            version,
+            reason,
+            diff,
+            detail,
+            lambda n: out.print(f"note: {n}", highlight=False),
+        ),
+        ("promote", version, diff),
+        (commit, f"mlrollback promote {from_stack} -> {to_stack}/{endpoint}: {version}", reason),
+        apply=apply,
+        json_out=json_out,
+    )
+    if json_out:
+        print_json(
+            {
+                "changed": True,
+                "endpoint": physical,
+                "version": version,
+                "diff": diff,
+                "commit": sha,
+                "applied": applied,
+                "notes": notes,
+            }
         )
-        if json_out:
-            print_json(
-                {
-                    "changed": True,
-                    "endpoint": physical,
-                    "version": version,
-                    "diff": diff,
-                    "commit": sha,
-                    "applied": applied,
-                    "notes": notes,
-                }
-            )
-            return
-        sys.stdout.write(diff)
-        console.print(
-            f"{version} is the candidate of {physical}; commit and run `pulumi up --stack {to_stack}`"
-        )
+        return
+    sys.stdout.write(diff)
+    console.print(f"{version} is the candidate of {physical}; commit and run `pulumi up --stack {to_stack}`")
 
 
 @cli_app.command("record-deploy", rich_help_panel="Change")
