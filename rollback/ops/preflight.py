@@ -23,6 +23,7 @@ without the declared canary/linear bake (docs/config.md, "Open risk").
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -127,13 +128,22 @@ def _plan_changes(declared: Declared, live_plan: dict[str, Any] | None) -> bool:
 def check_endpoint(declared: Declared, live: Live) -> list[Finding]:
     """Every reason (and note) for this endpoint; see the module docstring for the rules."""
     ep = declared.endpoint
-    out: list[Finding] = []
     if not live.exists:
         return [
             Finding(
                 ep, "info", "new-endpoint", f"{declared.physical} does not exist yet; pulumi up creates it"
             )
         ]
+    out = [finding for rule in RULES for finding in rule(declared, live)]
+    if not out:
+        out.append(Finding(ep, "info", "ok", f"{declared.physical}: pulumi up keeps the live traffic split"))
+    return out
+
+
+def _busy(declared: Declared, live: Live) -> list[Finding]:
+    """An update now would conflict with one in flight."""
+    ep = declared.endpoint
+    out: list[Finding] = []
     if live.status in _BUSY:
         out.append(
             Finding(
@@ -144,6 +154,13 @@ def check_endpoint(declared: Declared, live: Live) -> list[Finding]:
                 "wait until `mlrollback status` shows InService, then run preflight again",
             )
         )
+    return out
+
+
+def _quarantined_versions(declared: Declared, live: Live) -> list[Finding]:
+    """The stack declares a version that was rolled back (stable, shadow or candidate)."""
+    ep = declared.endpoint
+    out: list[Finding] = []
     q = live.quarantine
     qv = q.get("version") if q else None
     if qv is not None and qv == declared.stable:
@@ -179,10 +196,16 @@ def check_endpoint(declared: Declared, live: Live) -> list[Finding]:
                 f"replace the candidate or `mlrollback revert --endpoint {ep}` to drop it",
             )
         )
+    return out
 
+
+def _live_split(declared: Declared, live: Live) -> list[Finding]:
+    """The update would undo a drain or reset a rollout mid-way (or re-release a cleared candidate)."""
+    ep = declared.endpoint
+    out: list[Finding] = []
     live_candidate = live.weights.get(names.CANDIDATE)
     live_version = (live.plan or {}).get("candidate", declared.candidate)
-    target = declared_candidate_percent(declared, q)
+    target = declared_candidate_percent(declared, live.quarantine)
     drained = live_candidate == 0 and live.weights.get(names.STABLE, 0) > 0
     released = live.released if (live.released or {}).get("version") == declared.candidate else None
     if drained and declared.candidate is not None and declared.candidate == live_version and target > 0:
@@ -234,6 +257,13 @@ def check_endpoint(declared: Declared, live: Live) -> list[Finding]:
                     f"`mlrollback rollback --endpoint {ep}`, then change the release",
                 )
             )
+    return out
+
+
+def _variant_set(declared: Declared, live: Live) -> list[Finding]:
+    """The update changes the variant names SageMaker's guardrails want kept."""
+    ep = declared.endpoint
+    out: list[Finding] = []
     if live.variants is not None and live.variants != declared.variants:
         before, after = ", ".join(sorted(live.variants)), ", ".join(sorted(declared.variants))
         out.append(
@@ -249,9 +279,16 @@ def check_endpoint(declared: Declared, live: Live) -> list[Finding]:
                 "candidate; docs/config.md)",
             )
         )
-    if not out:
-        out.append(Finding(ep, "info", "ok", f"{declared.physical}: pulumi up keeps the live traffic split"))
     return out
+
+
+#: The preflight rules, in the order their findings are reported. A new rule is a function here.
+RULES: tuple[Callable[[Declared, Live], list[Finding]], ...] = (
+    _busy,
+    _quarantined_versions,
+    _live_split,
+    _variant_set,
+)
 
 
 def _get_json_parameter(ssm: Any, name: str) -> dict[str, Any] | None:
