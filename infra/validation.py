@@ -28,6 +28,7 @@ from infra.model import (
     Rehearsal,
     Release,
     StackConfig,
+    Strategy,
     VersionSpec,
 )
 from rollback.runtime import names
@@ -121,20 +122,54 @@ def _parse_endpoint(
             r.k("instanceType"), f"{instance_type!r} is not a SageMaker instance type like ml.m5.large"
         )
     instance_count = r.int_("instanceCount", 1, 1)
+    versions = _parse_catalog(r, problems, root)
+    if physical:
+        _check_generated_names(physical, versions, r.k("name"), r.k("versions"), problems)
+    release, rel = _parse_release(r, versions, problems)
+    strategy = parse_strategy(r.data.get("strategy"), r.k("strategy"), problems)
+    _check_strategy_fits(strategy, release, r.k("strategy"), rel, problems)
+    triggers = parse_triggers(r.data.get("triggers"), r.k("triggers"), problems)
+    dc = Reader(r.data.get("dataCapture"), r.k("dataCapture"), problems)
+    dc.unknown({"samplingPercent"})
+    capture = read_percent(dc, "samplingPercent", 20, lo_open=False)
+    if triggers.drift is not None and capture == 0:
+        problems.add(
+            dc.k("samplingPercent"),
+            "is 0 but triggers.drift needs captured inputs; set a share > 0 or remove triggers.drift",
+        )
+    return EndpointConfig(
+        name=name,
+        physical_name=physical,
+        instance_type=instance_type,
+        instance_count=instance_count,
+        versions=versions,
+        release=release,
+        strategy=strategy,
+        triggers=triggers,
+        data_capture_percent=capture,
+        tags=_parse_tags(r, problems),
+    )
 
+
+def _parse_catalog(r: Reader, problems: Problems, root: Path | None) -> dict[str, VersionSpec]:
+    """The endpoint's version catalog (``versions``)."""
     versions: dict[str, VersionSpec] = {}
     vraw = r.data.get("versions")
     if not isinstance(vraw, Mapping) or not vraw:
         problems.add(
             r.k("versions"), "must be a non-empty mapping of version key -> {image|framework, modelDataUrl}"
         )
-    else:
-        for vk, vv in vraw.items():
-            versions[str(vk)] = parse_version(str(vk), vv, f"{r.k('versions')}.{vk}", problems, root)
-    known = ", ".join(versions) or "none"
-    if physical:
-        _check_generated_names(physical, versions, r.k("name"), r.k("versions"), problems)
+        return versions
+    for vk, vv in vraw.items():
+        versions[str(vk)] = parse_version(str(vk), vv, f"{r.k('versions')}.{vk}", problems, root)
+    return versions
 
+
+def _parse_release(
+    r: Reader, versions: Mapping[str, VersionSpec], problems: Problems
+) -> tuple[Release, Reader]:
+    """The release (stable, candidate, shadow), each from the catalog; its reader, for later keys."""
+    known = ", ".join(versions) or "none"
     rel = Reader(r.data.get("release"), r.k("release"), problems)
     rel.unknown({"stable", "candidate", "shadow"})
     stable = rel.str_("stable", required=True) or ""
@@ -153,9 +188,15 @@ def _parse_endpoint(
         )
     if shadow and shadow == stable:
         problems.add(rel.k("shadow"), f"{shadow!r} equals stable; a shadow must be a different version")
+    return Release(stable=stable, candidate=candidate, shadow=shadow), rel
 
-    strategy = parse_strategy(r.data.get("strategy"), r.k("strategy"), problems)
-    skey = r.k("strategy")
+
+def _check_strategy_fits(
+    strategy: Strategy, release: Release, skey: str, rel: Reader, problems: Problems
+) -> None:
+    """The strategy must suit the release (shadow needs a shadow and no candidate) and its blue/green
+    waits must fit the provider's time limits."""
+    shadow, candidate = release.shadow, release.candidate
     if strategy.type == "shadow":
         if not shadow:
             problems.add(f"{skey}.type", "strategy shadow needs release.shadow; add the shadow version")
@@ -186,40 +227,19 @@ def _parse_endpoint(
                 "60-minute waiter); lower guardrailWaitSeconds",
             )
 
-    triggers = parse_triggers(r.data.get("triggers"), r.k("triggers"), problems)
 
-    dc = Reader(r.data.get("dataCapture"), r.k("dataCapture"), problems)
-    dc.unknown({"samplingPercent"})
-    capture = read_percent(dc, "samplingPercent", 20, lo_open=False)
-    if triggers.drift is not None and capture == 0:
-        problems.add(
-            dc.k("samplingPercent"),
-            "is 0 but triggers.drift needs captured inputs; set a share > 0 or remove triggers.drift",
-        )
-
+def _parse_tags(r: Reader, problems: Problems) -> dict[str, str]:
     tags_raw = r.data.get("tags") or {}
     tags: dict[str, str] = {}
     if not isinstance(tags_raw, Mapping):
         problems.add(r.k("tags"), "must be a mapping of tag key -> string value")
-    else:
-        for tk, tv in tags_raw.items():
-            if not isinstance(tv, str | int | float) or isinstance(tv, bool):
-                problems.add(f"{r.k('tags')}.{tk}", f"tag values must be strings, got {tv!r}")
-            else:
-                tags[str(tk)] = str(tv)
-
-    return EndpointConfig(
-        name=name,
-        physical_name=physical,
-        instance_type=instance_type,
-        instance_count=instance_count,
-        versions=versions,
-        release=Release(stable=stable, candidate=candidate, shadow=shadow),
-        strategy=strategy,
-        triggers=triggers,
-        data_capture_percent=capture,
-        tags=tags,
-    )
+        return tags
+    for tk, tv in tags_raw.items():
+        if not isinstance(tv, str | int | float) or isinstance(tv, bool):
+            problems.add(f"{r.k('tags')}.{tk}", f"tag values must be strings, got {tv!r}")
+        else:
+            tags[str(tk)] = str(tv)
+    return tags
 
 
 def validate(
@@ -242,13 +262,10 @@ def validate(
         problems.add("stack", f"{exc}; rename the stack file")
     if not region:
         problems.add("aws:region", "is required; set it (e.g. aws:region: eu-west-1)")
-
     allowed = {"environment", "production", "artifacts", "notifications", "rehearsal", "endpoints"}
     for key in values:
         if key not in allowed:
             problems.add(f"{p}{key}", f"unknown key; expected one of {', '.join(sorted(allowed))}")
-
-    top = Reader(values, PROJECT, problems)
     environment = values.get("environment", stack)
     if not isinstance(environment, str):
         problems.add(f"{p}environment", f"must be a string, got {environment!r}")
@@ -257,9 +274,34 @@ def validate(
     if not isinstance(production, bool):
         problems.add(f"{p}production", f"must be true or false, got {production!r}")
         production = False
-    del top
+    artifacts = _parse_artifacts(values.get("artifacts"), region, problems)
+    emails = _parse_emails(values.get("notifications"), problems)
+    reh = Reader(values.get("rehearsal"), f"{p}rehearsal", problems)
+    reh.unknown({"required", "maxAgeHours", "shadowVerdict"})
+    rehearsal = Rehearsal(
+        required=reh.bool_("required", False),
+        max_age_hours=reh.int_("maxAgeHours", 72, 1),
+        shadow_verdict=parse_shadow_gate(reh.data.get("shadowVerdict"), reh.k("shadowVerdict"), problems),
+    )
+    endpoints = _parse_endpoints(values.get("endpoints"), stack, problems, project_root)
+    problems.raise_if_any()
+    return StackConfig(
+        stack=stack,
+        source=source,
+        region=region or "",
+        environment=environment,
+        production=production,
+        artifacts=artifacts,
+        emails=emails,
+        rehearsal=rehearsal,
+        endpoints=endpoints,
+        project_root=str(project_root) if project_root else None,
+    )
 
-    art = Reader(values.get("artifacts"), f"{p}artifacts", problems)
+
+def _parse_artifacts(raw: Any, region: str | None, problems: Problems) -> Artifacts:
+    """``artifacts``: a created bucket, or a brought-in one with (optionally) its regional KMS key."""
+    art = Reader(raw, f"{PROJECT}:artifacts", problems)
     art.unknown({"create", "bucket", "kmsKeyArn"})
     create = art.bool_("create", True)
     bucket = art.str_("bucket")
@@ -287,58 +329,47 @@ def validate(
         problems.add(art.k("bucket"), "only with create: false (a created bucket is auto-named); remove it")
     if bucket and not _BUCKET_RE.match(bucket):
         problems.add(art.k("bucket"), f"{bucket!r} is not a valid S3 bucket name")
+    return Artifacts(create=create, bucket=bucket, kms_key_arn=kms_key_arn if not create else None)
 
-    notif = Reader(values.get("notifications"), f"{p}notifications", problems)
+
+def _parse_emails(raw: Any, problems: Problems) -> tuple[str, ...]:
+    """``notifications.emails``: the addresses subscribed to the stack's topic."""
+    notif = Reader(raw, f"{PROJECT}:notifications", problems)
     notif.unknown({"emails"})
     emails_raw = notif.data.get("emails") or []
-    emails: list[str] = []
     if not isinstance(emails_raw, list):
         problems.add(notif.k("emails"), "must be a list of e-mail addresses")
-    else:
-        for i, e in enumerate(emails_raw):
-            if not isinstance(e, str) or not _EMAIL_RE.match(e):
-                problems.add(f"{notif.k('emails')}[{i}]", f"{e!r} is not an e-mail address")
-            else:
-                emails.append(e)
+        return ()
+    emails: list[str] = []
+    for i, e in enumerate(emails_raw):
+        if not isinstance(e, str) or not _EMAIL_RE.match(e):
+            problems.add(f"{notif.k('emails')}[{i}]", f"{e!r} is not an e-mail address")
+        else:
+            emails.append(e)
+    return tuple(emails)
 
-    reh = Reader(values.get("rehearsal"), f"{p}rehearsal", problems)
-    reh.unknown({"required", "maxAgeHours", "shadowVerdict"})
-    rehearsal = Rehearsal(
-        required=reh.bool_("required", False),
-        max_age_hours=reh.int_("maxAgeHours", 72, 1),
-        shadow_verdict=parse_shadow_gate(reh.data.get("shadowVerdict"), reh.k("shadowVerdict"), problems),
-    )
 
-    endpoints: list[EndpointConfig] = []
-    eps_raw = values.get("endpoints")
-    if not isinstance(eps_raw, list) or not eps_raw:
+def _parse_endpoints(
+    raw: Any, stack: str, problems: Problems, project_root: Path | None
+) -> tuple[EndpointConfig, ...]:
+    """``endpoints``: a non-empty list with unique names."""
+    p = f"{PROJECT}:"
+    if not isinstance(raw, list) or not raw:
         problems.add(f"{p}endpoints", "must be a non-empty list of endpoints; declare at least one")
-    else:
-        seen: dict[str, int] = {}
-        for i, raw in enumerate(eps_raw):
-            ep = _parse_endpoint(raw, f"{p}endpoints[{i}]", stack, problems, project_root)
-            if ep is None or not ep.name:
-                continue
-            if ep.name in seen:
-                problems.add(
-                    f"{p}endpoints[{i}].name",
-                    f"duplicate endpoint name {ep.name!r} (also endpoints[{seen[ep.name]}]); "
-                    "names must be unique",
-                )
-            else:
-                seen[ep.name] = i
-            endpoints.append(ep)
-
-    problems.raise_if_any()
-    return StackConfig(
-        stack=stack,
-        source=source,
-        region=region or "",
-        environment=environment,
-        production=production,
-        artifacts=Artifacts(create=create, bucket=bucket, kms_key_arn=kms_key_arn if not create else None),
-        emails=tuple(emails),
-        rehearsal=rehearsal,
-        endpoints=tuple(endpoints),
-        project_root=str(project_root) if project_root else None,
-    )
+        return ()
+    endpoints: list[EndpointConfig] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        ep = _parse_endpoint(item, f"{p}endpoints[{i}]", stack, problems, project_root)
+        if ep is None or not ep.name:
+            continue
+        if ep.name in seen:
+            problems.add(
+                f"{p}endpoints[{i}].name",
+                f"duplicate endpoint name {ep.name!r} (also endpoints[{seen[ep.name]}]); "
+                "names must be unique",
+            )
+        else:
+            seen[ep.name] = i
+        endpoints.append(ep)
+    return tuple(endpoints)
