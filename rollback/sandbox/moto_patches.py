@@ -120,14 +120,21 @@ def _variant_from_config(declared: dict[str, Any]) -> dict[str, Any]:
 
 
 def _patch_sagemaker() -> None:
+    """Variants as configured (weight 0 kept), the weights API, and UpdateEndpoint."""
     from moto.sagemaker import models as sm
-    from moto.sagemaker.exceptions import AWSValidationException, ValidationError
-    from moto.sagemaker.responses import SageMakerResponse
 
     def process_variants(self: Any, production_variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [_variant_from_config(v) for v in production_variants]
 
     sm.FakeEndpoint._process_production_variants = process_variants  # type: ignore[method-assign]
+    _patch_update_weights()
+    _patch_update_endpoint()
+
+
+def _patch_update_weights() -> None:
+    """UpdateEndpointWeightsAndCapacities: refused while busy, keeps instance counts, moves the time."""
+    from moto.sagemaker import models as sm
+    from moto.sagemaker.exceptions import AWSValidationException
 
     def update_weights(
         self: Any, endpoint_name: str, desired_weights_and_capacities: list[dict[str, Any]]
@@ -166,6 +173,13 @@ def _patch_sagemaker() -> None:
         return endpoint.arn
 
     sm.SageMakerModelBackend.update_endpoint_weights_and_capacities = update_weights  # type: ignore[method-assign]
+
+
+def _patch_update_endpoint() -> None:
+    """UpdateEndpoint: the new config's variants and declared weights replace the live ones."""
+    from moto.sagemaker import models as sm
+    from moto.sagemaker.exceptions import ValidationError
+    from moto.sagemaker.responses import SageMakerResponse
 
     def update_endpoint(
         self: Any,
