@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.mock_runtime import unsecret
+import pulumi
+
+from infra.mock_runtime import run_in_mock_runtime, unsecret
 from rollback.runtime.errors import SandboxError
 from rollback.sandbox.emulator import ACCOUNT_ID, Emulator
 from rollback.sandbox.resources import APPLIERS
@@ -48,7 +50,7 @@ class ApplyResult:
     warnings: list[str] = field(default_factory=list)
 
 
-class SandboxMocks:
+class SandboxMocks(pulumi.runtime.Mocks):
     """Pulumi mocks that apply each custom resource to the emulator (see module docstring)."""
 
     def __init__(self, ctx: ApplyContext, state: dict[str, Any], result: ApplyResult) -> None:
@@ -171,36 +173,6 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-class _MocksAdapter:
-    """Built lazily (pulumi is imported only when a program runs): ``mocks`` as a pulumi Mocks."""
-
-    @staticmethod
-    def wrap(mocks: Any) -> Any:
-        import pulumi
-
-        class Adapter(pulumi.runtime.Mocks):
-            def new_resource(self, args: Any) -> tuple[str | None, dict[str, Any]]:
-                return mocks.new_resource(args)  # type: ignore[no-any-return]
-
-            def call(self, args: Any) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-                return mocks.call(args)  # type: ignore[no-any-return]
-
-        return Adapter()
-
-
-def run_program(
-    program: Callable[[], Any],
-    mocks: Any,
-    *,
-    stack: str,
-    config: dict[str, str],
-) -> list[str]:
-    """Run ``program`` in a fresh Pulumi mock runtime answered by ``mocks``; return its warnings."""
-    from infra.mock_runtime import run_in_mock_runtime
-
-    return run_in_mock_runtime(program, _MocksAdapter.wrap(mocks), stack=stack, config=config).warnings
-
-
 def apply_program(
     emulator: Emulator,
     *,
@@ -234,7 +206,7 @@ def apply_program(
     mocks = SandboxMocks(ApplyContext(emulator, stack), state, result)
     error: BaseException | None = None
     try:
-        result.warnings.extend(run_program(program, mocks, stack=stack, config=config))
+        result.warnings.extend(run_in_mock_runtime(program, mocks, stack=stack, config=config).warnings)
     except Exception as exc:  # the program itself failed (e.g. ConfigError): report it as is
         error = exc
     finally:
