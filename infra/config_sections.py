@@ -38,9 +38,13 @@ _S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+$")
 _VERSION_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 
 
+#: ``versions.<v>.modelDigest``: the SHA-256 of the model archive, lower-case hex.
+_MODEL_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
 def parse_version(key: str, raw: Any, vkey: str, problems: Problems, root: Path | None) -> VersionSpec:
     r = Reader(raw, vkey, problems)
-    r.unknown({"image", "framework", "frameworkVersion", "modelDataUrl", "schema"})
+    r.unknown({"image", "framework", "frameworkVersion", "modelDataUrl", "modelDigest", "schema"})
     if not _VERSION_KEY_RE.match(key):
         problems.add(
             vkey,
@@ -72,6 +76,14 @@ def parse_version(key: str, raw: Any, vkey: str, problems: Problems, root: Path 
     url = r.str_("modelDataUrl", required=True)
     if url and not _S3_URI_RE.match(url):
         problems.add(r.k("modelDataUrl"), f"{url!r} is not an S3 URI like s3://bucket/path/model.tar.gz")
+    digest = r.str_("modelDigest")
+    if digest and not _MODEL_DIGEST_RE.match(digest):
+        problems.add(
+            r.k("modelDigest"),
+            f"{digest!r} is not sha256:<64 hex digits>; use the SHA-256 of model.tar.gz "
+            "(`sha256sum model.tar.gz`)",
+        )
+        digest = None
     schema = r.str_("schema")
     if schema and root is not None and not (root / schema).is_file():
         problems.add(r.k("schema"), f"file {schema!r} not found under the project root {root}; fix the path")
@@ -82,6 +94,7 @@ def parse_version(key: str, raw: Any, vkey: str, problems: Problems, root: Path 
         framework=framework,
         framework_version=framework_version,
         schema=schema,
+        model_digest=digest,
     )
 
 

@@ -21,6 +21,9 @@ class VersionSpec:
     framework: str | None = None
     framework_version: str | None = None
     schema: str | None = None
+    #: ``modelDigest``: SHA-256 of model.tar.gz, so the same model kept in per-stack buckets is one
+    #: artifact to the rehearsal gate (rollback/ops/rehearsal_gate.py).
+    model_digest: str | None = None
 
     @property
     def repository(self) -> str | None:
@@ -195,10 +198,16 @@ class ShadowVerdictGate:
 
 @dataclass(frozen=True)
 class Rehearsal:
-    """Promotion gate: a passing staging drill no older than ``max_age_hours`` is required."""
+    """The rehearsal gate of a stack: versions entering it need a passing drill in ``source``.
+
+    ``required`` makes ``preflight`` and ``promote`` refuse a newly declared candidate or stable
+    without a passing drill of that exact artifact in stack ``source`` no older than
+    ``max_age_hours`` when it entered (rollback/ops/rehearsal_gate.py).
+    """
 
     required: bool = False
     max_age_hours: int = 72
+    source: str | None = None  # `rehearsal.from`: the stack whose drills count
     shadow_verdict: ShadowVerdictGate = ShadowVerdictGate()
 
 

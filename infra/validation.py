@@ -277,10 +277,11 @@ def validate(
     artifacts = _parse_artifacts(values.get("artifacts"), region, problems)
     emails = _parse_emails(values.get("notifications"), problems)
     reh = Reader(values.get("rehearsal"), f"{p}rehearsal", problems)
-    reh.unknown({"required", "maxAgeHours", "shadowVerdict"})
+    reh.unknown({"required", "from", "maxAgeHours", "shadowVerdict"})
     rehearsal = Rehearsal(
         required=reh.bool_("required", False),
         max_age_hours=reh.int_("maxAgeHours", 72, 1),
+        source=_parse_rehearsal_source(reh, stack, problems),
         shadow_verdict=parse_shadow_gate(reh.data.get("shadowVerdict"), reh.k("shadowVerdict"), problems),
     )
     endpoints = _parse_endpoints(values.get("endpoints"), stack, problems, project_root)
@@ -347,6 +348,27 @@ def _parse_emails(raw: Any, problems: Problems) -> tuple[str, ...]:
         else:
             emails.append(e)
     return tuple(emails)
+
+
+def _parse_rehearsal_source(reh: Reader, stack: str, problems: Problems) -> str | None:
+    """``rehearsal.from``: the stack whose drills count; required with ``rehearsal.required: true``."""
+    source = reh.str_("from")
+    if source is None:
+        if reh.data.get("required") is True:
+            problems.add(
+                reh.k("from"),
+                "is required with required: true; name the stack whose drills count (e.g. from: staging)",
+            )
+        return None
+    try:
+        names.check_stack(source)
+    except ValueError as exc:
+        problems.add(reh.k("from"), f"{exc}")
+        return None
+    if source == stack:
+        problems.add(reh.k("from"), f"is this stack ({stack}); name the stack that rehearses before it")
+        return None
+    return source
 
 
 def _parse_endpoints(

@@ -257,7 +257,11 @@ def promote(
     ] = None,
     max_age_hours: Annotated[
         float | None,
-        typer.Option("--max-age-hours", help="Newest acceptable drill (default: rehearsal.maxAgeHours)."),
+        typer.Option(
+            "--max-age-hours",
+            help="Oldest acceptable drill, in hours (default: the target's rehearsal.maxAgeHours when it "
+            "requires a rehearsal, else the source's).",
+        ),
     ] = None,
     require_shadow_verdict: Annotated[
         bool,
@@ -306,31 +310,41 @@ def promote(
         sep = src.endpoint(endpoint)
         dst.endpoint(endpoint)  # an endpoint the target does not declare fails before any gate
         version = version or sep.release.candidate or sep.release.stable
-        age = max_age_hours if max_age_hours is not None else float(src.cfg.rehearsal.max_age_hours)
         physical = names.endpoint_name(to_stack, endpoint)
         current = StackDocument.load(dst.path).release(endpoint)
-        if version in (current.stable, current.candidate):
-            # Promoted before (its gates passed then): not a new promotion, so no gate applies now.
-            # After a finalize the source has no candidate left to drill, and CI must stay green.
+        if version in (current.stable, current.candidate) and _served_before(dst, endpoint, version):
             _unchanged(
                 dst,
                 physical,
-                f"{to_stack} already serves {version} on {endpoint}; nothing to promote",
+                f"{to_stack} already serves {version} on {endpoint} as stable; nothing to promote",
                 apply=apply,
                 json_out=json_out,
                 version=version,
                 notes=[],
             )
             return
+        # A version already in the target file (promoted before, or typed in by hand) is checked like
+        # a new one; its drill had to be fresh when it entered the target (rollback/ops/rehearsal_gate.py).
         notes, shadow = promotion.check(
             src,
             dst,
             endpoint,
             version,
-            age,
+            promotion.max_age_hours(src, dst, max_age_hours),
             require_shadow_verdict=require_shadow_verdict,
             capture_uri=capture_uri,
         )
+        if version in (current.stable, current.candidate):
+            _unchanged(
+                dst,
+                physical,
+                f"{to_stack} already declares {version} on {endpoint} and its gates pass; nothing to promote",
+                apply=apply,
+                json_out=json_out,
+                version=version,
+                notes=notes,
+            )
+            return
         out = human(json_out)
         for note in notes:
             out.print(f"note: {note}", highlight=False)
@@ -342,6 +356,16 @@ def promote(
             src, dst, endpoint, version, shadow, notes,
             commit=commit, apply=apply, skip_schema_check=skip_schema_check, json_out=json_out,
         )  # fmt: skip
+
+
+def _served_before(dst: StackContext, endpoint: str, version: str) -> bool:
+    """``version`` is the target's live stable, or a deploy there recorded it as stable: a rollback."""
+    from rollback.ops import rehearsal_gate
+
+    plan = rehearsal_gate.live_plan(dst, endpoint)
+    if (plan or {}).get("stable") == version:
+        return True
+    return rehearsal_gate.served_as_stable(rehearsal_gate.target_items(dst, endpoint), version) is not None
 
 
 def _write_promotion(

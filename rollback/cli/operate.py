@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -321,6 +322,7 @@ def preflight_cmd(
                 audit_table=ctx.settings.audit_table,
             )
             findings += preflight.check_endpoint(declared, live)
+            findings += _rehearsal_findings(ctx, ep.name, live, project_dir, sandbox)
         errors = [f for f in findings if f.severity == "error"]
         if json_out:
             print_json({"stack": stack, "ok": not errors, "findings": [f.as_dict() for f in findings]})
@@ -340,6 +342,28 @@ def preflight_cmd(
 
 
 app.registered_commands[-1].name = "preflight"
+
+
+def _rehearsal_findings(
+    ctx: StackContext, endpoint: str, live: preflight.Live, project_dir: Path | None, sandbox: bool
+) -> list[preflight.Finding]:
+    """The rehearsal gate's findings for one endpoint of a stack with ``rehearsal.required`` (else none)."""
+    from rollback.ops import rehearsal_gate
+
+    reh = ctx.cfg.rehearsal
+    if not reh.required or reh.source is None:
+        return []
+    src = StackContext(reh.source, project_dir, sandbox)
+    quarantined = (live.quarantine or {}).get("version")
+    result = rehearsal_gate.check_declared(ctx, src, endpoint, live.plan, quarantined, deployed=live.exists)
+    fix = (
+        f"promote it with `mlrollback promote --from {src.stack} --to {ctx.stack} --endpoint {endpoint}` "
+        f"after a passing `mlrollback drill --stack {src.stack} --endpoint {endpoint}`, or take it out of "
+        f"the stack file (`mlrollback revert --stack {ctx.stack} --endpoint {endpoint}`)"
+    )
+    return [preflight.Finding(endpoint, "error", "not-rehearsed", why, fix) for why in result.failed] + [
+        preflight.Finding(endpoint, "info", "rehearsal", note) for note in result.notes
+    ]
 
 
 @app.command(rich_help_panel="Change")

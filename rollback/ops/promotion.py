@@ -17,7 +17,7 @@ from rollback.ops.schema_check import check_versions
 from rollback.ops.stack_changes import record_change, schema_gate
 from rollback.ops.stack_context import StackContext
 from rollback.ops.stackfile import Release, StackDocument
-from rollback.runtime import audit, clock, names, records
+from rollback.runtime import clock, names, records
 from rollback.runtime.errors import ConfigError, GateError
 
 
@@ -49,44 +49,37 @@ def target_state(dst: StackContext, endpoint: str) -> tuple[bool, dict[str, Any]
     return deployed, record
 
 
+def max_age_hours(src: StackContext, dst: StackContext, given: float | None) -> float:
+    """How old the drill may be: ``--max-age-hours``, else the target's ``rehearsal.maxAgeHours`` when the
+    target requires a rehearsal, else the source's."""
+    if given is not None:
+        return given
+    owner = dst if dst.cfg.rehearsal.required else src
+    return float(owner.cfg.rehearsal.max_age_hours)
+
+
 def gates(
     src: StackContext, dst: StackContext, endpoint: str, version: str, max_age_hours: float
 ) -> tuple[list[str], list[str]]:
-    """(every promotion gate that fails, one sentence each; notes for the operator). No failure: promote."""
-    from rollback.ops.status import endpoint_status
+    """(every promotion gate that fails, one sentence each; notes for the operator). No failure: promote.
 
-    failed: list[str] = []
-    notes: list[str] = []
-    sep = src.endpoint(endpoint)
-    st = endpoint_status(src.clients, src.settings, sep.physical_name)
-    alarming = [a["name"] for a in st["alarms"] if a.get("state") == "ALARM"]
-    if alarming:
-        failed.append(f"{src.stack}: alarms in ALARM on {sep.physical_name}: {', '.join(alarming)}")
-    q = st.get("quarantine")
-    if q and q.get("version") == version:
-        failed.append(f"{src.stack}: {version} is quarantined ({q.get('reason')})")
-    plan, progress = st.get("plan") or {}, st.get("progress") or {}
-    if sep.release.candidate == version:
-        if plan.get("candidate") != version or progress.get("state") != "ready-to-finalize":
-            failed.append(
-                f"{src.stack}: rollout of {version} is not finished "
-                f"(state {progress.get('state') or 'none'}); "
-                "wait for ready-to-finalize"
-            )
-    elif not (sep.release.stable == version and plan.get("stable") == version and not plan.get("candidate")):
-        failed.append(
-            f"{src.stack}: {version} is not deployed there (neither a finished candidate nor stable)"
-        )
-    since = clock.now() - timedelta(hours=max_age_hours)
-    items, _ = audit.query(
-        src.clients.dynamodb, src.settings.audit_table, sep.physical_name, limit=200, since=since
+    The rehearsal evidence is :mod:`rollback.ops.rehearsal_gate`'s, the same that ``preflight``
+    reads: the digest is of the artifact the target will declare (the source's catalog entry, which
+    promote copies), and the drill must be fresh now or when the version entered the target.
+    """
+    from rollback.ops import rehearsal_gate
+
+    # What would run in the target is what must have been rehearsed: promote keeps a version the
+    # target's catalog already holds (promoted before, or typed in by hand), else copies the source's.
+    spec = dst.endpoint(endpoint).versions.get(version) or src.endpoint(endpoint).versions.get(version)
+    if spec is None:
+        known = ", ".join(src.endpoint(endpoint).versions) or "none"
+        return [f"{src.stack}: {version} is not in the version catalog of {endpoint} (known: {known})"], []
+    digest = rehearsal_gate.artifact_digest(spec)
+    failed = rehearsal_gate.evidence(
+        src, endpoint, version, digest, max_age_hours, rehearsal_gate.target_items(dst, endpoint)
     )
-    drills = [i for i in items if i.get("action") == "drill" and i.get("version") == version]
-    if not any(i.get("outcome") == "done" and (i.get("detail") or {}).get("passed", True) for i in drills):
-        failed.append(
-            f"{src.stack}: no passing drill of {version} in the last {max_age_hours:g} h; "
-            f"run `mlrollback drill --stack {src.stack}`"
-        )
+    notes: list[str] = []
     dep = dst.endpoint(endpoint)
     deployed, dst_q = target_state(dst, endpoint)
     if dst_q and dst_q.get("version") in (version, None):

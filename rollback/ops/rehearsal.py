@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rollback.ops.rehearsal_gate import artifact_digest
 from rollback.runtime import audit, clock, names, records
 from rollback.runtime.endpoint import describe_endpoint
 from rollback.runtime.errors import ConflictError, GateError, MLRollbackError
@@ -115,6 +116,7 @@ def run_drill(
         "progress_restored": bool((restored or {}).get("progress_restored")),
         "notes": (restored or {}).get("notes", []),
         "expectation_met": ttr is not None and failure is None,
+        "artifact": artifact_digest(ep.versions[version]) if version in ep.versions else None,
     }
     message = ""
     if failure is not None:
@@ -206,6 +208,7 @@ def _record_drill(
         "restored": report["restored"],
         "progressReset": report["progress_reset"],
         "progressRestored": report["progress_restored"],
+        "artifact": report.get("artifact"),  # what the rehearsal gate compares (rehearsal_gate.py)
     }
     if failure is not None:
         detail.update({"restoreError": str(failure), "left": report["left"]})

@@ -157,3 +157,71 @@ def deploy_endpoint(
             if state:
                 aws["cloudwatch"].set_alarm_state(AlarmName=name, StateValue=state, StateReason="test")
     return physical
+
+
+def record_drill(
+    aws: dict[str, Any],
+    project: Path,
+    stack: str,
+    version: str,
+    endpoint: str = "fraud-scorer",
+    **detail: Any,
+) -> dict[str, Any]:
+    """A passing ``drill`` item of ``version`` in ``stack``'s trail, as `mlrollback drill` records it.
+
+    Its artifact digest is that of ``version`` in the project's stack file (``detail`` overrides).
+    """
+    from infra.config import load_stack_file
+    from rollback.ops.rehearsal_gate import artifact_digest
+    from rollback.runtime import audit
+
+    cfg = load_stack_file(project / "environments" / f"Pulumi.{stack}.yaml")
+    ep = cfg.endpoint(endpoint)
+    item = audit.AuditItem(
+        endpoint=ep.physical_name,
+        action="drill",
+        actor="cli:ci",
+        version=version,
+        detail={"passed": True, "artifact": artifact_digest(ep.versions[version]), **detail},
+    )
+    audit.append(aws["dynamodb"], names.audit_table_name(stack), item)
+    return item.detail
+
+
+def promoted_before(
+    aws: dict[str, Any],
+    project: Path,
+    version: str,
+    *,
+    hours_ago: float = 0.0,
+    endpoint: str = "fraud-scorer",
+) -> None:
+    """Leave prod as an earlier `mlrollback promote` of ``version`` from staging did.
+
+    Prod's stack file gets staging's catalog entry of ``version`` as candidate (what promote
+    writes), and prod's trail a ``promote`` item ``hours_ago`` (prod's audit table must exist).
+    """
+    from datetime import timedelta
+
+    from rollback.ops.stackfile import Release, StackDocument
+    from rollback.runtime import audit, clock
+
+    staging = StackDocument.load(project / "environments/Pulumi.staging.yaml")
+    path = project / "environments/Pulumi.prod.yaml"
+    doc = StackDocument.load(path)
+    doc.add_version(endpoint, version, staging.versions(endpoint)[version])
+    current = doc.release(endpoint)
+    doc.set_release(endpoint, Release(current.stable, version, current.shadow))
+    path.write_text(doc.render())
+    previous = clock.use(clock.VirtualClock(clock.now() - timedelta(hours=hours_ago)))
+    try:
+        item = audit.AuditItem(
+            endpoint=names.endpoint_name("prod", endpoint),
+            action="promote",
+            actor="cli:ci",
+            version=version,
+            detail={"source": "staging"},
+        )
+        audit.append(aws["dynamodb"], names.audit_table_name("prod"), item)
+    finally:
+        clock.use(previous)

@@ -16,7 +16,7 @@ from rollback.cli.operate import rollout_line
 from rollback.ops.stackfile import Release, StackDocument
 from rollback.runtime import audit, clock, names
 from rollback.runtime.errors import FollowUpError
-from tests.cli.conftest import audit_table, deploy_endpoint
+from tests.cli.conftest import audit_table, deploy_endpoint, record_drill
 
 runner = CliRunner()
 
@@ -335,7 +335,7 @@ def _prod_without_candidate(project: Path) -> None:
 
 
 def _staging_ready(aws: dict[str, Any], *, drill: bool, alarm: bool = False) -> str:
-    table = audit_table(aws, "staging")
+    audit_table(aws, "staging")
     audit_table(aws, "prod")
     physical = deploy_endpoint(
         aws,
@@ -347,14 +347,7 @@ def _staging_ready(aws: dict[str, Any], *, drill: bool, alarm: bool = False) -> 
     )
     deploy_endpoint(aws, "prod", weights={"stable": 100}, candidate=None)
     if drill:
-        item = audit.AuditItem(
-            endpoint=physical,
-            action="drill",
-            actor="cli:ci",
-            version="v2",
-            detail={"passed": True, "ttrSeconds": 12},
-        )
-        audit.append(aws["dynamodb"], table, item)
+        record_drill(aws, Path.cwd(), "staging", "v2", ttrSeconds=12)
     return physical
 
 
@@ -366,7 +359,7 @@ def test_promote_explains_every_failed_gate(project: Path, aws: dict[str, Any]) 
     assert result.exit_code == 8
     text = " ".join(result.output.split())
     assert "alarms in ALARM on fraud-scorer-staging: fraud-scorer-staging-candidate-latency" in text
-    assert "no passing drill of v2 in the last 72 h" in text
+    assert "no passing drill of v2 in the 48 h before now" in text
     assert (project / "environments/Pulumi.prod.yaml").read_text() == before
 
 

@@ -18,10 +18,10 @@ from infra.config import load_stack_file
 from rollback.cli import app
 from rollback.ops.rehearsal import run_drill
 from rollback.ops.stackfile import Release, StackDocument
-from rollback.runtime import audit, clock, names
+from rollback.runtime import clock, names
 from rollback.runtime.aws import Clients
 from rollback.runtime.errors import ConflictError
-from tests.cli.conftest import audit_table, deploy_endpoint
+from tests.cli.conftest import audit_table, deploy_endpoint, promoted_before, record_drill
 from tests.cli.test_drill_restore import _live, _parameter
 
 runner = CliRunner()
@@ -96,17 +96,15 @@ def test_after_a_finalize_ci_skips_the_drill_and_promotes_nothing_without_asking
     doc.set_release("fraud-scorer", Release("v2", None))
     path.write_text(doc.render())
     audit_table(aws, "staging")
-    physical = deploy_endpoint(aws, "staging", weights={"stable": 100}, stable="v2", candidate=None)
+    deploy_endpoint(aws, "staging", weights={"stable": 100}, stable="v2", candidate=None)
     previous = clock.use(clock.VirtualClock(clock.now() - timedelta(hours=73)))
     try:
-        item = audit.AuditItem(
-            endpoint=physical, action="drill", actor="cli:ci", version="v2", detail={"passed": True}
-        )
-        audit.append(aws["dynamodb"], names.audit_table_name("staging"), item)
+        record_drill(aws, project, "staging", "v2")
     finally:
         clock.use(previous)
     audit_table(aws, "prod")
     deploy_endpoint(aws, "prod", weights={"stable": 90, "candidate": 10})  # prod runs v2 as candidate
+    promoted_before(aws, project, "v2", hours_ago=72)  # one hour after that drill: it was fresh then
     prod_before = (project / "environments/Pulumi.prod.yaml").read_text()
 
     drill = runner.invoke(

@@ -19,7 +19,7 @@ from rollback.ops.stackfile import Release, StackDocument
 from rollback.runtime import audit, clock, names
 from rollback.runtime.aws import Clients
 from rollback.runtime.capture import capture_line, write_capture_file
-from tests.cli.conftest import REGION, audit_table, deploy_endpoint
+from tests.cli.conftest import REGION, audit_table, deploy_endpoint, record_drill
 
 runner = CliRunner()
 BUCKET = "staging-artifacts"
@@ -79,7 +79,7 @@ def _captures(s3: Any, start: datetime, count: int, *, shadow_score: float, name
 
 
 def _staging_ready_with_drill(aws: dict[str, Any]) -> None:
-    table = audit_table(aws, "staging")
+    audit_table(aws, "staging")
     audit_table(aws, "prod")
     deploy_endpoint(
         aws,
@@ -89,10 +89,7 @@ def _staging_ready_with_drill(aws: dict[str, Any]) -> None:
         progress={"stepIndex": 3, "state": "ready-to-finalize"},
     )
     deploy_endpoint(aws, "prod", weights={"stable": 100}, candidate=None)
-    drill = audit.AuditItem(
-        endpoint=PHYSICAL, action="drill", actor="cli:ci", version="v2", detail={"passed": True}
-    )
-    audit.append(aws["dynamodb"], table, drill)
+    record_drill(aws, Path.cwd(), "staging", "v2")
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from rollback.cli import app
 from rollback.ops import pulumi_cli as pulumi_ops
 from rollback.ops.stackfile import Release, StackDocument
 from rollback.runtime import audit, names
-from tests.cli.conftest import REGION, audit_table, deploy_endpoint
+from tests.cli.conftest import REGION, audit_table, deploy_endpoint, promoted_before, record_drill
 
 runner = CliRunner()
 
@@ -40,10 +40,7 @@ def _items(aws: dict[str, Any], stack: str, physical: str, action: str) -> list[
 
 def _drilled(aws: dict[str, Any], physical: str, version: str) -> None:
     """A passing drill of ``version`` in staging's trail, as `mlrollback drill` leaves it."""
-    item = audit.AuditItem(
-        endpoint=physical, action="drill", actor="cli:ci", version=version, detail={"passed": True}
-    )
-    audit.append(aws["dynamodb"], names.audit_table_name("staging"), item)
+    record_drill(aws, Path.cwd(), "staging", version, endpoint=physical.removesuffix("-staging"))
 
 
 def _prod_without_candidate(project: Path) -> None:
@@ -318,6 +315,7 @@ def test_revert_and_promote_with_nothing_to_do_print_changed_false_as_json(
     _finished_staging(aws)
     audit_table(aws, "prod")
     deploy_endpoint(aws, "prod", weights={"stable": 90, "candidate": 10})  # prod already has v2
+    promoted_before(aws, project, "v2")
 
     revert = _run("revert", "--stack", "dev", "--endpoint", "fraud-scorer", "--json")
     promote = _run("promote", "--from", "staging", "--to", "prod", "--endpoint", "fraud-scorer", "--json")

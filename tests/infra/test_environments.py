@@ -49,10 +49,15 @@ def test_dev_is_small_fast_and_unrehearsed():
     assert {q["metric"]["period"] for q in alarm["metricQueries"] if "metric" in q} == {10}
 
 
-def test_staging_is_prod_like_with_builtin_metrics_and_required_rehearsal():
+def test_staging_is_prod_like_with_builtin_metrics_and_prod_requires_its_rehearsal():
     cfg = load_stack_file(ENVIRONMENTS / "Pulumi.staging.yaml")
     prod = load_stack_file(ENVIRONMENTS / "Pulumi.prod.yaml")
-    assert cfg.rehearsal.required is True
+    assert cfg.rehearsal.required is False
+    assert (prod.rehearsal.required, prod.rehearsal.source, prod.rehearsal.max_age_hours) == (
+        True,
+        "staging",
+        48,
+    )
     assert cfg.endpoints[0].instance_type == prod.endpoints[0].instance_type
     assert all(ep.triggers.metrics == "builtin" and ep.triggers.period_seconds == 60 for ep in cfg.endpoints)
     latency = stack_run("staging").named("fraud-scorer-staging-stable-latency").inputs
