@@ -13,6 +13,7 @@ validation arguments themselves and call it (see tests/policy).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -25,8 +26,6 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
-
-from infra.limits import has_local_instance_storage
 
 ENDPOINT = "aws:sagemaker/endpoint:Endpoint"
 ENDPOINT_CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
@@ -48,6 +47,25 @@ IAM_POLICY_TYPES = {
 }
 PUBLIC_ACLS = {"public-read", "public-read-write", "authenticated-read"}
 PUBLIC_BLOCK_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+
+#: Instance families with local NVMe instance storage although their name has no "d" attribute (EC2's
+#: naming marks instance store with "d": m5d, c6id, g4dn, p4d, ...). The program has the same rule
+#: (infra/limits.py); the pack keeps its own so `pulumi policy publish` ships it alone, and
+#: tests/policy/test_self_contained.py holds the two equal on every SageMaker instance type.
+_LOCAL_STORAGE_FAMILIES = frozenset(
+    {"g5", "g6", "g6e", "gr6", "p5", "p5e", "p5en", "p6-b200", "p6e-gb200", "trn1", "trn1n", "trn2", "dl1"}
+)
+_FAMILY_RE = re.compile(r"^(?P<series>[a-z]+)(?P<generation>\d+)(?P<attributes>[a-z]*)(-.*)?$")
+
+
+def has_local_instance_storage(instance_type: str) -> bool:
+    """Whether ``ml.<family>.<size>`` has local NVMe storage (which takes no KMS key)."""
+    parts = instance_type.split(".")
+    if len(parts) != 3:
+        return False
+    m = _FAMILY_RE.match(parts[1])
+    return parts[1] in _LOCAL_STORAGE_FAMILIES or bool(m and "d" in m["attributes"])
+
 
 PRODUCTION_SCHEMA = PolicyConfigSchema(
     properties={

@@ -18,7 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "client": {"runtime"},
     "verdicts": {"runtime"},
     "infra": {"runtime"},
-    "policy": {"infra", "runtime"},
+    "policy": set(),  # published alone: stdlib + pulumi_policy only
     "ops": {"runtime", "infra", "verdicts"},
     "sandbox": {"runtime", "ops", "client", "infra", "verdicts"},
     "cli": {"runtime", "ops", "infra", "verdicts", "sandbox", "client"},
