@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,13 @@ from rich.markup import escape
 
 from rollback.ops.stack_changes import commit_stack_file
 from rollback.ops.stack_context import StackContext
-from rollback.runtime.errors import ConfigError, CredentialsError, MLRollbackError, NotFoundError
+from rollback.runtime.errors import (
+    ConfigError,
+    CredentialsError,
+    Interrupted,
+    MLRollbackError,
+    NotFoundError,
+)
 
 app = typer.Typer(
     name="mlrollback",
@@ -26,7 +33,8 @@ app = typer.Typer(
     epilog=(
         "Start with `mlrollback status --stack dev`; every command has --help with examples. "
         "Exit codes: 0 ok, 1 other error, 2 bad config or usage, 3 not found (stack, endpoint, "
-        "not deployed), 4 endpoint busy, 5 no AWS credentials, 8 a gate refused, 11 bad captured data."
+        "not deployed), 4 endpoint busy, 5 no AWS credentials, 8 a gate refused, 11 bad captured data, "
+        "130 interrupted (Ctrl-C)."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -140,7 +148,13 @@ def cli_errors() -> Iterator[None]:
             if code == "ResourceNotFoundException":
                 raise NotFoundError(f"{message} (is the stack deployed? run `pulumi up` first)") from None
             raise MLRollbackError(f"AWS error {code}: {message}") from None
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted (Ctrl-C)") from None
     except MLRollbackError as exc:
+        if isinstance(exc, Interrupted):
+            # A Ctrl-C inside an event loop (the sandbox applier's mock runtime) leaves tasks whose
+            # KeyboardInterrupt asyncio would log at exit as "Task exception was never retrieved".
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
 

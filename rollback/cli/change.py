@@ -1,9 +1,10 @@
 """Stack changes as commits: ``revert`` (roll a stack back to a version) and ``promote`` (staging -> prod).
 
 Both rewrite ``environments/Pulumi.<stack>.yaml`` (comment-preserving). The order never lets the
-file and the audit trail disagree: everything ``--apply`` needs is checked first, the new text is
-written beside the file and validated as the Pulumi program would (``rollback.ops.stackfile.stage``), the
-change is recorded, and only then renamed into place. They print the diff (``--json``: only JSON on
+file and the audit trail disagree: every gate and everything ``--apply`` needs is checked first,
+then the new text is validated as the Pulumi program would, put in place, applied, and only then
+recorded (``rollback.ops.stack_changes.land``); a failed apply or Ctrl-C puts the old text back.
+They print the diff (``--json``: only JSON on
 stdout, human lines on stderr), and with ``--apply`` run ``pulumi up`` (Automation API) or the
 sandbox applier.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -33,18 +33,19 @@ from rollback.cli.app import app as cli_app
 from rollback.cli.app import cli_errors as errors
 from rollback.ops import promotion
 from rollback.ops.stack_changes import (
+    Recorder,
     ensure_not_busy,
     find_deployment,
     git_head,
-    put_in_place,
+    land,
     record_change,
     require_catalogued,
     schema_gate,
 )
 from rollback.ops.stack_context import StackContext, actor
-from rollback.ops.stackfile import Release, StackDocument, require_clean, stage
+from rollback.ops.stackfile import Release, StackDocument, require_clean
 from rollback.runtime import names
-from rollback.runtime.errors import ConfigError, MLRollbackError
+from rollback.runtime.errors import ConfigError, GateError, MLRollbackError
 
 ApplyOpt = Annotated[bool, typer.Option("--apply", help="Then run `pulumi up` (or the sandbox applier).")]
 SkipSchemaOpt = Annotated[
@@ -101,26 +102,25 @@ def _land(
     physical: str,
     doc: StackDocument,
     hint: str,
-    record: Callable[[], tuple[StackContext, str, str]],
+    record: Recorder,
     change: tuple[str, str | None, str],
     git: tuple[bool, str, str],
     *,
     apply: bool,
     json_out: bool,
 ) -> tuple[str | None, Any]:
-    """Land a changed stack document: stage and validate it, ``record`` it, put it in place, then commit
-    and apply as asked. Returns (commit sha or None, what the apply did or None).
+    """Land a changed stack document (:func:`rollback.ops.stack_changes.land`), then commit as asked.
 
-    ``record`` returns (the context whose trail got the item, its endpoint, the item id); ``change``
-    is (action, version, diff); ``git`` is (--commit, subject, reason).
+    Returns (commit sha or None, what the apply did or None). ``change`` is (action, version, diff);
+    ``git`` is (--commit, subject, reason). The commit comes last: it names the ``done`` item's id.
     """
-    action, version, diff = change
+    action = change[0]
     commit, subject, reason = git
-    with stage(ctx.path, doc.render(), stack=ctx.stack, hint=hint) as staged:
-        trail, trail_physical, audit_id = record()
-        put_in_place(trail, staged, trail_physical, action, version, audit_id, diff)
+    audit_id, applied = land(
+        ctx, doc.render(), hint, action, record, (lambda: _apply(ctx, physical, json_out)) if apply else None
+    )
     sha = commit_change(ctx, commit, subject, reason, audit_id, json_out=json_out)
-    return sha, (_apply(ctx, physical, json_out) if apply else None)
+    return sha, applied
 
 
 def _unchanged(
@@ -188,6 +188,7 @@ def revert(
         else:
             target = Release(current.stable, None, current.shadow)
         require_catalogued(ctx, doc, ep.name, target, to_deployment)
+        _refuse_quarantined(ctx, ep.name, target)
         if target == current:
             _unchanged(
                 ctx,
@@ -215,9 +216,9 @@ def revert(
             ep.physical_name,
             doc,
             hint,
-            lambda: (ctx, ep.physical_name, record_change(
-                ctx, ep.physical_name, "revert", target.stable, reason, diff,
-                release=target.as_dict(), previous=current.as_dict(),
+            lambda outcome, extra: (ctx, ep.physical_name, record_change(
+                ctx, ep.physical_name, "revert", target.stable, reason, diff, outcome=outcome,
+                release=target.as_dict(), previous=current.as_dict(), **extra,
             )),
             ("revert", target.stable, diff),
             (commit, f"mlrollback revert {stack}/{ep.name}: {_show(current)} -> {_show(target)}", reason),
@@ -239,6 +240,20 @@ def revert(
         sys.stdout.write(diff)
         if not apply and not commit:
             console.print(f"review, commit and run `pulumi up --stack {stack}` (or rerun with --apply)")
+
+
+def _refuse_quarantined(ctx: StackContext, endpoint: str, target: Release) -> None:
+    """GateError (exit 8) when ``target`` gives all traffic to the quarantined version, as preflight would.
+
+    Checked before anything is written: clearing the quarantine (`clear-quarantine`, audited) is
+    the deliberate way to serve that version again.
+    """
+    from rollback.ops.preflight import quarantined_stable
+
+    _, record = promotion.target_state(ctx, endpoint)
+    refusal = quarantined_stable(endpoint, target.stable, record)
+    if refusal is not None:
+        raise GateError(f"revert refused: {refusal.message}; nothing was changed. Fix: {refusal.fix}")
 
 
 def _show(release: Release) -> str:
@@ -407,15 +422,16 @@ def _write_promotion(
         physical,
         doc,
         hint,
-        lambda: promotion.record_promotion(
+        lambda outcome, extra: promotion.record_promotion(
             src,
             dst,
             endpoint,
             version,
             reason,
             diff,
-            detail,
+            {**detail, **extra},
             lambda n: out.print(f"note: {n}", highlight=False),
+            outcome=outcome,
         ),
         ("promote", version, diff),
         (commit, f"mlrollback promote {from_stack} -> {to_stack}/{endpoint}: {version}", reason),

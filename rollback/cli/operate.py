@@ -32,7 +32,7 @@ from rollback.cli.app import (
     print_json,
 )
 from rollback.ops import preflight
-from rollback.ops.stack_changes import put_in_place, record_change
+from rollback.ops.stack_changes import land, record_change
 from rollback.ops.stack_context import StackContext, actor
 from rollback.runtime import audit, clock, names
 from rollback.runtime.errors import ConfigError, GateError
@@ -385,7 +385,7 @@ def finalize(
 
       mlrollback finalize --stack staging --endpoint fraud-scorer --commit
     """
-    from rollback.ops.stackfile import Release, StackDocument, require_clean, stage
+    from rollback.ops.stackfile import Release, StackDocument, require_clean
     from rollback.ops.status import endpoint_status
 
     with cli_errors():
@@ -417,9 +417,15 @@ def finalize(
             f"finalize only edits the release lines; change the rest of endpoint {ep.name} in {where} by "
             "hand (e.g. strategy.type) so it accepts the new release, then run finalize again"
         )
-        with stage(ctx.path, doc.render(), stack=ctx.stack, hint=hint) as staged:
-            audit_id = record_change(ctx, ep.physical_name, "finalize", candidate, reason, diff)
-            put_in_place(ctx, staged, ep.physical_name, "finalize", candidate, audit_id, diff)
+        audit_id, _ = land(
+            ctx,
+            doc.render(),
+            hint,
+            "finalize",
+            lambda outcome, extra: (ctx, ep.physical_name, record_change(
+                ctx, ep.physical_name, "finalize", candidate, reason, diff, outcome=outcome, **extra
+            )),
+        )  # fmt: skip
         sha = commit_change(
             ctx,
             commit,

@@ -163,19 +163,9 @@ def _quarantined_versions(declared: Declared, live: Live) -> list[Finding]:
     out: list[Finding] = []
     q = live.quarantine
     qv = q.get("version") if q else None
-    if qv is not None and qv == declared.stable:
-        out.append(
-            Finding(
-                ep,
-                "error",
-                "re-promotes-quarantined",
-                f"release.stable is {qv}, which was rolled back at {q.get('at', '?')} "
-                f"({q.get('reason', 'no reason')}); pulumi up would send it all traffic",
-                f"set release.stable of {ep} to a healthy version (`mlrollback revert --endpoint {ep} "
-                f"--to <version>`), or, if {qv} was fixed under the same name, "
-                f"`mlrollback clear-quarantine --endpoint {ep}` after review",
-            )
-        )
+    refusal = quarantined_stable(ep, declared.stable, q)
+    if refusal is not None:
+        out.append(refusal)
     if qv is not None and qv == declared.shadow:
         out.append(
             Finding(
@@ -197,6 +187,23 @@ def _quarantined_versions(declared: Declared, live: Live) -> list[Finding]:
             )
         )
     return out
+
+
+def quarantined_stable(endpoint: str, stable: str, quarantine: dict[str, Any] | None) -> Finding | None:
+    """The error for a stable that is the quarantined version (preflight, and revert before it writes)."""
+    qv = quarantine.get("version") if quarantine else None
+    if quarantine is None or qv is None or qv != stable:
+        return None
+    return Finding(
+        endpoint,
+        "error",
+        "re-promotes-quarantined",
+        f"release.stable is {qv}, which was rolled back at {quarantine.get('at', '?')} "
+        f"({quarantine.get('reason', 'no reason')}); pulumi up would send it all traffic",
+        f"set release.stable of {endpoint} to a healthy version (`mlrollback revert --endpoint {endpoint} "
+        f"--to <version>`), or, if {qv} was fixed under the same name, "
+        f"`mlrollback clear-quarantine --endpoint {endpoint}` after review",
+    )
 
 
 def _live_split(declared: Declared, live: Live) -> list[Finding]:

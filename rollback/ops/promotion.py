@@ -168,6 +168,8 @@ def record_promotion(
     diff: str,
     detail: dict[str, Any],
     note: Callable[[str], None],
+    *,
+    outcome: str = "done",
 ) -> tuple[StackContext, str, str]:
     """Record the promotion in the target's audit trail: (context, physical endpoint, item id) used.
 
@@ -179,7 +181,11 @@ def record_promotion(
 
     physical = names.endpoint_name(dst.stack, endpoint)
     try:
-        return dst, physical, record_change(dst, physical, "promote", version, reason, diff, **detail)
+        return (
+            dst,
+            physical,
+            record_change(dst, physical, "promote", version, reason, diff, outcome=outcome, **detail),
+        )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
             raise
@@ -190,7 +196,8 @@ def record_promotion(
     )
     audit_id = record_change(
         src, source_physical, "promote", version, f"{reason} to {dst.stack} ({physical})", diff,
-        **detail, file=str(dst.path.relative_to(dst.root)), target=physical, targetStack=dst.stack,
+        outcome=outcome, **detail, file=str(dst.path.relative_to(dst.root)), target=physical,
+        targetStack=dst.stack,
     )  # fmt: skip
     return src, source_physical, audit_id
 

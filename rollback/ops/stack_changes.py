@@ -1,23 +1,32 @@
-"""Stack-file changes as audited events: record, put in place, commit; the checks revert and promote share.
+"""Stack-file changes as audited events: check, write, apply, record; the checks revert and promote share.
 
-The order never lets the file and the audit trail disagree (docs/runbook.md): a change is staged
-and validated beside the file (:func:`rollback.ops.stackfile.stage`), recorded
-(:func:`record_change`), and only then renamed into place (:func:`put_in_place`), which records a
-``failed`` item of the same action if the rename fails.
+The order never lets the file and the audit trail disagree (docs/runbook.md): every gate runs
+first; :func:`land` stages and validates the new text beside the file
+(:func:`rollback.ops.stackfile.stage`), puts it in place, applies it when asked, and only then
+records ``done`` (:func:`record_change`). A failed apply or a Ctrl-C puts the previous text back,
+and an apply that had started is recorded as ``failed`` with its error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rollback.ops.schema_check import check_versions
 from rollback.ops.stack_context import StackContext, actor
-from rollback.ops.stackfile import Release, StackDocument
+from rollback.ops.stackfile import Release, StackDocument, restore_file, stage
 from rollback.runtime import audit
-from rollback.runtime.errors import ConfigError, ConflictError, GateError, MLRollbackError, NotFoundError
+from rollback.runtime.errors import (
+    ConfigError,
+    ConflictError,
+    GateError,
+    Interrupted,
+    MLRollbackError,
+    NotFoundError,
+)
 
 
 def record_change(
@@ -31,9 +40,9 @@ def record_change(
     outcome: str = "done",
     **detail: Any,
 ) -> str:
-    """Audit a stack-file change once it is staged and validated, before it is put in place; return its id.
+    """Audit a stack-file change (``done`` once it is in place and applied, or ``failed``); return its id.
 
-    See :func:`put_in_place` for the order that keeps the trail and the file in agreement.
+    See :func:`land` for the order that keeps the trail and the file in agreement.
     """
     item = audit.AuditItem(
         endpoint=physical,
@@ -52,26 +61,56 @@ def record_change(
     return item.at.rsplit("#", 1)[-1]
 
 
-def put_in_place(
-    ctx: StackContext, staged: Any, physical: str, action: str, version: str | None, audit_id: str, diff: str
-) -> None:
-    """Put a staged, recorded change in place (``staged.replace()``).
+#: ``record(outcome, extra detail)`` -> (the context whose trail got the item, its endpoint, item id).
+Recorder = Callable[[str, dict[str, Any]], tuple[StackContext, str, str]]
 
-    :func:`rollback.ops.stackfile.stage` already wrote and validated the new text beside the file, so the
-    rename rarely fails; when it does, the trail gets a ``failed`` item of the same action saying the
-    recorded change (``audit_id``) did not happen, and the one-line error names the file.
+
+def land(
+    ctx: StackContext,
+    text: str,
+    hint: str,
+    action: str,
+    record: Recorder,
+    apply: Callable[[], Any] | None = None,
+) -> tuple[str, Any]:
+    """Write ``text`` to the stack file, run ``apply`` if given, record ``done``: (item id, apply result).
+
+    Every gate has run before this. Any failure or Ctrl-C before the ``done`` record puts the
+    previous bytes back (line endings and mode kept); if ``apply`` had started, a ``failed`` item
+    with the error is recorded (best effort). Ctrl-C becomes :class:`Interrupted` (exit 130) saying
+    what state is left; an apply's package error keeps its class and exit code, with the same words.
     """
-    try:
-        staged.replace()
-    except MLRollbackError as exc:
-        with contextlib.suppress(Exception):  # the error below is what the operator must see
-            record_change(
-                ctx, physical, action, version,
-                f"not done: {staged.path.name} could not be written; the {action} recorded as {audit_id} "
-                "did not happen", diff, outcome="failed", recorded=audit_id, error=str(exc),
-                file=str(staged.path.relative_to(ctx.root)),
-            )  # fmt: skip
-        raise
+    where = str(ctx.path.relative_to(ctx.root))
+    previous = ctx.path.read_bytes()
+    replaced = applying = False
+    applied: Any = None
+    with stage(ctx.path, text, stack=ctx.stack, hint=hint) as staged:
+        try:
+            staged.replace()
+            replaced = True
+            if apply is not None:
+                applying = True
+                applied = apply()
+            _, _, audit_id = record("done", {})
+        except BaseException as exc:
+            if replaced:
+                restore_file(ctx.path, previous)
+            failed_id = None
+            if applying:
+                with contextlib.suppress(Exception):  # the error below is what the operator must see
+                    _, _, failed_id = record("failed", {"error": str(exc) or type(exc).__name__})
+            said = f"; recorded as failed ({failed_id})" if failed_id else ""
+            if isinstance(exc, KeyboardInterrupt):
+                during = " during the apply" if applying else ""
+                check = f"; check `mlrollback status --stack {ctx.stack}` before retrying" if applying else ""
+                raise Interrupted(
+                    f"interrupted{during}: {where} is back to its previous text and the {action} did not "
+                    f"happen{said}{check}"
+                ) from None
+            if applying and isinstance(exc, MLRollbackError):
+                raise type(exc)(f"{exc}; {where} is back to its previous text{said}") from None
+            raise
+    return audit_id, applied
 
 
 def ensure_not_busy(ctx: StackContext, physical: str) -> None:

@@ -346,6 +346,11 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def restore_file(path: Path, previous: bytes) -> None:
+    """Put ``path``'s previous bytes back (atomically, mode kept): undo a change that did not happen."""
+    write_atomic(path, previous.decode("utf-8"))
+
+
 class StagedFile:
     """A stack file's new text, written and validated next to it but not yet in place.
 

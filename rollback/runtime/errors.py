@@ -97,3 +97,9 @@ class FollowUpError(MLRollbackError):
     """
 
     exit_code = 13
+
+
+class Interrupted(MLRollbackError):
+    """Ctrl-C (SIGINT) stopped a command; the message says what state it left (exit 130, as shells do)."""
+
+    exit_code = 130
