@@ -59,9 +59,12 @@ def _summary(report: dict[str, Any]) -> Table:
     )
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    table.add_row("released", _weights(report.get("weights_before")))
+    real = "audit_id" in report  # the drill against a deployed stack (AWS or a running sandbox)
+    table.add_row("before" if real else "released", _weights(report.get("weights_before")))
     alarms = [e for e in report.get("alarm_events") or [] if e.get("state") == "ALARM"]
-    if alarms:
+    if real:
+        table.add_row("alarm", f"forced into ALARM at 0 s: {report.get('alarm_forced')}")
+    elif alarms:
         first = min(a["t"] for a in alarms)
         fired = ", ".join(sorted({a["alarm"] for a in alarms if a["t"] == first}))
         table.add_row("alarm", f"{first:g} s after the release: {fired}")
@@ -74,25 +77,39 @@ def _summary(report: dict[str, Any]) -> Table:
             f"{report.get('ttr_seconds'):g} s after {origin} (time to rollback); "
             f"now {_weights(report.get('weights_after'))}",
         )
+    elif real:
+        table.add_row(
+            "not rolled back",
+            f"the candidate still served after {report.get('timeout_seconds'):g} s; "
+            f"now {_weights(report.get('weights_after'))}",
+        )
     else:
         outcome = "promoted" if report.get("rollout_state") == "ready-to-finalize" else "not rolled back"
         table.add_row(
             outcome, f"rollout {report.get('rollout_state')}; {_weights(report.get('weights_after'))}"
         )
-    failed, total = report.get("predictions_failed"), report.get("predictions_total")
-    without = report.get("predictions_failed_without_failover")
-    callers = f"{failed} failed of {total} predictions"
-    if without is not None and report.get("failover"):
-        callers += f" ({without} would have failed without failover to stable)"
-    table.add_row("callers saw", callers)
-    quarantine = report.get("quarantine")
-    records = [
-        _count(report.get("audit_items"), "audit item"),
-        _count(report.get("notifications"), "notification"),
-    ]
-    if quarantine:
-        records.insert(0, f"{quarantine.get('version')} quarantined")
-    table.add_row("records", ", ".join(records))
+    if real:
+        table.add_row("callers saw", "not measured: this drill forces the alarm and sends no predictions")
+        table.add_row(
+            "records",
+            f"drill recorded as audit item {report.get('audit_id')} in {report['stack']}'s trail "
+            f"(rehearsal evidence for {report.get('version')}, artifact {str(report.get('artifact'))[:19]})",
+        )
+    else:
+        failed, total = report.get("predictions_failed"), report.get("predictions_total")
+        without = report.get("predictions_failed_without_failover")
+        callers = f"{failed} failed of {total} predictions"
+        if without is not None and report.get("failover"):
+            callers += f" ({without} would have failed without failover to stable)"
+        table.add_row("callers saw", callers)
+        quarantine = report.get("quarantine")
+        records = [
+            _count(report.get("audit_items"), "audit item"),
+            _count(report.get("notifications"), "notification"),
+        ]
+        if quarantine:
+            records.insert(0, f"{quarantine.get('version')} quarantined")
+        table.add_row("records", ", ".join(records) + " (in the simulation only: no rehearsal evidence)")
     for note in report.get("notes") or []:
         table.add_row("note", str(note))
     table.add_row("wall time", f"{report.get('wall_seconds')} s")

@@ -117,13 +117,18 @@ def run_drill(
         "notes": (restored or {}).get("notes", []),
         "expectation_met": ttr is not None and failure is None,
         "artifact": artifact_digest(ep.versions[version]) if version in ep.versions else None,
+        "strategy": ep.strategy.type,
+        "metrics": ep.triggers.metrics,
+        "alarm_forced": alarm,
+        "timeout_seconds": timeout_seconds,
     }
     message = ""
     if failure is not None:
         message = _restore_failure_message(stack_cfg.stack, ep.name, physical, version, before, left, failure)
         report["left"] = left
         report["error"] = message
-    _record_drill(clients, stack_cfg.stack, report, alarm, timeout_seconds, failure)
+    report["wall_seconds"] = round(time.monotonic() - started, 1)
+    report["audit_id"] = _record_drill(clients, stack_cfg.stack, report, alarm, timeout_seconds, failure)
     if failure is not None:
         cls = type(failure) if isinstance(failure, MLRollbackError) else MLRollbackError
         raise cls(message) from failure
@@ -198,8 +203,8 @@ def _record_drill(
     alarm: str,
     timeout_seconds: float,
     failure: Exception | None,
-) -> None:
-    """The drill's one audit item (the promotion gate reads it): ``failed`` when the restore failed."""
+) -> str:
+    """The drill's one audit item, read by the rehearsal gate (``failed`` when the restore failed): its id."""
     passed = bool(report["rolled_back"])
     detail: dict[str, Any] = {
         "passed": passed,
@@ -212,26 +217,26 @@ def _record_drill(
     }
     if failure is not None:
         detail.update({"restoreError": str(failure), "left": report["left"]})
+    item = audit.AuditItem(
+        endpoint=report["endpoint"],
+        action="drill",
+        actor="cli:drill",
+        outcome="done" if passed and failure is None else "failed",
+        version=report["version"],
+        alarm=alarm,
+        reason="rehearsal: forced candidate alarm"
+        + ("" if failure is None else "; restore failed, the drain and its quarantine were left in place"),
+        detail=detail,
+    )
     call(
         "PutItem",
         audit.append,
         RetryPolicy(attempts=3),
         dynamodb=clients.dynamodb,
         table=names.audit_table_name(stack),
-        item=audit.AuditItem(
-            endpoint=report["endpoint"],
-            action="drill",
-            actor="cli:drill",
-            outcome="done" if passed and failure is None else "failed",
-            version=report["version"],
-            alarm=alarm,
-            reason="rehearsal: forced candidate alarm"
-            + (
-                "" if failure is None else "; restore failed, the drain and its quarantine were left in place"
-            ),
-            detail=detail,
-        ),
+        item=item,
     )
+    return item.at.rsplit("#", 1)[-1]
 
 
 def _delete_parameter(clients: Any, name: str, retry: RetryPolicy) -> bool:

@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from infra.config import load_stack_file
+from rollback.cli.rehearse import _summary
 from rollback.ops.rehearsal import run_drill
+from rollback.ops.rehearsal_gate import artifact_digest
 from rollback.runtime import audit, names
 from rollback.runtime.aws import Clients
 from rollback.runtime.drain import drain
@@ -95,6 +98,18 @@ def test_drill_measures_the_drain_then_restores_weights_and_clears_quarantine(
     )
     drills = [i for i in audit.query(aws["dynamodb"], table, physical)[0] if i["action"] == "drill"]
     assert drills[0]["outcome"] == "done" and drills[0]["detail"]["passed"] is True
+    # what the rehearsal gate compares: the digest of the artifact the stack file declares for v2
+    assert drills[0]["detail"]["artifact"] == artifact_digest(cfg.endpoint("fraud-scorer").versions["v2"])
+    assert report["audit_id"] == drills[0]["at"].rsplit("#", 1)[-1]
+
+    console = Console(record=True, width=200)
+    console.print(_summary(report))
+    text = console.export_text()
+    assert "None" not in text
+    assert f"forced into ALARM at 0 s: {alarm}" in text
+    assert "s after the injected fault (time to rollback)" in text
+    assert f"drill recorded as audit item {report['audit_id']}" in text
+    assert "sends no predictions" in text and "wall time" in text
 
 
 def test_drill_without_an_endpoint_rehearses_the_first_endpoint_with_a_candidate(
