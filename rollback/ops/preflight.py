@@ -251,7 +251,8 @@ def _live_split(declared: Declared, live: Live) -> list[Finding]:
         )
         if abs(live_candidate - target) > 0.5 and not finalizing:
             step = (live.progress or {}).get("stepIndex")
-            where = f" (rollout step {step}, {state})" if step is not None else ""
+            total = len((live.plan or {}).get("steps") or [])
+            where = f" (rollout step {step + 1} of {total}, {state})" if isinstance(step, int) else ""
             out.append(
                 Finding(
                     ep,

@@ -293,7 +293,7 @@ def _restore(
         if reset:
             notes.append(
                 f"rollout progress written during the drill removed (it said {_progress_words(now or '')}): "
-                "the rollout starts at step 0 on the stepper's next tick"
+                "the rollout starts at its first step on the stepper's next tick"
             )
     else:
         text, rebake = _resumed(pre_progress)
@@ -396,7 +396,7 @@ def _show(weights: dict[str, float]) -> str:
 
 
 def _progress_words(text: str) -> str:
-    """``halted at step 2`` from a progress record; the raw text when it is not the JSON we write."""
+    """``halted at step 2`` (1-based) from a progress record; the raw text when it is not our JSON."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -404,4 +404,6 @@ def _progress_words(text: str) -> str:
     if not isinstance(data, dict):
         return text
     index = data.get("stepIndex")
-    return f"{data.get('state', '?')} at step {index}" if index is not None else str(data.get("state", "?"))
+    if not isinstance(index, int):
+        return str(data.get("state", "?"))
+    return f"{data.get('state', '?')} at step {index + 1}"  # people count from 1; stepIndex from 0

@@ -135,7 +135,7 @@ def clear_quarantine(
         )
     call("DeleteParameter", clients.ssm.delete_parameter, retry, Name=name)
     # The quarantine halted the rollout; its progress record would keep it halted for the same plan.
-    # Without it the stepper starts the rollout again at step 0 on its next tick.
+    # Without it the stepper starts the rollout again at its first step on its next tick.
     restarted = _delete_if_present(clients, settings.progress_parameter(physical), retry)
     item = audit.AuditItem(
         endpoint=physical,

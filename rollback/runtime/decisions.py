@@ -29,6 +29,11 @@ SHARE_TOLERANCE = 0.5
 MIN_WEIGHT_POOL = 1e-6
 
 
+def step_words(index: int, steps: tuple[float, ...] | list[float]) -> str:
+    """``step 2 of 4``: how people read a step (records keep the 0-based ``stepIndex``)."""
+    return f"step {index + 1} of {len(steps)}"
+
+
 def percents(weights: Weights) -> dict[str, float]:
     """Role -> share of traffic in percent (rounded to 0.01), from relative SageMaker weights."""
     total = sum(weights.values())
@@ -136,7 +141,7 @@ class StepDecision:
     """What the stepper does for one endpoint on this tick.
 
     ``action`` is one of: ``none`` (nothing to do, no write), ``start`` (new or changed plan:
-    progress at step 0), ``wait`` (bake period not over), ``evaluate`` (fetch alarm states, or
+    progress at the first step), ``wait`` (bake period not over), ``evaluate`` (fetch alarm states, or
     the request count once the bake is over, then decide again), ``advance``, ``finalize`` (last step baked:
     ready to finalize), ``pause`` (too little traffic), ``hold`` (an alarm is not OK yet or the
     endpoint is not in the planned state), ``halt`` (a candidate alarm is in ALARM), ``halt-quarantined``.
@@ -186,11 +191,15 @@ def decide_step(
             return StepDecision("halt", f"candidate alarm(s) in ALARM: {', '.join(firing)}", 0, None, firing)
         return StepDecision("none", "single-step plan: nothing to advance")
     if progress is None or progress.plan_id != plan.plan_id:
-        return StepDecision("start", f"plan {plan.plan_id} starts at step 0 ({plan.steps[0]:g}%)", 0)
+        return StepDecision(
+            "start", f"plan {plan.plan_id} starts at {step_words(0, plan.steps)} ({plan.steps[0]:g}%)", 0
+        )
     index = progress.step_index
     if index >= len(plan.steps):
         return StepDecision(
-            "none", f"progress step {index} is beyond the plan; waiting for a new plan", index
+            "none",
+            f"progress {step_words(index, plan.steps)} is beyond the plan; waiting for a new plan",
+            index,
         )
     if quarantined:
         if progress.state == "halted":
@@ -205,7 +214,11 @@ def decide_step(
         return StepDecision("halt", f"candidate alarm(s) in ALARM: {', '.join(firing)}", index, None, firing)
     elapsed = (now - progress.step_started_at).total_seconds()
     if elapsed < plan.bake_seconds:
-        return StepDecision("wait", f"step {index} baking: {elapsed:.0f}s of {plan.bake_seconds:.0f}s", index)
+        return StepDecision(
+            "wait",
+            f"{step_words(index, plan.steps)} baking: {elapsed:.0f}s of {plan.bake_seconds:.0f}s",
+            index,
+        )
     if requests is None:
         return StepDecision("evaluate", "bake period over: counting candidate requests", index)
     not_ok = [
@@ -230,15 +243,16 @@ def decide_step(
             # finish that step's records instead of holding forever on "someone else changed it".
             return StepDecision(
                 "advance",
-                f"live candidate share is already step {nxt} ({plan.steps[nxt]:g}%): an earlier tick "
-                "advanced and was cut off before recording it; completing the step's records",
+                f"live candidate share is already {step_words(nxt, plan.steps)} ({plan.steps[nxt]:g}%): "
+                "an earlier tick advanced and was cut off before recording it; completing the step's records",
                 nxt,
                 plan.steps[nxt],
             )
         if abs(share - plan.steps[index]) > SHARE_TOLERANCE:
             return StepDecision(
                 "hold",
-                f"live candidate share {share:.2f}% differs from step {index} ({plan.steps[index]:g}%); "
+                f"live candidate share {share:.2f}% differs from {step_words(index, plan.steps)} "
+                f"({plan.steps[index]:g}%); "
                 "not advancing a rollout someone else changed",
                 index,
             )
@@ -248,5 +262,8 @@ def decide_step(
         )
     nxt = index + 1
     return StepDecision(
-        "advance", f"step {index} baked healthy: advancing to {plan.steps[nxt]:g}%", nxt, plan.steps[nxt]
+        "advance",
+        f"{step_words(index, plan.steps)} baked healthy: advancing to {plan.steps[nxt]:g}%",
+        nxt,
+        plan.steps[nxt],
     )

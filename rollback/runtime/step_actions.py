@@ -283,8 +283,9 @@ def _advance_weights(
             share = decisions.candidate_share(state.weights)
             if abs(share - expected) > decisions.SHARE_TOLERANCE:
                 return (
-                    f"live candidate share changed to {share:.2f}% while advancing from step "
-                    f"{step_index} ({expected:g}%): a drain or someone else moved the weights; "
+                    f"live candidate share changed to {share:.2f}% while advancing from "
+                    f"{decisions.step_words(step_index, ep.plan.steps)} ({expected:g}%): a drain or "
+                    "someone else moved the weights; "
                     "not advancing"
                 )
             current = state.weights

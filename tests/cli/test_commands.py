@@ -75,7 +75,7 @@ def test_preflight_refuses_to_reset_weights_mid_rollout(project: Path, aws: dict
     result = _run("preflight", "--stack", "dev")
     assert result.exit_code == 8
     assert (
-        "while v3 serves 50% live (rollout step 1, baking); pulumi up would reset the candidate to 10%"
+        "while v3 serves 50% live (rollout step 2 of 3, baking); pulumi up would reset the candidate to 10%"
         in " ".join(result.output.split())
     )
     assert physical in _flat(result) or "fraud-scorer" in _flat(result)

@@ -165,7 +165,7 @@ def test_restore_waits_out_an_updating_endpoint_then_restores_weights_and_the_pr
     assert (progress["state"], progress["stepIndex"]) == ("baking", 1)
     assert progress["stepStartedAt"] == clock.iso(virtual_clock.now())
     assert report["progress_restored"] is True and report["progress_reset"] is False
-    assert any("restored to its pre-drill state (baking at step 1)" in n for n in report["notes"])
+    assert any("restored to its pre-drill state (baking at step 2)" in n for n in report["notes"])
     drills = [i for i in audit.query(aws["dynamodb"], table, physical)[0] if i["action"] == "drill"]
     assert [(d["outcome"], d["detail"]["restored"], d["detail"]["progressRestored"]) for d in drills] == [
         ("done", True, True)
@@ -237,7 +237,7 @@ def test_restore_without_a_pre_drill_progress_record_removes_the_one_written_dur
     )
     assert _parameter(aws, name) is None
     assert report["progress_reset"] is True and report["progress_restored"] is False
-    assert "removed (it said halted at step 0)" in report["notes"][-1]
+    assert "removed (it said halted at step 1)" in report["notes"][-1]
 
 
 def test_restore_without_a_progress_record_says_only_what_it_restored(

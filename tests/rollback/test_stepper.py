@@ -250,7 +250,7 @@ def test_live_weights_changed_by_someone_else_hold_the_rollout(world: World, vcl
     seen = run(world, vclock, minutes=7, per_minute=50)
 
     assert seen == [40.0] * 7
-    assert "differs from step 0" in progress(world, world.endpoint)["reason"]
+    assert "differs from step 1 of 4" in progress(world, world.endpoint)["reason"]
 
 
 def test_idle_tick_over_many_endpoints_is_cheap_and_writes_nothing(
