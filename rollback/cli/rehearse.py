@@ -193,13 +193,24 @@ def drill(
             from rollback.ops.stack_context import clients_for, load_stack
 
             cfg = load_stack(root, stack)
-            report = aws_drill.run_drill(
-                clients_for(root, cfg.region, sandbox=False),
-                cfg,
-                endpoint,
-                timeout_seconds=900,
-                i_know_this_is_prod=i_know_this_is_prod,
-            )
+            clients = clients_for(root, cfg.region, sandbox=False)
+            if as_json:
+                report = aws_drill.run_drill(
+                    clients, cfg, endpoint, timeout_seconds=900, i_know_this_is_prod=i_know_this_is_prod
+                )
+            else:
+                with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console) as bar:
+                    task = bar.add_task(f"drill on {stack}", total=None)
+                    report = aws_drill.run_drill(
+                        clients,
+                        cfg,
+                        endpoint,
+                        timeout_seconds=900,
+                        i_know_this_is_prod=i_know_this_is_prod,
+                        progress=lambda text, elapsed: bar.update(
+                            task, description=f"{elapsed:5.0f} s  {text}"
+                        ),
+                    )
         else:
             from rollback.sandbox.simulation import run_drill
 

@@ -26,6 +26,12 @@ Progress = Callable[[str, float], Any]
 RESTORE_RETRY = RetryPolicy(attempts=15, base=2.0, cap=30.0)
 
 
+#: How long a drill waits for the endpoint to be InService before it starts (a deploy or a rollout
+#: step in flight, e.g. right after `pulumi up` or `sandbox up`), polling every few seconds.
+READY_WAIT_SECONDS = 300.0
+_UPDATING = ("Creating", "Updating", "SystemUpdating")
+
+
 def _weights(sagemaker: Any, physical: str) -> tuple[str, dict[str, float]]:
     desc = sagemaker.describe_endpoint(EndpointName=physical)
     return desc.get("EndpointStatus", ""), {
@@ -57,6 +63,7 @@ def run_drill(
     progress: Progress | None = None,
     poll_seconds: float = 2.0,
     restore_retry: RetryPolicy | None = None,
+    ready_wait_seconds: float = READY_WAIT_SECONDS,
 ) -> dict[str, Any]:
     """Rehearse a rollback of ``endpoint`` on ``stack_cfg`` (an ``infra.model.StackConfig``).
 
@@ -79,7 +86,9 @@ def run_drill(
         raise GateError(f"stack {stack_cfg.stack} is production; pass --i-know-this-is-prod to drill it")
     ep = stack_cfg.endpoint(endpoint or default_endpoint(stack_cfg))
     physical, version = ep.physical_name, ep.release.candidate
-    pre_progress, before = _ready_to_drill(clients, stack_cfg.stack, physical, version)
+    pre_progress, before = _ready_to_drill(
+        clients, stack_cfg.stack, physical, version, progress, ready_wait_seconds, poll_seconds
+    )
     alarm = names.alarm_name(physical, names.CANDIDATE, "errors")
     started = time.monotonic()
     ttr, after = _force_and_time(clients, alarm, physical, version, timeout_seconds, poll_seconds, progress)
@@ -136,24 +145,44 @@ def run_drill(
 
 
 def _ready_to_drill(
-    clients: Any, stack: str, physical: str, version: str | None
+    clients: Any,
+    stack: str,
+    physical: str,
+    version: str | None,
+    progress: Progress | None = None,
+    wait_seconds: float = READY_WAIT_SECONDS,
+    poll_seconds: float = 2.0,
 ) -> tuple[str | None, dict[str, float]]:
-    """(the rollout progress record before the drill, the live weights), or why a drill cannot start."""
+    """(the rollout progress record before the drill, the live weights), or why a drill cannot start.
+
+    An endpoint that is Creating or Updating is waited for, at most ``wait_seconds``, saying so.
+    """
     progress_name = names.rollout_progress_parameter(stack, physical)
-    # Read before the alarm is forced: the stepper may rewrite it (halted) while the drill runs.
-    pre_progress = records.get_text(clients.ssm, progress_name)
-    try:
-        status, before = _weights(clients.sagemaker, physical)
-    except clients.sagemaker.exceptions.ClientError as exc:
-        if "Could not find endpoint" not in str(exc):
-            raise
-        raise GateError(f"{physical} is not deployed; run `pulumi up` for the stack first") from None
+    started = time.monotonic()
+    while True:
+        # Read before the alarm is forced: the stepper may rewrite it (halted) while the drill runs.
+        pre_progress = records.get_text(clients.ssm, progress_name)
+        try:
+            status, before = _weights(clients.sagemaker, physical)
+        except clients.sagemaker.exceptions.ClientError as exc:
+            if "Could not find endpoint" not in str(exc):
+                raise
+            raise GateError(f"{physical} is not deployed; run `pulumi up` for the stack first") from None
+        waited = time.monotonic() - started
+        if status not in _UPDATING or waited >= wait_seconds:
+            break
+        if progress is not None:
+            progress(
+                f"waiting for {physical} to be InService (it is {status}) before forcing the alarm", waited
+            )
+        clock.sleep(poll_seconds)
     if status != "InService":
         # Mid-update, CurrentWeight can still show the previous step while the stepper's progress
         # record already names the next one: restoring that pair would stall the rollout.
         raise ConflictError(
-            f"{physical} is {status or 'not InService'} (a rollout step or deploy is in flight); "
-            "retry when `mlrollback status` shows InService"
+            f"{physical} is {status or 'not InService'} (a rollout step or deploy is in flight"
+            + (f"; waited {wait_seconds:g} s" if status in _UPDATING else "")
+            + "); retry when `mlrollback status` shows InService"
         )
     if records.get_text(clients.ssm, progress_name) != pre_progress:
         raise ConflictError(f"the rollout of {physical} moved while the drill started; retry the drill")
@@ -248,6 +277,29 @@ def _delete_parameter(clients: Any, name: str, retry: RetryPolicy) -> bool:
     return True
 
 
+def _clear_drill_quarantine(clients: Any, stack: str, physical: str, retry: RetryPolicy) -> bool:
+    """Delete the quarantine record the drill's drain wrote, its drain marked complete first; False if none.
+
+    Deleting the record alone reads to the runtime as a drain cut off before its last follow-up:
+    a minute later the stepper would write the record again and drain the restored candidate.
+    """
+    from rollback.ops.status import settle_guards
+    from rollback.runtime.records import Quarantine
+    from rollback.runtime.settings import Settings
+
+    name = names.quarantine_parameter(stack, physical)
+    text = call("GetParameter", records.get_text, retry, ssm=clients.ssm, name=name)
+    if text is None:
+        return False
+    try:
+        record = Quarantine.parse(name, text)
+    except MLRollbackError:
+        record = None  # not the runtime's JSON: nothing to settle, the record still goes
+    if record is not None:
+        settle_guards(clients, Settings.for_stack(stack), record, retry)
+    return _delete_parameter(clients, name, retry)
+
+
 def _restore(
     clients: Any,
     stack: str,
@@ -283,8 +335,8 @@ def _restore(
     )
     notes = [f"pre-drill weights restored: {_show(before)}"]
     say(notes[-1])
-    if _delete_parameter(clients, names.quarantine_parameter(stack, physical), retry):
-        notes.append("the drill's quarantine record was cleared")
+    if _clear_drill_quarantine(clients, stack, physical, retry):
+        notes.append("the drill's quarantine record was cleared (its drain marked complete)")
     progress_name = names.rollout_progress_parameter(stack, physical)
     now = call("GetParameter", records.get_text, retry, ssm=clients.ssm, name=progress_name)
     reset = restored = False

@@ -97,6 +97,30 @@ def history(
     )
 
 
+def settle_guards(clients: Clients, settings: Settings, record: Quarantine, retry: RetryPolicy) -> list[str]:
+    """Mark done the follow-ups of the drain(s) that wrote ``record``; the guards marked.
+
+    Call it before the record is deleted (``clear-quarantine``, a drill's restore): the runtime
+    takes a missing record as a drain cut off before its last follow-up, and after
+    ``IN_PROGRESS_WINDOW`` the stepper or a replayed event would write it (and send the old
+    message) again.
+    """
+    guards = list(record.guards)
+    if not guards:  # a record written before records named their guards
+        guard, _found = record_guard(clients, settings, record, retry)
+        guards = [guard] if guard else []
+    for guard in guards:
+        call(
+            "UpdateItem",
+            audit.clear_followups,
+            retry,
+            dynamodb=clients.dynamodb,
+            table=settings.audit_table,
+            idempotency_key=guard,
+        )
+    return guards
+
+
 def clear_quarantine(
     clients: Clients,
     settings: Settings,
@@ -120,19 +144,7 @@ def clear_quarantine(
     if text is None:
         raise NotFoundError(f"no quarantine record for {physical} (parameter {name} does not exist)")
     existing = Quarantine.parse(name, text)
-    guards = list(existing.guards)
-    if not guards:  # a record written before records named their guards
-        guard, _found = record_guard(clients, settings, existing, retry)
-        guards = [guard] if guard else []
-    for guard in guards:
-        call(
-            "UpdateItem",
-            audit.clear_followups,
-            retry,
-            dynamodb=clients.dynamodb,
-            table=settings.audit_table,
-            idempotency_key=guard,
-        )
+    guards = settle_guards(clients, settings, existing, retry)
     call("DeleteParameter", clients.ssm.delete_parameter, retry, Name=name)
     # The quarantine halted the rollout; its progress record would keep it halted for the same plan.
     # Without it the stepper starts the rollout again at its first step on its next tick.

@@ -306,9 +306,42 @@ class AlarmEvaluator:
         self._evaluated: dict[str, int] = {}
         self._known: dict[str, tuple[str, Any, str, Any]] = {}
         self.evaluations = 0
+        # The states as they are now are the baseline: a SetAlarmState that lands before the first
+        # tick (a drill started right after `sandbox up`) is a transition, not the starting state.
+        for name, alarm in backend.alarms.items():
+            if not getattr(alarm, "rule", None):
+                self._known[name] = self._state(alarm)
+
+    @staticmethod
+    def _state(alarm: Any) -> tuple[str, Any, str, Any]:
+        return (alarm.state_value, alarm.state_updated_timestamp, alarm.state_reason, alarm)
+
+    def _observe(self, name: str, alarm: Any) -> AlarmChange | None:
+        """The transition since the alarm was last seen (None for none, or an alarm seen first now)."""
+        seen = self._state(alarm)
+        before = self._known.get(name)
+        self._known[name] = seen
+        if before is None or before[0] == seen[0]:
+            return None
+        return AlarmChange(
+            name=name,
+            arn=alarm.alarm_arn,
+            old_state=before[0],
+            new_state=seen[0],
+            old_reason=before[2],
+            reason=alarm.state_reason,
+            reason_data=alarm.state_reason_data or "{}",
+            at=_aware(alarm.state_updated_timestamp),
+            old_at=_aware(before[1]),
+            configuration=alarm_configuration(alarm),
+        )
 
     def tick(self) -> list[AlarmChange]:
-        """Evaluate alarms whose period just completed; report every transition since last call."""
+        """Evaluate alarms whose period just completed; report every transition since last call.
+
+        A state set from outside (SetAlarmState) since the last call is reported before the
+        evaluation that may overwrite it, as CloudWatch emits its event when the state is set.
+        """
         self._index.refresh()
         now = _epoch(self._now())
         changes: list[AlarmChange] = []
@@ -316,29 +349,17 @@ class AlarmEvaluator:
             alarm = self._backend.alarms[name]
             if getattr(alarm, "rule", None):
                 continue  # composite alarms are not used by the product
+            outside = self._observe(name, alarm)
+            if outside is not None:
+                changes.append(outside)
             period = alarm_period(alarm)
             boundary = int(now // period) * period
             if self._evaluated.get(name) != boundary:
                 self._evaluated[name] = boundary
                 self._evaluate(alarm, boundary, period)
-            seen = (alarm.state_value, alarm.state_updated_timestamp, alarm.state_reason, alarm)
-            before = self._known.get(name)
-            self._known[name] = seen
-            if before is not None and before[0] != seen[0]:
-                changes.append(
-                    AlarmChange(
-                        name=name,
-                        arn=alarm.alarm_arn,
-                        old_state=before[0],
-                        new_state=seen[0],
-                        old_reason=before[2],
-                        reason=alarm.state_reason,
-                        reason_data=alarm.state_reason_data or "{}",
-                        at=_aware(alarm.state_updated_timestamp),
-                        old_at=_aware(before[1]),
-                        configuration=alarm_configuration(alarm),
-                    )
-                )
+                evaluated = self._observe(name, alarm)
+                if evaluated is not None:
+                    changes.append(evaluated)
         return changes
 
     def datapoints(self, alarm: Any, end: int, period: int) -> list[float | None]:

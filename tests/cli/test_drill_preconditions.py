@@ -48,6 +48,48 @@ class _Updating:
         return describe
 
 
+class _UpdatingFor(_Updating):
+    """Updating for the first ``n`` DescribeEndpoint calls (a deploy finishing), then as it is."""
+
+    def __init__(self, client: Any, n: int) -> None:
+        super().__init__(client, {})
+        self.left = n
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "describe_endpoint" or self.left <= 0:
+            return getattr(self._client, name)
+        self.left -= 1
+        target = self._client.describe_endpoint
+        return lambda **kw: {**target(**kw), "EndpointStatus": "Updating"}
+
+
+def test_a_drill_started_while_the_endpoint_is_still_updating_waits_for_it_and_says_so(
+    project: Path, aws: dict[str, Any]
+) -> None:
+    audit_table(aws, "staging")
+    deploy_endpoint(aws, "staging", weights={"stable": 90, "candidate": 10})
+    said: list[str] = []
+    clients = Clients(**{**aws, "sagemaker": _UpdatingFor(aws["sagemaker"], 3)})
+
+    report = run_drill(
+        clients,
+        load_stack_file(project / "environments/Pulumi.staging.yaml", "staging"),
+        "fraud-scorer",
+        timeout_seconds=0.2,  # no Lambda here: the drain is never seen, the drill just has to start
+        i_know_this_is_prod=False,
+        progress=lambda text, _s: said.append(text),
+        ready_wait_seconds=5,
+        poll_seconds=0.01,
+    )
+
+    assert clients.sagemaker.left == 0 and report["weights_before"] == {"stable": 90.0, "candidate": 10.0}
+    assert (
+        said[0]
+        == "waiting for fraud-scorer-staging to be InService (it is Updating) before forcing the alarm"
+    )
+    assert any(t.startswith("waiting for the drain of v2") for t in said)
+
+
 def test_a_drill_during_a_stepper_advance_is_refused_before_anything_changes(
     project: Path, aws: dict[str, Any]
 ) -> None:
@@ -60,13 +102,17 @@ def test_a_drill_during_a_stepper_advance_is_refused_before_anything_changes(
         **{**aws, "sagemaker": _Updating(aws["sagemaker"], {"stable": 90.0, "candidate": 10.0})}
     )
 
-    with pytest.raises(ConflictError, match=r"Updating .* retry when `mlrollback status` shows InService"):
+    with pytest.raises(
+        ConflictError, match=r"Updating .*waited 0.2 s.* retry when `mlrollback status` shows"
+    ):
         run_drill(
             clients,
             load_stack_file(project / "environments/Pulumi.staging.yaml", "staging"),
             "fraud-scorer",
             timeout_seconds=5,
             i_know_this_is_prod=False,
+            ready_wait_seconds=0.2,
+            poll_seconds=0.05,
         )
 
     alarm = names.alarm_name(physical, names.CANDIDATE, "errors")

@@ -260,7 +260,7 @@ def test_restore_without_a_progress_record_says_only_what_it_restored(
     assert report["progress_reset"] is False
     assert report["notes"] == [
         "pre-drill weights restored: stable 90 / candidate 10",
-        "the drill's quarantine record was cleared",
+        "the drill's quarantine record was cleared (its drain marked complete)",
     ]
 
 

@@ -221,3 +221,38 @@ def test_metric_math_functions_and_missing_values() -> None:
     assert evaluate_expression("-e * 3", values) == -6.0
     with pytest.raises(SandboxError, match="unknown id 'q'"):
         evaluate_expression("q / e", values)
+
+
+def test_a_state_forced_before_the_first_tick_is_a_transition_not_the_baseline() -> None:
+    """`drill` right after `sandbox up`: the daemon's evaluator exists, its first tick has not run."""
+    start = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    clock = VirtualClock(start)
+    with Emulator("us-east-1") as emu:
+        moto_patches.set_clock(clock)
+        try:
+            cw = emu.client("cloudwatch")
+            env = Env(cw, clock, AlarmEvaluator(emu.backend("cloudwatch"), clock.now))
+            _alarm(env, "late")  # created after the evaluator: first seen at a tick, no event
+            env.tick_to(start + timedelta(seconds=1))
+            evaluator = AlarmEvaluator(emu.backend("cloudwatch"), clock.now)  # a daemon starting now
+            cw.set_alarm_state(AlarmName="late", StateValue="ALARM", StateReason="drill")
+            clock.advance(1)
+            changes = evaluator.tick()
+        finally:
+            moto_patches.set_clock(None)
+    assert [(c.name, c.new_state) for c in changes][:1] == [("late", "ALARM")]
+
+
+def test_a_forced_alarm_overwritten_by_the_same_ticks_evaluation_is_still_delivered(env: Env) -> None:
+    _alarm(env, "forced")
+    t0 = _t0(env)
+    env.tick_to(t0 + timedelta(seconds=30))  # evaluated: OK (no data, not breaching)
+    assert env.state("forced") == "OK"
+    env.cw.set_alarm_state(AlarmName="forced", StateValue="ALARM", StateReason="drill")
+
+    changes = env.tick_to(t0 + timedelta(seconds=40))  # a boundary: evaluation sets it back to OK
+
+    assert [(c.name, c.old_state, c.new_state) for c in changes] == [
+        ("forced", "OK", "ALARM"),
+        ("forced", "ALARM", "OK"),
+    ]
