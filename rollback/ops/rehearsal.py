@@ -123,7 +123,16 @@ def run_drill(
         "restored": restored is not None,
         "progress_reset": bool((restored or {}).get("progress_reset")),
         "progress_restored": bool((restored or {}).get("progress_restored")),
-        "notes": (restored or {}).get("notes", []),
+        "notes": (restored or {}).get("notes", [])
+        + (
+            []
+            if ttr is not None
+            else [
+                f"waited {timeout_seconds:g} s for the candidate's weight to reach 0 after forcing {alarm} "
+                "into ALARM; nothing drained it: check that the alarm's EventBridge rule targets the "
+                "rollback function and read that function's logs"
+            ]
+        ),
         "expectation_met": ttr is not None and failure is None,
         "artifact": artifact_digest(ep.versions[version]) if version in ep.versions else None,
         "strategy": ep.strategy.type,

@@ -182,3 +182,30 @@ def test_apply_stack_without_a_running_sandbox_says_how_to_start_one(tmp_path: P
 
     with pytest.raises(SandboxError, match=r"no sandbox is running.*mlrollback sandbox up"):
         apply_stack(root, "dev")
+
+
+def test_a_drill_started_right_after_sandbox_up_rolls_back_instead_of_hanging(tmp_path: Path) -> None:
+    """`sandbox up` then at once the real-path drill against it (its SetAlarmState may beat the
+    daemon's first evaluation tick; that state used to become the baseline and never be delivered)."""
+    root = _project(tmp_path)
+    up = _cli(root, "sandbox", "up", "--stack", "dev")
+    assert up.returncode == 0, up.stdout + up.stderr
+    info = read_info(root)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(FAKE_CREDENTIALS, AWS_ENDPOINT_URL=str(info["endpoint_url"]), AWS_REGION="eu-west-1")  # type: ignore[index]
+        drill = subprocess.run(
+            [CLI, "drill", "--stack", "dev", "--endpoint", "fraud-scorer", "--project-dir", str(root)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=str(root),
+            timeout=120,  # the drill's own wait is 900 s: a hang fails here
+        )
+    finally:
+        _cli(root, "sandbox", "down")
+        if info and pid_alive(int(info["pid"])):
+            os.kill(int(info["pid"]), signal.SIGKILL)
+    assert drill.returncode == 0, drill.stdout + drill.stderr
+    out = " ".join(drill.stdout.split())
+    assert "s after the injected fault (time to rollback)" in out and "None" not in out
