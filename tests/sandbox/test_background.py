@@ -165,6 +165,32 @@ def test_revert_to_the_first_deployment_restores_its_release_through_the_cli(run
     assert {v["VariantName"] for v in endpoint["ProductionVariants"]} == {"stable", "candidate"}
 
 
+def test_ctrl_c_during_revert_apply_leaves_the_old_file_one_line_and_exit_130(running: Path) -> None:
+    """SIGINT (what Ctrl-C sends) while `revert --apply --sandbox` runs, through a real process."""
+    import time
+
+    path = running / "environments" / "Pulumi.dev.yaml"
+    before = path.read_bytes()
+    info = read_info(running)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(FAKE_CREDENTIALS, AWS_ENDPOINT_URL=str(info["endpoint_url"]), AWS_REGION="eu-west-1")  # type: ignore[index]
+    proc = subprocess.Popen(
+        [CLI, "revert", "--stack", "dev", "--endpoint", "fraud-scorer", "--apply", "--sandbox",
+         "--project-dir", str(running)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(running),
+    )  # fmt: skip
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+
+    if proc.returncode == 0:
+        pytest.skip("the revert finished before the interrupt arrived")
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "back to its previous text" in " ".join(err.split())
+    assert "Traceback" not in err and "Task exception was never retrieved" not in err
+    assert path.read_bytes() == before
+
+
 def test_down_stops_the_daemon_and_removes_its_files(running: Path) -> None:
     pid = int(read_info(running)["pid"])  # type: ignore[index]
 
