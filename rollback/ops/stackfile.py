@@ -354,9 +354,9 @@ def restore_file(path: Path, previous: bytes) -> None:
 class StagedFile:
     """A stack file's new text, written and validated next to it but not yet in place.
 
-    The order a change takes is: :func:`stage` (write a temporary file beside the target and
-    validate it as the Pulumi program would), record the change, then :meth:`replace` (one rename).
-    So a refused or unwritable change is never recorded, and the recorded change is one rename away.
+    The order a change takes (:func:`rollback.ops.stack_changes.land`) is: :func:`stage` (write a
+    temporary file beside the target and validate it as the Pulumi program would), :meth:`replace`
+    (one rename), apply, then record. So a refused or unwritable change is never recorded.
     Used as a context manager, the temporary file is removed whatever happens.
     """
 
