@@ -93,7 +93,7 @@ def drain_candidate(
     retry = (retry or RetryPolicy()).bounded()
     started = clock.now()
     try:
-        state = describe_endpoint(clients, request.endpoint, retry, wait_ready=True)
+        state = _current_state(clients, request.endpoint, retry)
     except (RetryExhaustedError, ConflictError) as exc:
         failed = request.audit_item("failed", None, None, version=request.version)
         record_failure(clients, settings, failed, exc, request.idempotency_key)
@@ -116,6 +116,27 @@ def drain_candidate(
     item = request.audit_item("done", before, after, version=version)
     topic = topic_arn_for(settings, state.raw.get("EndpointArn"))
     return _record_drain(clients, settings, request, item, topic, started, retry)
+
+
+def _current_state(clients: Clients, endpoint: str, retry: RetryPolicy) -> EndpointState:
+    """The endpoint as a drain must see it: InService (waiting while busy), or already being drained.
+
+    SageMaker keeps an endpoint ``Updating`` for a while after a weights update, with the new
+    weights in ``DesiredWeight``. A drain (this one's earlier delivery, another alarm's, an
+    operator's) being applied is not something to wait out: a second alarm of the same bad canary
+    arrives exactly then, and waiting would spend its retry budget and record a failure for a drain
+    that is happening. Its desired weights are taken as the state instead (no extra call).
+    """
+    state = describe_endpoint(
+        clients,
+        endpoint,
+        retry,
+        wait_ready=True,
+        busy_ok=lambda busy: busy.desired_weights.get(names.CANDIDATE) == 0.0,
+    )
+    if state.status != "InService":
+        return replace(state, weights=state.desired_weights)
+    return state
 
 
 def _not_drainable(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,14 @@ class EndpointState:
     last_modified: datetime | None
     raw: dict[str, Any]
 
+    @property
+    def desired_weights(self) -> decisions.Weights:
+        """``DesiredWeight`` per production variant: where an update in progress is taking the weights."""
+        return {
+            v["VariantName"]: float(v.get("DesiredWeight", v.get("CurrentWeight", 0.0)) or 0.0)
+            for v in self.raw.get("ProductionVariants", [])
+        }
+
 
 def _as_utc(value: Any) -> datetime | None:
     if isinstance(value, datetime) and value.tzinfo is not None:
@@ -40,10 +49,16 @@ def _as_utc(value: Any) -> datetime | None:
 
 
 def describe_endpoint(
-    clients: Clients, endpoint: str, retry: RetryPolicy, *, wait_ready: bool
+    clients: Clients,
+    endpoint: str,
+    retry: RetryPolicy,
+    *,
+    wait_ready: bool,
+    busy_ok: Callable[[EndpointState], bool] | None = None,
 ) -> EndpointState:
     """DescribeEndpoint; with ``wait_ready`` back off while the endpoint is busy (Updating, ...).
 
+    ``busy_ok(state)`` true: a busy endpoint is returned as it is instead of waited for.
     Raises NotFoundError for an unknown endpoint, ConflictError for a Failed/OutOfService one,
     RetryExhaustedError when it stays busy.
     """
@@ -70,6 +85,8 @@ def describe_endpoint(
             raw=raw,
         )
         if status == "InService" or not wait_ready:
+            return state
+        if status in decisions.BUSY_STATUSES and busy_ok is not None and busy_ok(state):
             return state
         if status not in decisions.BUSY_STATUSES:
             raise ConflictError(

@@ -213,6 +213,46 @@ def test_endpoint_updating_for_a_few_attempts_then_drains(world: World, vclock) 
     assert vclock.slept == [0.5, 1.0, 0.5]  # two busy describes, one busy update; full jitter at its max
 
 
+def test_second_alarm_while_our_drain_is_still_updating_is_not_waited_out(world: World, vclock) -> None:
+    """SageMaker keeps the endpoint Updating after the drain's weights call (the weights still the
+    old ones, DesiredWeight the new): the bad canary's second alarm arrives in that window. Before,
+    it waited the retry budget out and recorded a failed drain for a drain that was happening."""
+    handle(world, alarm_event(candidate_alarm(world), world.endpoint, names.CANDIDATE))
+
+    def updating(response: dict) -> dict:
+        variants = [
+            {**v, "CurrentWeight": 0.9 if v["VariantName"] == "stable" else 0.1}
+            for v in response["ProductionVariants"]
+        ]
+        return {**response, "EndpointStatus": "Updating", "ProductionVariants": variants}
+
+    sm = Faulty(world.clients.sagemaker)
+    sm.rewrite("describe_endpoint", updating, times=100)
+    world.clients.sagemaker = sm
+    latency = names.alarm_name(world.endpoint, names.CANDIDATE, "latency")
+
+    result = handle(world, alarm_event(latency, world.endpoint, names.CANDIDATE), retry=instant_retry(4))
+
+    assert vclock.slept == []  # nothing waited for
+    assert result["action"] in ("skipped", "duplicate"), result
+    assert [i["outcome"] for i in world.audit_items()] == ["done"]  # no failed drain recorded
+    assert len(world.messages()) == 1
+
+
+def test_endpoint_updating_towards_other_weights_is_still_waited_for(world: World, vclock) -> None:
+    """A busy endpoint whose desired weights still give the candidate traffic (a canary step being
+    applied) is waited for, as before: only a drain in flight is taken as done."""
+    sm = Faulty(world.clients.sagemaker)
+    sm.rewrite("describe_endpoint", lambda r: {**r, "EndpointStatus": "Updating"}, times=1)
+    world.clients.sagemaker = sm
+
+    result = handle(
+        world, alarm_event(candidate_alarm(world), world.endpoint, names.CANDIDATE), retry=instant_retry(4)
+    )
+
+    assert result["action"] == "drained" and vclock.slept == [0.5]
+
+
 def test_endpoint_updating_until_retries_run_out_raises_and_records_nothing_as_done(
     world: World, vclock
 ) -> None:
