@@ -12,6 +12,7 @@ from typing import Any
 
 from infra.config_reader import Problems, Reader, is_int, is_number, read_percent
 from infra.limits import (
+    DEFAULT_MIN_SAMPLES,
     DRIFT_ACTIONS,
     DRIFT_BASELINE_WINDOW_RANGE,
     DRIFT_MAX_SAMPLES,
@@ -20,6 +21,7 @@ from infra.limits import (
     FRAMEWORK_REPOSITORIES,
     MAX_EXECUTION_TIMEOUT_RANGE,
     METRIC_SOURCES,
+    MIN_BAD_REQUESTS,
     STRATEGIES,
     WAIT_INTERVAL_RANGE,
 )
@@ -163,6 +165,7 @@ def parse_triggers(raw: Any, key: str, problems: Problems) -> Triggers:
             "datapointsToAlarm",
             "errorRate",
             "p99LatencyMs",
+            "minSamples",
             "quality",
             "drift",
         }
@@ -194,6 +197,7 @@ def parse_triggers(raw: Any, key: str, problems: Problems) -> Triggers:
     latency = r.num("p99LatencyMs", 1000)
     if latency is not None and latency <= 0:
         problems.add(r.k("p99LatencyMs"), f"{latency} must be > 0 milliseconds")
+    min_samples = r.int_("minSamples", DEFAULT_MIN_SAMPLES, MIN_BAD_REQUESTS)
 
     quality = None
     if r.data.get("quality") is not None:
@@ -215,6 +219,7 @@ def parse_triggers(raw: Any, key: str, problems: Problems) -> Triggers:
         datapoints_to_alarm=datapoints,
         error_rate=error_rate if error_rate is not None else 0.05,
         p99_latency_ms=latency if latency is not None else 1000,
+        min_samples=min_samples if min_samples is not None else DEFAULT_MIN_SAMPLES,
         quality=quality,
         drift=drift,
     )

@@ -35,6 +35,15 @@ GUARDRAIL_ROLES: Final[tuple[str, ...]] = (names.STABLE, names.CANDIDATE)
 DRIFT_ACTIONS: Final[tuple[str, ...]] = ("rollback", "notify")
 
 
+#: A period of the errors or latency alarm breaches only with at least this many failing (or slow)
+#: requests in it: one bad request never rolls a candidate back (docs/config.md, triggers).
+MIN_BAD_REQUESTS: Final = 2
+
+
+#: ``triggers.minSamples`` default: a period with fewer requests than this never breaches.
+DEFAULT_MIN_SAMPLES: Final = 10
+
+
 #: ``framework`` values -> SageMaker prebuilt ECR repository, resolved at deploy time with the
 #: provider invoke ``aws.sagemaker.get_prebuilt_ecr_image`` (region-correct account ids for free).
 FRAMEWORK_REPOSITORIES: Final[Mapping[str, str]] = {

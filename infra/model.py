@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from infra.limits import FRAMEWORK_REPOSITORIES, GUARDRAIL_KPIS, GUARDRAIL_ROLES
+from infra.limits import DEFAULT_MIN_SAMPLES, FRAMEWORK_REPOSITORIES, GUARDRAIL_KPIS, GUARDRAIL_ROLES
 from rollback.runtime import names
 from rollback.runtime.errors import ConfigError
 
@@ -108,6 +108,8 @@ class Triggers:
     datapoints_to_alarm: int = 3
     error_rate: float = 0.05
     p99_latency_ms: float = 1000
+    #: A period with fewer requests than this never breaches the errors or latency alarm.
+    min_samples: int = DEFAULT_MIN_SAMPLES
     quality: QualityTrigger | None = None
     drift: DriftTrigger | None = None
 

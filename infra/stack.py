@@ -204,7 +204,13 @@ def _endpoint(
     }
     alarms = Alarms(
         ep.physical_name,
-        AlarmsArgs(endpoint=ep, versions=versions, notify_topic_arn=auto.topic_arn, tags=tags),
+        AlarmsArgs(
+            endpoint=ep,
+            versions=versions,
+            notify_topic_arn=auto.topic_arn,
+            rollback_function_arn=auto.rollback_function_arn,
+            tags=tags,
+        ),
     )
     return Endpoint(
         ep.physical_name,

@@ -16,7 +16,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.limits import DRIFT_SCHEDULE_MINUTES
+from infra.limits import DRIFT_SCHEDULE_MINUTES, MIN_BAD_REQUESTS
 from infra.model import EndpointConfig
 from rollback.runtime import names
 
@@ -46,6 +46,8 @@ class AlarmsArgs:
     endpoint: EndpointConfig
     versions: Mapping[str, str | None]
     notify_topic_arn: pulumi.Input[str] | None = None
+    #: The rollback function: alarms whose ALARM drains invoke it directly too (alarm action).
+    rollback_function_arn: pulumi.Input[str] | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -53,32 +55,45 @@ def _dims(endpoint: str, role: str) -> dict[str, str]:
     return {"EndpointName": endpoint, "VariantName": role}
 
 
+def _query(
+    mid: str, namespace: str, metric_name: str, dims: dict[str, str], period: int, stat: str
+) -> dict[str, Any]:
+    return {
+        "id": mid,
+        "return_data": False,
+        "metric": {
+            "namespace": namespace,
+            "metric_name": metric_name,
+            "dimensions": dims,
+            "period": period,
+            "stat": stat,
+        },
+    }
+
+
 def _errors_spec(ep: EndpointConfig, dims: dict[str, str]) -> dict[str, Any]:
-    """5xx share of invocations, as metric math over two Sum metrics."""
+    """5xx share of invocations, as metric math over two Sum metrics, guarded by the sample floor.
+
+    A period breaches only with at least ``minSamples`` invocations and ``MIN_BAD_REQUESTS``
+    errors in it: one failed request in a quiet period never rolls back, so a single-datapoint
+    alarm (``datapointsToAlarm: 1``) can be used on 10-second periods without flapping.
+    """
     t = ep.triggers
     custom = t.metrics == "custom"
     errors, invocations = ("Errors", "Invocations") if custom else ("Invocation5XXErrors", "Invocations")
     namespace = names.CUSTOM_METRIC_NAMESPACE if custom else BUILTIN_NAMESPACE
-
-    def metric(mid: str, metric_name: str) -> dict[str, Any]:
-        return {
-            "id": mid,
-            "return_data": False,
-            "metric": {
-                "namespace": namespace,
-                "metric_name": metric_name,
-                "dimensions": dims,
-                "period": t.period_seconds,
-                "stat": "Sum",
-            },
-        }
-
     return {
         "metric_queries": [
-            metric("errors", errors),
-            metric("invocations", invocations),
+            _query("errors", namespace, errors, dims, t.period_seconds, "Sum"),
+            _query("invocations", namespace, invocations, dims, t.period_seconds, "Sum"),
             # No invocations -> no datapoint -> missing data, which is not breaching.
-            {"id": "rate", "expression": "errors / invocations", "label": "error rate", "return_data": True},
+            {
+                "id": "rate",
+                "expression": f"IF(invocations >= {t.min_samples} AND errors >= {MIN_BAD_REQUESTS}, "
+                "errors / invocations, 0)",
+                "label": "error rate",
+                "return_data": True,
+            },
         ],
         "threshold": t.error_rate,
         "comparison_operator": "GreaterThanThreshold",
@@ -86,25 +101,31 @@ def _errors_spec(ep: EndpointConfig, dims: dict[str, str]) -> dict[str, Any]:
 
 
 def _latency_spec(ep: EndpointConfig, dims: dict[str, str]) -> dict[str, Any]:
-    """p99 latency: the client's own metric (ms), or SageMaker's ModelLatency (microseconds)."""
+    """p99 latency over the sample floor: the client's metric (ms), or SageMaker's ModelLatency (µs).
+
+    ``slow`` counts the requests above the threshold (trimmed count ``TC(threshold:)``): p99 only
+    counts when the period has ``minSamples`` requests and ``MIN_BAD_REQUESTS`` slow ones, so one
+    slow request cannot roll back.
+    """
     t = ep.triggers
-    if t.metrics == "custom":
-        return {
-            "namespace": names.CUSTOM_METRIC_NAMESPACE,
-            "metric_name": "Latency",
-            "dimensions": dims,
-            "period": t.period_seconds,
-            "extended_statistic": "p99",
-            "threshold": t.p99_latency_ms,
-            "comparison_operator": "GreaterThanThreshold",
-        }
+    custom = t.metrics == "custom"
+    namespace = names.CUSTOM_METRIC_NAMESPACE if custom else BUILTIN_NAMESPACE
+    metric_name = "Latency" if custom else "ModelLatency"
+    threshold = t.p99_latency_ms if custom else t.p99_latency_ms * 1000  # ModelLatency is in microseconds
+    period = t.period_seconds
     return {
-        "namespace": BUILTIN_NAMESPACE,
-        "metric_name": "ModelLatency",
-        "dimensions": dims,
-        "period": t.period_seconds,
-        "extended_statistic": "p99",
-        "threshold": t.p99_latency_ms * 1000,  # ModelLatency is in microseconds
+        "metric_queries": [
+            _query("p99", namespace, metric_name, dims, period, "p99"),
+            _query("n", namespace, metric_name, dims, period, "SampleCount"),
+            _query("slow", namespace, metric_name, dims, period, f"TC({threshold:g}:)"),
+            {
+                "id": "latency",
+                "expression": f"IF(n >= {t.min_samples} AND slow >= {MIN_BAD_REQUESTS}, p99, 0)",
+                "label": "p99 latency",
+                "return_data": True,
+            },
+        ],
+        "threshold": threshold,
         "comparison_operator": "GreaterThanThreshold",
     }
 
@@ -115,7 +136,9 @@ def _quality_spec(ep: EndpointConfig, dims: dict[str, str]) -> dict[str, Any]:
     q = t.quality
     assert q is not None
     ns = names.CUSTOM_METRIC_NAMESPACE
-    qperiod = t.period_seconds if t.metrics == "custom" else 60
+    # Quality comes from a job (one datapoint per window), never per request: sub-minute periods
+    # would only ever see missing data.
+    qperiod = max(60, t.period_seconds)
     if q.min is not None and q.max is not None:
         return {
             "metric_queries": [
@@ -211,12 +234,17 @@ class Alarms(pulumi.ComponentResource):
                     + marker_line(ep.physical_name, role, kpi, args.versions.get(role))
                 )
                 notify_only = kpi not in rollback_kpis and args.notify_topic_arn is not None
+                actions: list[pulumi.Input[str]] | None = None
+                if notify_only:
+                    actions = [args.notify_topic_arn]  # type: ignore[list-item]
+                elif kpi in rollback_kpis and args.rollback_function_arn is not None:
+                    actions = [args.rollback_function_arn]
                 aws.cloudwatch.MetricAlarm(
                     f"{name}-{role}-{kpi}",
                     name=alarm,
                     alarm_description=description,
                     treat_missing_data="notBreaching",
-                    alarm_actions=[args.notify_topic_arn] if notify_only else None,
+                    alarm_actions=actions,
                     tags=dict(args.tags),
                     opts=pulumi.ResourceOptions(parent=self),
                     **spec,

@@ -29,6 +29,8 @@ from rollback.runtime import names
 
 LAMBDA_RUNTIME = "python3.12"
 ROLLBACK_HANDLER = "rollback.runtime.handler.on_alarm"
+#: The service principal CloudWatch alarms invoke Lambda actions as.
+ALARM_ACTION_PRINCIPAL = "lambda.alarms.cloudwatch.amazonaws.com"
 STEPPER_HANDLER = "rollback.runtime.handler.on_schedule"
 LOG_RETENTION_DAYS = 90
 #: Lambda's own retries of a failing asynchronous invocation (its maximum), 1 then 2 minutes apart.
@@ -247,6 +249,7 @@ class AutoRollback(pulumi.ComponentResource):
         rollback_fn = self._rollback_function(shared)
         stepper_fn = self._stepper_function(shared)
         self._alarm_rules(rollback_fn, shared.dlq)
+        self._alarm_actions(rollback_fn)
         invoke_on_schedule(
             f"{name}-schedule",
             rule_name=names.schedule_rule_name(args.stack),
@@ -261,6 +264,8 @@ class AutoRollback(pulumi.ComponentResource):
         self.topic_arn = shared.topic.arn
         self.table_name = shared.table.name
         self.rollback_function_name = rollback_fn.name
+        #: The rollback alarms' own Lambda action (beside the EventBridge rule).
+        self.rollback_function_arn = rollback_fn.arn
         self.stepper_function_name = stepper_fn.name
         #: The contract environment, for other functions of the stack (the drift job).
         self.environment = shared.env
@@ -466,6 +471,27 @@ class AutoRollback(pulumi.ComponentResource):
                     [self._ssm(rollout, path=True), self._ssm(rollout)],
                 ),
             ],
+        )
+
+    def _alarm_actions(self, rollback_fn: aws.lambda_.Function) -> None:
+        """Let this stack's alarms invoke the rollback function directly (their alarm action).
+
+        A second path beside the EventBridge rule, from the same state change: CloudWatch invokes
+        the function asynchronously itself ("Invoke a Lambda function from an alarm", CloudWatch user
+        guide), retried until Lambda accepts it. Both deliveries carry the same alarm and state
+        timestamp, so the drain's idempotency key makes the second one a duplicate (2 calls). Scoped
+        to this account's alarms named for this stack (``<endpoint>-<stack>-<role>-<kpi>``).
+        """
+        scope, stack = self._args.scope, self._args.stack
+        aws.lambda_.Permission(
+            f"{self._name}-alarm-action-permission",
+            action="lambda:InvokeFunction",
+            function=rollback_fn.name,
+            principal=ALARM_ACTION_PRINCIPAL,
+            source_account=scope.account,
+            # names.alarm_name: <endpoint-physical>-<role>-<kpi>, the physical name ends in -<stack>.
+            source_arn=scope.arn("cloudwatch", f"alarm:*-{stack}-*"),
+            opts=self._child,
         )
 
     def _alarm_rules(self, rollback_fn: aws.lambda_.Function, dlq: aws.sqs.Queue) -> None:

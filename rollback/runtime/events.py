@@ -133,10 +133,35 @@ def _dimensions(configuration: dict[str, Any]) -> tuple[str | None, str | None]:
     return endpoint or None, variant or None
 
 
+def from_alarm_action(event: dict[str, Any]) -> dict[str, Any]:
+    """An alarm's own Lambda action payload (``source`` aws.cloudwatch, ``alarmData``) in the
+    EventBridge shape: the same alarm, state and timestamp, hence the same idempotency key, so the
+    two deliveries of one state change (the rule's and the alarm action's) drain once."""
+    return {
+        "version": "0",
+        "id": event.get("alarmArn", "") + "#" + str(event.get("time", "")),
+        "detail-type": ALARM_DETAIL_TYPE,
+        "source": "aws.cloudwatch",
+        "account": event.get("accountId"),
+        "time": event.get("time"),
+        "region": event.get("region"),
+        "resources": [event.get("alarmArn")],
+        "detail": event["alarmData"],
+    }
+
+
 def parse_alarm_event(event: Any) -> AlarmEvent:
-    """Validate an EventBridge "CloudWatch Alarm State Change" event and return its typed form."""
+    """Validate an alarm state change and return its typed form.
+
+    Two shapes: EventBridge's "CloudWatch Alarm State Change" event, and the payload an alarm's own
+    Lambda action sends (``alarmData``; see :func:`from_alarm_action`).
+    """
     if not isinstance(event, dict):
         raise EventError(f"malformed alarm event: expected a JSON object, got {type(event).__name__}")
+    if "alarmData" in event and event.get("source") == "aws.cloudwatch":
+        if not isinstance(event["alarmData"], dict):
+            raise EventError("malformed alarm action payload: alarmData must be an object")
+        event = from_alarm_action(event)
     detail_type = event.get("detail-type")
     if detail_type != ALARM_DETAIL_TYPE:
         raise EventError(

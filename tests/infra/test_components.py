@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from infra.runtime_records import rollout_plan
 from infra.validation import validate
 from rollback.runtime import names
+from rollback.sandbox.alarm_evaluator import evaluate_expression
 from tests.infra.helpers import endpoint_values, policy_statements, run, stack_values
 
 STABLE_ALARMS = ["fraud-scorer-dev-stable-errors", "fraud-scorer-dev-stable-latency"]
@@ -292,8 +294,13 @@ def test_custom_metric_alarms_use_ten_second_metric_math_on_the_custom_namespace
     assert errors["treatMissingData"] == "notBreaching"
     assert (errors["evaluationPeriods"], errors["datapointsToAlarm"]) == (3, 2)
     queries = {q["id"]: q for q in errors["metricQueries"]}
-    assert queries["rate"]["expression"] == "errors / invocations"
     assert queries["rate"]["returnData"] is True
+    rate = queries["rate"]["expression"]
+    # The sample guard, evaluated as CloudWatch would (the sandbox's metric-math evaluator):
+    assert evaluate_expression(rate, {"errors": 3, "invocations": 20}) == 0.15
+    assert evaluate_expression(rate, {"errors": 1, "invocations": 10}) == 0  # one bad request
+    assert evaluate_expression(rate, {"errors": 8, "invocations": 9}) == 0  # below minSamples (10)
+    assert evaluate_expression(rate, {"errors": None, "invocations": None}) is None  # missing
     metric = queries["errors"]["metric"]
     assert metric["namespace"] == "MLRollback/Endpoints"
     assert metric["metricName"] == "Errors"
@@ -301,7 +308,21 @@ def test_custom_metric_alarms_use_ten_second_metric_math_on_the_custom_namespace
     assert metric["dimensions"] == {"EndpointName": "fraud-scorer-dev", "VariantName": "candidate"}
     assert errors["threshold"] == 0.05
     latency = alarms["fraud-scorer-dev-candidate-latency"]
-    assert (latency["metricName"], latency["extendedStatistic"], latency["period"]) == ("Latency", "p99", 10)
+    lq = {q["id"]: q for q in latency["metricQueries"]}
+    assert {
+        i: (q["metric"]["metricName"], q["metric"]["stat"], q["metric"]["period"])
+        for i, q in lq.items()
+        if "metric" in q
+    } == {
+        "p99": ("Latency", "p99", 10),
+        "n": ("Latency", "SampleCount", 10),
+        "slow": ("Latency", "TC(1000:)", 10),
+    }
+    guard = lq["latency"]["expression"]
+    assert latency["threshold"] == 1000
+    assert evaluate_expression(guard, {"p99": 1500.0, "n": 20, "slow": 1}) == 0  # one slow request
+    assert evaluate_expression(guard, {"p99": 1500.0, "n": 20, "slow": 2}) == 1500.0
+    assert evaluate_expression(guard, {"p99": 1500.0, "n": 3, "slow": 3}) == 0
 
 
 def test_builtin_metric_alarms_use_sagemaker_one_minute_metrics_and_microseconds():
@@ -313,7 +334,11 @@ def test_builtin_metric_alarms_use_sagemaker_one_minute_metrics_and_microseconds
     assert queries["errors"]["metric"]["metricName"] == "Invocation5XXErrors"
     assert queries["invocations"]["metric"]["period"] == 60
     latency = alarms["fraud-scorer-dev-stable-latency"]
-    assert (latency["namespace"], latency["metricName"]) == ("AWS/SageMaker", "ModelLatency")
+    lq = {q["id"]: q for q in latency["metricQueries"]}
+    assert {(q["metric"]["namespace"], q["metric"]["metricName"]) for q in lq.values() if "metric" in q} == {
+        ("AWS/SageMaker", "ModelLatency")
+    }
+    assert lq["slow"]["metric"]["stat"] == "TC(300000:)"  # ModelLatency is in microseconds
     assert latency["threshold"] == 300_000
 
 
@@ -391,6 +416,28 @@ def test_schedule_rule_runs_the_stepper_every_minute_and_permissions_are_scoped_
         assert perm["principal"] == "events.amazonaws.com"
         assert perm["sourceArn"] == r.named(f"mlrollback-dev-{kind}-rule").outputs["arn"]
         assert perm["function"] == f"mlrollback-dev-{fn}"
+
+
+def test_rollback_alarms_also_invoke_the_rollback_function_directly_scoped_to_the_stack():
+    """Two delivery paths per state change (rule and alarm action); the drain's idempotency key
+    makes the second a duplicate. The permission admits this account's alarms of this stack only."""
+    r = run(stack_values())
+    fn_arn = r.named("mlrollback-dev-rollback").outputs["arn"]
+    alarms = alarms_by_name(r)
+    for name in ("fraud-scorer-dev-candidate-errors", "fraud-scorer-dev-stable-latency"):
+        assert alarms[name]["alarmActions"] == [fn_arn]
+    perm = r.named("mlrollback-dev-alarm-action-permission").inputs
+    assert perm["principal"] == "lambda.alarms.cloudwatch.amazonaws.com"
+    assert perm["function"] == "mlrollback-dev-rollback" and perm["action"] == "lambda:InvokeFunction"
+    assert perm["sourceAccount"] == "123456789012"
+    assert perm["sourceArn"] == "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:*-dev-*"
+    assert fnmatch.fnmatchcase(
+        "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:fraud-scorer-dev-candidate-errors", perm["sourceArn"]
+    )
+    assert not fnmatch.fnmatchcase(
+        "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:fraud-scorer-prod-candidate-errors",
+        perm["sourceArn"],
+    )
 
 
 @pytest.mark.parametrize(("kind", "handler"), [("rollback", "on_alarm"), ("stepper", "on_schedule")])

@@ -111,6 +111,8 @@ def test_shadow_version_with_a_non_shadow_strategy_is_rejected():
         ({"errorRate": -0.1}, "triggers.errorRate: -0.1 must be a share in (0, 1]"),
         ({"errorRate": 5}, "triggers.errorRate: 5 must be a share in (0, 1]"),
         ({"p99LatencyMs": -5}, "triggers.p99LatencyMs: -5 must be > 0 milliseconds"),
+        ({"minSamples": 1}, "triggers.minSamples: 1 is out of range"),  # one request would breach
+        ({"minSamples": "many"}, "triggers.minSamples: must be an integer"),
         ({"drift": {"maxScore": -1}}, "triggers.drift.maxScore: -1 must be > 0"),
         (
             {"quality": {"metric": "auc", "min": 0.9, "max": 0.8}},

@@ -49,7 +49,7 @@ def test_dev_is_small_fast_and_unrehearsed():
     assert {q["metric"]["period"] for q in alarm["metricQueries"] if "metric" in q} == {10}
 
 
-def test_staging_is_prod_like_with_builtin_metrics_and_prod_requires_its_rehearsal():
+def test_staging_rolls_back_on_ten_second_metrics_and_churn_like_prod_and_prod_requires_its_rehearsal():
     cfg = load_stack_file(ENVIRONMENTS / "Pulumi.staging.yaml")
     prod = load_stack_file(ENVIRONMENTS / "Pulumi.prod.yaml")
     assert cfg.rehearsal.required is False
@@ -59,9 +59,21 @@ def test_staging_is_prod_like_with_builtin_metrics_and_prod_requires_its_rehears
         48,
     )
     assert cfg.endpoints[0].instance_type == prod.endpoints[0].instance_type
-    assert all(ep.triggers.metrics == "builtin" and ep.triggers.period_seconds == 60 for ep in cfg.endpoints)
-    latency = stack_run("staging").named("fraud-scorer-staging-stable-latency").inputs
-    assert (latency["namespace"], latency["period"]) == ("AWS/SageMaker", 60)
+    fraud, churn = cfg.endpoint("fraud-scorer").triggers, cfg.endpoint("churn-predictor").triggers
+    # fraud-scorer: the client-published 10-second metrics, 3 of 6 (drains within ~a minute);
+    # churn-predictor: the same 1-minute built-in metrics as prod, so its rehearsal predicts prod.
+    assert (fraud.metrics, fraud.period_seconds, fraud.datapoints_to_alarm) == ("custom", 10, 3)
+    assert (churn.metrics, churn.period_seconds) == (prod.endpoint("churn-predictor").triggers.metrics, 60)
+    run = stack_run("staging")
+    latency = run.named("fraud-scorer-staging-stable-latency").inputs
+    assert {q["metric"]["namespace"] for q in latency["metricQueries"] if "metric" in q} == {
+        "MLRollback/Endpoints"
+    }
+    churn_latency = run.named("churn-predictor-staging-stable-latency").inputs
+    assert {q["metric"]["period"] for q in churn_latency["metricQueries"] if "metric" in q} == {60}
+    # Quality comes from a job: its alarm keeps a one-minute period even beside 10-second KPIs.
+    quality = run.named("fraud-scorer-staging-candidate-quality").inputs
+    assert quality["period"] == 60
 
 
 def test_prod_is_production_conservative_and_protected():

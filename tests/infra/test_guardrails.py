@@ -38,7 +38,7 @@ VARIATIONS = {
         quality={"metric": "acc", "min": 0.9, "max": 1.0}, drift={"maxScore": 0.3}
     ),
     "builtin metrics": lambda: _with_triggers(metrics="builtin", periodSeconds=60),
-    "other thresholds": lambda: _with_triggers(errorRate=0.2, p99LatencyMs=50),
+    "other thresholds": lambda: _with_triggers(errorRate=0.2, p99LatencyMs=50, minSamples=50),
     "no candidate": lambda: endpoint_values(release={"stable": "v1"}),
     "idle candidate": lambda: endpoint_values(
         release={"stable": "v1"},

@@ -213,6 +213,34 @@ def test_endpoint_updating_for_a_few_attempts_then_drains(world: World, vclock) 
     assert vclock.slept == [0.5, 1.0, 0.5]  # two busy describes, one busy update; full jitter at its max
 
 
+def test_the_alarm_action_payload_of_the_same_state_change_is_a_duplicate_of_the_rule_event(
+    world: World,
+) -> None:
+    """An alarm reaches the function twice: through the EventBridge rule and through its own Lambda
+    action (CloudWatch's ``alarmData`` payload). One drain, one record, one message."""
+    event = alarm_event(candidate_alarm(world), world.endpoint, names.CANDIDATE)
+    action = {
+        "source": "aws.cloudwatch",
+        "alarmArn": f"arn:aws:cloudwatch:eu-west-1:123456789012:alarm:{candidate_alarm(world)}",
+        "accountId": "123456789012",
+        "time": event["detail"]["state"]["timestamp"],
+        "region": "eu-west-1",
+        "alarmData": event["detail"],
+    }
+    assert parse_alarm_event(action).idempotency_key == parse_alarm_event(event).idempotency_key
+
+    first = handle(world, action)
+    second = handle(world, event)
+
+    assert first["action"] == "drained" and second["action"] == "duplicate"
+    assert [i["outcome"] for i in world.audit_items()] == ["done"] and len(world.messages()) == 1
+
+
+def test_a_malformed_alarm_action_payload_is_an_event_error() -> None:
+    with pytest.raises(EventError, match="alarmData must be an object"):
+        parse_alarm_event({"source": "aws.cloudwatch", "alarmData": "ALARM"})
+
+
 def test_second_alarm_while_our_drain_is_still_updating_is_not_waited_out(world: World, vclock) -> None:
     """SageMaker keeps the endpoint Updating after the drain's weights call (the weights still the
     old ones, DesiredWeight the new): the bad canary's second alarm arrives in that window. Before,

@@ -150,6 +150,8 @@ def _lambda_permission(
     }
     if inputs.get("sourceArn"):
         args["SourceArn"] = inputs["sourceArn"]
+    if inputs.get("sourceAccount"):
+        args["SourceAccount"] = inputs["sourceAccount"]
     lam.add_permission(**args)
     return sid, {"statementId": sid}
 
