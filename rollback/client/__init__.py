@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from rollback.client.predictor import (
     FAILOVER_ERROR_CODES,
+    NO_BREAKER,
     NO_METRICS,
     UNKNOWN_VARIANT,
     Attempt,
+    BreakerPolicy,
     Prediction,
     PredictorStats,
     SafePredictor,
@@ -19,9 +21,11 @@ from rollback.client.predictor import (
 
 __all__ = [
     "FAILOVER_ERROR_CODES",
+    "NO_BREAKER",
     "NO_METRICS",
     "UNKNOWN_VARIANT",
     "Attempt",
+    "BreakerPolicy",
     "Prediction",
     "PredictorStats",
     "SafePredictor",

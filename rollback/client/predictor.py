@@ -20,7 +20,18 @@ still happens, since the failing variant might have been the candidate).
 
 Added latency is bounded: at most one extra call, started only while less than
 ``deadline_seconds`` have passed since the prediction began, and each call is bounded by the
-runtime client's read timeout (:func:`make_runtime` sets one and turns botocore's own retries off).
+runtime client's read timeout (:func:`make_runtime` sets one, ``attempt_timeout_seconds``, and
+turns botocore's own retries off), so a hung variant costs a caller one timeout, not a hang.
+
+The circuit breaker (:class:`BreakerPolicy`) stops paying even that: after
+``failures_to_open`` failures of a variant other than ``stable`` within ``window_seconds``
+(errors without a variant header count: SageMaker routed the call, and this framework's
+variants are ``stable`` and ``candidate``), every prediction is pinned to ``stable``
+(``TargetVariant``) for ``open_seconds``, then one weight-routed prediction probes again. While
+pinned, the candidate keeps receiving the share of traffic it was seen to get, as *mirrored*
+copies (``TargetVariant="candidate"``, idempotent calls only) sent off the caller's path, whose
+answers nobody sees: its alarms keep their data (a starved alarm would see no errors and never
+roll back) and callers pay nothing for them.
 
 Standard library + boto3 only: applications import it.
 """
@@ -28,9 +39,11 @@ Standard library + boto3 only: applications import it.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -45,7 +58,7 @@ from botocore.exceptions import (
 
 from rollback.runtime.errors import PredictionError
 from rollback.runtime.metrics import BackgroundPublisher, MetricsPublisher, MetricsSink
-from rollback.runtime.names import STABLE
+from rollback.runtime.names import CANDIDATE, STABLE
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
@@ -89,6 +102,98 @@ _NO_FALLBACK: Final = object()
 
 
 @dataclass(frozen=True)
+class BreakerPolicy:
+    """When the client stops sending weight-routed predictions to the endpoint and pins ``stable``.
+
+    Defaults: two candidate failures (or timeouts) within 5 s open it, about a second into a bad
+    canary at a few requests per second; it stays open 30 s, then probes.
+    """
+
+    failures_to_open: int = 2
+    window_seconds: float = 5.0
+    open_seconds: float = 30.0
+    mirror: bool = True
+
+    def __post_init__(self) -> None:
+        if self.failures_to_open < 1:
+            raise ValueError(f"failures_to_open must be >= 1, got {self.failures_to_open}")
+        if self.window_seconds <= 0 or self.open_seconds <= 0:
+            raise ValueError("window_seconds and open_seconds must be positive")
+
+
+#: ``breaker=NO_BREAKER`` keeps every prediction weight-routed (the failover still applies).
+NO_BREAKER: Final = None
+
+
+class _Breaker:
+    """The breaker's state: recent non-stable failures, the routed share it saw, open until when."""
+
+    def __init__(self, policy: BreakerPolicy) -> None:
+        self.policy = policy
+        self.failures: list[float] = []
+        self.open_until: float | None = None
+        self.opened = 0
+        #: Weight-routed attempts of the last window: (time, answered by or failed on another variant).
+        self.recent: deque[tuple[float, bool]] = deque()
+        self.share = 0.0  # the off-stable share of routed attempts when the breaker opened
+
+    def is_open(self, now: float) -> bool:
+        return self.open_until is not None and now < self.open_until
+
+    def saw_routed(self, variant: str, stable: str, now: float) -> None:
+        self.recent.append((now, variant != stable))
+        while self.recent and now - self.recent[0][0] >= self.policy.window_seconds:
+            self.recent.popleft()
+
+    def failed(self, now: float) -> bool:
+        """A non-stable failure at ``now``; True when it opened (or re-opened) the breaker."""
+        window = self.policy.window_seconds
+        self.failures = [t for t in self.failures if now - t < window] + [now]
+        half_open = self.open_until is not None and not self.is_open(now)
+        needed = 1 if half_open else self.policy.failures_to_open  # half-open: the probe failed
+        if len(self.failures) >= needed:
+            if not self.is_open(now):
+                self.opened += 1
+                off = sum(1 for _t, elsewhere in self.recent if elsewhere)
+                self.share = off / len(self.recent) if self.recent else 0.0
+            self.open_until = now + self.policy.open_seconds
+            self.failures = []
+            return True
+        return False
+
+    def succeeded_off_stable(self, now: float) -> None:
+        """A weight-routed success on another variant: a half-open breaker closes."""
+        if self.open_until is not None and not self.is_open(now):
+            self.open_until = None
+            self.failures = []
+
+
+def _background_runner() -> Callable[[Callable[[], None]], None]:
+    """Run mirrored calls on one daemon thread, off every caller's path; drop them when it lags."""
+    import queue
+
+    pending: queue.Queue[Callable[[], None]] = queue.Queue(maxsize=256)
+
+    def worker() -> None:
+        while True:
+            job = pending.get()
+            try:
+                job()
+            except Exception as exc:  # a mirror must never fail anything
+                log.debug("mirrored call failed: %s", exc)
+
+    threading.Thread(target=worker, name="mlrollback-mirror", daemon=True).start()
+
+    def submit(job: Callable[[], None]) -> None:
+        try:
+            pending.put_nowait(job)
+        except queue.Full:
+            log.debug("mirror queue full; mirrored call dropped")
+
+    return submit
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One InvokeEndpoint call made for a prediction."""
 
@@ -125,6 +230,9 @@ class PredictorStats:
     failed: int = 0  # raised to the caller
     non_idempotent_not_retried: int = 0
     errors_by_variant: dict[str, int] = field(default_factory=dict)
+    pinned: int = 0  # predictions the open breaker sent straight to stable
+    breaker_opened: int = 0
+    mirrored: int = 0  # copies sent to the candidate while pinned (answers seen by nobody)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +244,9 @@ class PredictorStats:
             "fallbacks": self.fallbacks,
             "non_idempotent_not_retried": self.non_idempotent_not_retried,
             "errors_by_variant": dict(self.errors_by_variant),
+            "pinned": self.pinned,
+            "breaker_opened": self.breaker_opened,
+            "mirrored": self.mirrored,
         }
 
 
@@ -158,13 +269,15 @@ def make_runtime(
     return boto3.client("sagemaker-runtime", region_name=region, config=config)
 
 
-def _variant_of_error(exc: Exception) -> str:
+def _variant_of_error(exc: Exception, target: str | None = None) -> str:
+    """Who failed: the variant header, else the ``TargetVariant`` sent (SageMaker serves a targeted
+    call only from that variant), else ``unknown`` (a weight-routed call: it cannot be known)."""
     if isinstance(exc, ClientError):
         headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
         variant = headers.get(_VARIANT_HEADER)
         if variant:
             return str(variant)
-    return UNKNOWN_VARIANT
+    return target or UNKNOWN_VARIANT
 
 
 def _error_code(exc: Exception) -> str:
@@ -192,8 +305,11 @@ class SafePredictor:
     is a ``sagemaker-runtime`` client (default: :func:`make_runtime`). ``metrics`` is a
     :class:`~rollback.runtime.metrics.MetricsSink` (``DEFAULT``: a background publisher with the default
     CloudWatch client; ``None``: no metrics). ``fallback`` is returned when no variant could answer:
-    bytes/str, or a callable taking the request body. Thread-safe: one instance per process is
-    enough.
+    bytes/str, or a callable taking the request body. ``attempt_timeout_seconds`` (default half
+    of ``deadline_seconds``) is the read timeout of the default runtime client; give an injected
+    runtime the same. ``breaker`` (:class:`BreakerPolicy`, ``NO_BREAKER`` for none) pins
+    predictions to ``stable`` after repeated failures elsewhere; ``background`` runs its mirrored
+    calls (default: one daemon thread). Thread-safe: one instance per process is enough.
     """
 
     def __init__(
@@ -204,16 +320,34 @@ class SafePredictor:
         metrics: MetricsSink | _Default | None = DEFAULT,
         fallback: Any = _NO_FALLBACK,
         deadline_seconds: float = 2.0,
+        attempt_timeout_seconds: float | None = None,
         stable_variant: str = STABLE,
         auto_inference_id: bool = True,
         clock: Callable[[], float] = time.perf_counter,
+        breaker: BreakerPolicy | None = BreakerPolicy(),
+        mirror_variant: str = CANDIDATE,
+        background: Callable[[Callable[[], None]], None] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         if not endpoint_name:
             raise ValueError("endpoint_name is required (the physical SageMaker endpoint name)")
         if deadline_seconds <= 0:
             raise ValueError(f"deadline_seconds must be positive, got {deadline_seconds}")
+        if attempt_timeout_seconds is None:
+            # Half the deadline: a hung first attempt still leaves time for the failover to stable.
+            attempt_timeout_seconds = deadline_seconds / 2
+        if not 0 < attempt_timeout_seconds < deadline_seconds:
+            raise ValueError(
+                f"attempt_timeout_seconds must be positive and below deadline_seconds ({deadline_seconds}), "
+                f"got {attempt_timeout_seconds}: a hung first attempt must leave time for the failover"
+            )
         self.endpoint_name = endpoint_name
-        self._runtime = runtime if runtime is not None else make_runtime()
+        self.attempt_timeout_seconds = attempt_timeout_seconds
+        self._runtime = runtime if runtime is not None else make_runtime(read_timeout=attempt_timeout_seconds)
+        self._breaker = _Breaker(breaker) if breaker is not None else None
+        self.mirror_variant = mirror_variant
+        self._background = background
+        self._rng = rng or random.Random()
         self._owns_metrics = isinstance(metrics, _Default)
         self.metrics: MetricsSink | None = (
             BackgroundPublisher(MetricsPublisher()) if isinstance(metrics, _Default) else metrics
@@ -263,23 +397,33 @@ class SafePredictor:
         if custom_attributes:
             params["CustomAttributes"] = custom_attributes
 
+        pinned = target_variant is None and self._pinned()
+        first_target = self.stable_variant if pinned else target_variant
+        if pinned:
+            self._mirror(params, idempotent)
         try:
-            first = self._attempt(params, target_variant, attempts, raise_request_errors=True)
+            first = self._attempt(params, first_target, attempts, raise_request_errors=True)
         except ClientError:
             with self._lock:
                 self.stats.predictions += 1
                 self.stats.failed += 1
             raise
+        routed = first_target is None
         if isinstance(first, dict):
             with self._lock:
                 self.stats.predictions += 1
+                if routed:
+                    self._breaker_saw(first["variant"], ok=True)
             return self._result(first, attempts, started, inference_id, failed_over=False)
 
         error = first
         failed_variant = attempts[-1].variant
+        if routed:
+            with self._lock:
+                self._breaker_saw(failed_variant, ok=False)
         retry_allowed = (
             idempotent
-            and target_variant != self.stable_variant
+            and first_target != self.stable_variant
             and failed_variant != self.stable_variant
             and (self._clock() - started) < self.deadline_seconds
         )
@@ -299,6 +443,11 @@ class SafePredictor:
             error = second
         return self._fall_back(payload, error, attempts, started, inference_id, failed_over=retry_allowed)
 
+    @property
+    def breaker_open(self) -> bool:
+        """True while predictions are pinned to ``stable``."""
+        return self._breaker is not None and self._breaker.is_open(self._clock())
+
     def close(self) -> None:
         """Flush and stop the metrics publisher this predictor created (not an injected one)."""
         if self._owns_metrics and isinstance(self.metrics, BackgroundPublisher):
@@ -311,6 +460,84 @@ class SafePredictor:
         self.close()
 
     # -- internals --------------------------------------------------------------------------------
+
+    def _pinned(self) -> bool:
+        if self._breaker is None:
+            return False
+        with self._lock:
+            pinned = self._breaker.is_open(self._clock())
+            if pinned:
+                self.stats.pinned += 1
+            return pinned
+
+    def _breaker_saw(self, variant: str, *, ok: bool) -> None:
+        """Feed one weight-routed outcome to the breaker (called under the lock)."""
+        breaker = self._breaker
+        if breaker is None:
+            return
+        now = self._clock()
+        breaker.saw_routed(variant, self.stable_variant, now)
+        if variant == self.stable_variant:
+            return
+        if ok:
+            breaker.succeeded_off_stable(now)
+            return
+        was_open = breaker.is_open(now)
+        if breaker.failed(now) and not was_open:
+            self.stats.breaker_opened += 1
+            log.warning(
+                "circuit breaker open for %s: %s failed %d times within %g s; pinning predictions "
+                "to %s for %g s",
+                self.endpoint_name,
+                variant,
+                breaker.policy.failures_to_open,
+                breaker.policy.window_seconds,
+                self.stable_variant,
+                breaker.policy.open_seconds,
+            )
+
+    def _mirror(self, params: dict[str, Any], idempotent: bool) -> None:
+        """While pinned: send the candidate its observed share as copies nobody waits for."""
+        breaker = self._breaker
+        if breaker is None or not breaker.policy.mirror or not idempotent:
+            return
+        if self._rng.random() >= breaker.share:
+            return
+        with self._lock:
+            self.stats.mirrored += 1
+        mirrored = dict(params, TargetVariant=self.mirror_variant)
+        mirrored.pop("InferenceId", None)  # a copy must not be joined with the caller's answer
+
+        def send() -> None:
+            self._mirror_call(mirrored)
+
+        if self._background is None:
+            self._background = _background_runner()
+        self._background(send)
+
+    def _mirror_call(self, call: dict[str, Any]) -> None:
+        """One mirrored call: recorded in the metrics (the candidate's alarms), seen by no caller."""
+        t0 = self._clock()
+        target = call["TargetVariant"]
+        try:
+            self._runtime.invoke_endpoint(**call)["Body"].read()
+        except ClientError as exc:
+            variant, failed = _variant_of_error(exc, target), exc
+        except _TRANSPORT_ERRORS as exc:
+            variant, failed = target, exc
+        else:
+            variant, failed = target, None
+        latency_ms = (self._clock() - t0) * 1000.0
+        now = self._clock()
+        if failed is not None and self._breaker is not None:
+            with self._lock:
+                if self._breaker.is_open(now):  # still bad: stay pinned
+                    self._breaker.open_until = now + self._breaker.policy.open_seconds
+        if self.metrics is not None:
+            try:
+                self.metrics.record_invocation(self.endpoint_name, variant, latency_ms, failed is not None)
+            except Exception as metrics_exc:  # metrics must never fail anything
+                log.warning("could not record metrics for %s: %s", self.endpoint_name, metrics_exc)
 
     def _attempt(
         self,
@@ -329,7 +556,7 @@ class SafePredictor:
             response = self._runtime.invoke_endpoint(**call)
             data = response["Body"].read()
         except ClientError as exc:
-            self._record(attempts, target, _variant_of_error(exc), t0, exc)
+            self._record(attempts, target, _variant_of_error(exc, target), t0, exc)
             if raise_request_errors and not _is_variant_failure(exc):
                 raise
             return exc
