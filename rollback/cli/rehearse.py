@@ -8,6 +8,7 @@ otherwise; package errors keep their codes (unknown stack 3, unknown scenario 2,
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,7 +28,10 @@ sandbox_app = typer.Typer(
 )
 app.add_typer(sandbox_app, name="sandbox")
 
-_SCENARIO_HELP = "bad-canary | healthy | fault-injection | no-traffic | flapping"
+_SCENARIO_HELP = (
+    "bad-canary | hung-canary | no-variant-header | step-during-update | healthy | fault-injection "
+    "| no-traffic | flapping (docs/sandbox.md, scenarios)"
+)
 
 
 _EXPECTED = {
@@ -36,6 +40,9 @@ _EXPECTED = {
     "healthy": "the rollout walks every step to ready-to-finalize",
     "no-traffic": "the rollout pauses for lack of traffic and nothing is rolled back",
     "flapping": "isolated bad datapoints never roll back",
+    "hung-canary": "the hung candidate is rolled back and callers see no failed prediction",
+    "no-variant-header": "errors without a variant header still roll the candidate back; callers see none",
+    "step-during-update": "a drain meeting a canary step's Updating window still lands; callers see nothing",
 }
 
 
@@ -112,8 +119,59 @@ def _summary(report: dict[str, Any]) -> Table:
         table.add_row("records", ", ".join(records) + " (in the simulation only: no rehearsal evidence)")
     for note in report.get("notes") or []:
         table.add_row("note", str(note))
+    times = report.get("times") or {}
+    if times.get("drain_accepted_seconds") is not None:
+        origin = "from the forced alarm, polled" if real else "simulated, from the first bad prediction"
+        table.add_row(
+            "times",
+            f"detected {_secs(times.get('detected_seconds'))}, drain accepted "
+            f"{_secs(times.get('drain_accepted_seconds'))}, traffic moved "
+            f"{_secs(times.get('traffic_moved_seconds'))} ({origin})",
+        )
+    timing = report.get("timing") or {}
+    if timing:
+        table.add_row(
+            "timing model",
+            f"{timing.get('model')} (seed {report.get('seed')}; docs/sandbox.md lists each latency)",
+        )
     table.add_row("wall time", f"{report.get('wall_seconds')} s")
     return table
+
+
+def _secs(value: Any) -> str:
+    return "-" if value is None else f"{float(value):g} s"
+
+
+def _runs_summary(report: dict[str, Any]) -> Table:
+    """p50/p95/max of the four times over the seeded runs."""
+    table = Table(
+        title=f"drill {report['scenario']} on {report['stack']} ({report.get('endpoint')}, "
+        f"{report.get('metrics')} metrics): {report['runs']} runs, seeds {report['seed']}.."
+        f"{report['seed'] + report['runs'] - 1}, {report['timing']['model']} timing model",
+        title_justify="left",
+    )
+    table.add_column("from the first bad prediction")
+    for column in ("p50", "p95", "max", "runs"):
+        table.add_column(column, justify="right")
+    words = {
+        "detected_seconds": "detected (alarm in ALARM), s",
+        "drain_accepted_seconds": "drain accepted (weights call), s",
+        "traffic_moved_seconds": "traffic moved (no request to candidate), s",
+        "exposure_failed_predictions": "failed predictions callers saw",
+        "exposure_failed_without_failover": "... without failover (plain calls)",
+    }
+    for name, label in words.items():
+        d = report["summary"][name]
+        table.add_row(label, *(_num(d[k]) for k in ("p50", "p95", "max")), str(d["runs"]))
+    table.caption = (
+        f"rolled back in {report['rolled_back_runs']} of {report['runs']} runs; expectation met in "
+        f"{report['expectation_met_runs']}; wall {report['wall_seconds']} s"
+    )
+    return table
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{float(value):g}"
 
 
 @app.command()
@@ -155,6 +213,34 @@ def drill(
             "to rehearse (e.g. right after finalize); CI's drill step uses it",
         ),
     ] = False,
+    runs: Annotated[
+        int,
+        typer.Option(
+            "--runs",
+            help="Sandbox: run this many seeded drills and report p50/p95/max of the four times",
+        ),
+    ] = 1,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", help="Sandbox: seed of the first run (release phase, latencies, traffic); runs add 1"
+        ),
+    ] = 1,
+    latency: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--latency",
+            help="Sandbox: change one latency of the timing model, NAME=SECONDS or NAME=LO:HI "
+            "(repeatable; names in docs/sandbox.md), or 'instant' for none",
+        ),
+    ] = None,
+    no_breaker: Annotated[
+        bool,
+        typer.Option(
+            "--no-breaker",
+            help="Sandbox: the client without its circuit breaker (every prediction weight-routed)",
+        ),
+    ] = False,
 ) -> None:
     """Rehearse a rollback and measure time-to-rollback.
 
@@ -166,6 +252,10 @@ def drill(
 
       mlrollback drill --stack dev --sandbox --no-failover        # plain calls: callers see errors
 
+      mlrollback drill --stack dev --sandbox --runs 20 --seed 1   # p50/p95/max over 20 seeded runs
+
+      mlrollback drill --stack dev --sandbox --latency updating=300   # a slower Updating window
+
       mlrollback drill --stack staging                            # real AWS (fault injection)
 
       mlrollback drill --stack staging --skip-if-no-candidate     # CI: nothing released, nothing to do
@@ -174,6 +264,27 @@ def drill(
         root = find_project_root(project_dir)
         if no_failover and not sandbox:
             raise ConfigError("--no-failover only applies to the sandbox drill; add --sandbox or drop it")
+        sandbox_only = {"--runs": runs != 1, "--seed": seed != 1, "--latency": bool(latency)}
+        sandbox_only["--no-breaker"] = no_breaker
+        used = [flag for flag, given in sandbox_only.items() if given]
+        if used and not sandbox:
+            raise ConfigError(
+                f"{', '.join(used)} only apply to the sandbox drill; add --sandbox or drop them"
+            )
+        timing = None
+        if sandbox:
+            from rollback.sandbox.drills import check_runs
+            from rollback.sandbox.simulation import SCENARIOS
+            from rollback.sandbox.timing import parse_overrides
+
+            check_runs(runs, seed)  # bad flags: one line, exit 2, nothing started
+            if scenario not in SCENARIOS:
+                raise ConfigError(
+                    f"--scenario {scenario!r}: unknown scenario; choose one of {', '.join(SCENARIOS)}"
+                )
+            timing = parse_overrides(latency or [])
+            if report_dir is not None:
+                _check_report_dir(report_dir)
         if skip_if_no_candidate:
             skipped = _nothing_to_rehearse(root, stack, endpoint)
             if skipped is not None:
@@ -211,13 +322,47 @@ def drill(
                             task, description=f"{elapsed:5.0f} s  {text}"
                         ),
                     )
+        elif runs > 1:
+            from rollback.sandbox.drills import run_drills
+
+            options = {
+                "project_dir": root,
+                "endpoint": endpoint,
+                "failover": not no_failover,
+                "breaker": not no_breaker,
+            }
+            if as_json:
+                report = run_drills(stack, scenario, runs=runs, seed=seed, timing=timing, **options)
+            else:
+                with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console) as bar:
+                    task = bar.add_task(f"drill {scenario} on {stack}: {runs} runs", total=None)
+
+                    def show_run(i: int, n: int, last: dict[str, Any] | None) -> None:
+                        done = (
+                            ""
+                            if last is None
+                            else f" (last: drain accepted {_secs(last.get('drain_accepted_seconds'))})"
+                        )
+                        bar.update(
+                            task, description=f"drill {scenario} on {stack}: run {min(i + 1, n)} of {n}{done}"
+                        )
+
+                    report = run_drills(
+                        stack, scenario, runs=runs, seed=seed, timing=timing, progress=show_run, **options
+                    )
         else:
             from rollback.sandbox.simulation import run_drill
 
+            options = {
+                "project_dir": root,
+                "endpoint": endpoint,
+                "failover": not no_failover,
+                "breaker": not no_breaker,
+                "seed": seed,
+                "timing": timing,
+            }
             if as_json:
-                report = run_drill(
-                    stack, scenario, project_dir=root, endpoint=endpoint, failover=not no_failover
-                )
+                report = run_drill(stack, scenario, **options)
             else:
                 with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console) as bar:
                     task = bar.add_task(f"drill {scenario} on {stack}", total=None)
@@ -226,14 +371,7 @@ def drill(
                         text = data.get("message") or ", ".join(f"{k}={v}" for k, v in data.items())
                         bar.update(task, description=f"{stage}: {text}")
 
-                    report = run_drill(
-                        stack,
-                        scenario,
-                        project_dir=root,
-                        endpoint=endpoint,
-                        progress=show,
-                        failover=not no_failover,
-                    )
+                    report = run_drill(stack, scenario, progress=show, **options)
         if report_dir is not None:
             from rollback.sandbox.report import write_report
 
@@ -241,7 +379,13 @@ def drill(
             if not as_json:
                 console.print(f"report: {json_path}  picture: {png_path}")
         if as_json:
-            print_json(report)
+            print_json(
+                {k: v for k, v in report.items() if k != "first"}
+                if "runs" in report and "first" in report
+                else report
+            )
+        elif "summary" in report:
+            console.print(_runs_summary(report))
         else:
             console.print(_summary(report))
             verdict = (
@@ -252,6 +396,17 @@ def drill(
             console.print(f"{verdict}: {_EXPECTED.get(report['scenario'], 'the scenario expectation')}")
         if not report.get("expectation_met"):
             raise typer.Exit(1)
+
+
+def _check_report_dir(path: Path) -> None:
+    """``--report`` must be a directory that exists or can be made: checked before the drill runs."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--report {path}: exists and is not a directory; give a directory for report.json")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise ConfigError(f"--report {path}: {probe} is not a writable directory; give one you can write to")
 
 
 def _nothing_to_rehearse(root: Path, stack: str, endpoint: str | None) -> str | None:

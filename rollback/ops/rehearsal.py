@@ -33,10 +33,17 @@ _UPDATING = ("Creating", "Updating", "SystemUpdating")
 
 
 def _weights(sagemaker: Any, physical: str) -> tuple[str, dict[str, float]]:
+    status, current, _desired = _weights_both(sagemaker, physical)
+    return status, current
+
+
+def _weights_both(sagemaker: Any, physical: str) -> tuple[str, dict[str, float], dict[str, float]]:
+    """(status, CurrentWeight per variant, DesiredWeight per variant): an update in flight differs."""
     desc = sagemaker.describe_endpoint(EndpointName=physical)
-    return desc.get("EndpointStatus", ""), {
-        v["VariantName"]: float(v.get("CurrentWeight", 0.0)) for v in desc.get("ProductionVariants") or []
-    }
+    variants = desc.get("ProductionVariants") or []
+    current = {v["VariantName"]: float(v.get("CurrentWeight", 0.0)) for v in variants}
+    desired = {v["VariantName"]: float(v.get("DesiredWeight", v.get("CurrentWeight", 0.0))) for v in variants}
+    return desc.get("EndpointStatus", ""), current, desired
 
 
 def default_endpoint(stack_cfg: Any) -> str:
@@ -91,7 +98,9 @@ def run_drill(
     )
     alarm = names.alarm_name(physical, names.CANDIDATE, "errors")
     started = time.monotonic()
-    ttr, after = _force_and_time(clients, alarm, physical, version, timeout_seconds, poll_seconds, progress)
+    ttr, after, accepted = _force_and_time(
+        clients, alarm, physical, version, timeout_seconds, poll_seconds, progress
+    )
     after = after or before  # no poll at all (a zero timeout): nothing moved that we saw
     restored: dict[str, Any] | None = None
     failure: Exception | None = None
@@ -118,6 +127,15 @@ def run_drill(
         "version": version,
         "rolled_back": ttr is not None,
         "ttr_seconds": round(ttr, 3) if ttr is not None else None,
+        # The sandbox's four times, as a real account shows them (from the forced state; no
+        # prediction is sent, so exposure is not measured here; poll-quantized).
+        "times": {
+            "detected_seconds": 0.0,
+            "drain_accepted_seconds": round(accepted, 3) if accepted is not None else None,
+            "traffic_moved_seconds": round(ttr, 3) if ttr is not None else None,
+            "exposure_failed_predictions": None,
+            "exposure_failed_without_failover": None,
+        },
         "weights_before": before,
         "weights_after": after,
         "restored": restored is not None,
@@ -210,24 +228,29 @@ def _force_and_time(
     timeout_seconds: float,
     poll_seconds: float,
     progress: Progress | None,
-) -> tuple[float | None, dict[str, float]]:
-    """Force ``alarm`` into ALARM and poll until the candidate is at weight 0: (seconds or None, weights).
+) -> tuple[float | None, dict[str, float], float | None]:
+    """Force ``alarm`` into ALARM and poll until the candidate is at weight 0.
 
-    The alarm is set back to OK whatever happens.
+    Returns (seconds until its ``CurrentWeight`` is 0, i.e. traffic moved, or None; the weights;
+    seconds until its ``DesiredWeight`` was first seen 0, i.e. the drain accepted, or None). Both
+    are poll-quantized. The alarm is set back to OK whatever happens.
     """
     started = time.monotonic()
+    accepted: float | None = None
     clients.cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="mlrollback drill")
     try:
         after: dict[str, float] = {}
         while time.monotonic() - started < timeout_seconds:
-            _, after = _weights(clients.sagemaker, physical)
+            _, after, desired = _weights_both(clients.sagemaker, physical)
             elapsed = time.monotonic() - started
+            if accepted is None and desired.get(names.CANDIDATE, 0) == 0:
+                accepted = elapsed
             if progress is not None:
                 progress(f"waiting for the drain of {version}", elapsed)
             if after.get(names.CANDIDATE, 0) == 0:
-                return elapsed, after
+                return elapsed, after, accepted if accepted is not None else elapsed
             clock.sleep(poll_seconds)
-        return None, after
+        return None, after, accepted
     finally:
         clients.cloudwatch.set_alarm_state(
             AlarmName=alarm, StateValue="OK", StateReason="mlrollback drill over"

@@ -6,9 +6,10 @@ metrics) and applies CloudWatch's documented rules at each alarm's period bounda
 
 - the last ``EvaluationPeriods`` complete periods form the evaluation range; the alarm goes to
   ``ALARM`` when at least ``DatapointsToAlarm`` (default: all) of them breach;
-- statistics ``Sum``, ``Average``, ``SampleCount``, ``Minimum``, ``Maximum`` and extended
-  percentiles ``pNN`` (from individual values), on single-metric and metric-math alarms
-  (``m_errors / m_invocations``; division by zero is a missing datapoint, as in CloudWatch);
+- statistics ``Sum``, ``Average``, ``SampleCount``, ``Minimum``, ``Maximum``, extended
+  percentiles ``pNN`` and trimmed counts ``TC(a:b)`` (values in ``(a, b]``), both from individual
+  values, on single-metric and metric-math alarms (``m_errors / m_invocations``; division by zero
+  is a missing datapoint, as in CloudWatch);
 - ``TreatMissingData``: ``notBreaching`` / ``breaching`` count a missing period as good / bad,
   ``ignore`` keeps the current state when there is not enough data, ``missing`` (the default)
   goes to ``INSUFFICIENT_DATA`` when every period is missing;
@@ -63,42 +64,61 @@ def _series_key(namespace: str, name: str, dimensions: Any) -> tuple[str, str, f
 class _Series:
     times: list[float] = field(default_factory=list)
     datums: list[Any] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
 
-    def add(self, at: float, datum: Any) -> None:
-        if not self.times or at >= self.times[-1]:
-            self.times.append(at)
-            self.datums.append(datum)
-        else:
-            i = bisect.bisect_right(self.times, at)
-            self.times.insert(i, at)
-            self.datums.insert(i, datum)
+    def add(self, at: float, datum: Any, arrived: float) -> None:
+        at_end = not self.times or at >= self.times[-1]
+        i = len(self.times) if at_end else bisect.bisect_right(self.times, at)
+        self.times.insert(i, at)
+        self.datums.insert(i, datum)
+        self.arrivals.insert(i, arrived)
 
-    def window(self, start: float, end: float) -> list[Any]:
+    def window(self, start: float, end: float, visible_at: float | None = None) -> list[Any]:
         lo = bisect.bisect_left(self.times, start)
         hi = bisect.bisect_left(self.times, end)
-        return self.datums[lo:hi]
+        if visible_at is None:
+            return self.datums[lo:hi]
+        return [d for d, a in zip(self.datums[lo:hi], self.arrivals[lo:hi], strict=True) if a <= visible_at]
 
 
 class MetricIndex:
-    """Incremental index over moto's metric data list: new datums are read once, by series."""
+    """Incremental index over moto's metric data list: new datums are read once, by series.
 
-    def __init__(self, backend: Any) -> None:
+    Each datum remembers when the index first saw it (``now()`` at :meth:`refresh`, the virtual
+    time it was published); :meth:`window` with ``visible_at`` leaves out datums that arrived
+    later, which is how the ingestion delay of the timing model is applied.
+    """
+
+    def __init__(self, backend: Any, now: Callable[[], float] | None = None) -> None:
         self._backend = backend
+        self._now = now
         self._offset = 0
         self._series: dict[tuple[str, str, frozenset[tuple[str, str]]], _Series] = {}
 
     def refresh(self) -> None:
         """Index the datums published since the last refresh."""
         data = self._backend.metric_data
+        arrived = self._now() if self._now is not None else 0.0
         for datum in data[self._offset :]:
             key = _series_key(datum.namespace, datum.name, datum.dimensions)
-            self._series.setdefault(key, _Series()).add(_epoch(datum.timestamp), datum)
+            self._series.setdefault(key, _Series()).add(_epoch(datum.timestamp), datum, arrived)
         self._offset = len(data)
 
-    def window(self, namespace: str, name: str, dimensions: Any, start: float, end: float) -> list[Any]:
-        """Datums of one series with ``start <= timestamp < end`` (epoch seconds)."""
+    def window(
+        self,
+        namespace: str,
+        name: str,
+        dimensions: Any,
+        start: float,
+        end: float,
+        visible_at: float | None = None,
+    ) -> list[Any]:
+        """Datums of one series with ``start <= timestamp < end`` (epoch s) that arrived by ``visible_at``."""
         series = self._series.get(_series_key(namespace, name, dimensions))
-        return series.window(start, end) if series else []
+        return series.window(start, end, visible_at) if series else []
+
+
+_TRIMMED_COUNT = re.compile(r"^TC\(([-0-9.]*):([-0-9.]*)\)$")
 
 
 def statistic(datums: list[Any], stat: str) -> float | None:
@@ -129,6 +149,14 @@ def statistic(datums: list[Any], stat: str) -> float | None:
         return lo
     if stat == "Maximum":
         return hi
+    trimmed = _TRIMMED_COUNT.match(stat)
+    if trimmed:
+        # TC(a:b): how many values lie in (a, b]; a missing bound is open (CloudWatch statistics).
+        if not values and count:
+            return None
+        low = float(trimmed.group(1)) if trimmed.group(1) else -math.inf
+        high = float(trimmed.group(2)) if trimmed.group(2) else math.inf
+        return float(sum(1 for v in values if low < v <= high))
     if stat.startswith("p"):
         if not values:
             # Percentiles need the individual values; aggregated-only data has none.
@@ -292,17 +320,39 @@ def alarm_configuration(alarm: Any) -> dict[str, Any]:
     return {"description": alarm.description or "", "metrics": metrics}
 
 
+def evaluation_cadence(period: int) -> int:
+    """How often CloudWatch evaluates an alarm: every 10 s below a minute, else every minute."""
+    return 10 if period < 60 else 60
+
+
 class AlarmEvaluator:
-    """Evaluates every metric alarm of a CloudWatch backend at its period boundaries.
+    """Evaluates every metric alarm of a CloudWatch backend, by default at its period boundaries.
 
     ``now`` returns the (virtual) current time. Call :meth:`tick` after each time step; it
     returns the state transitions since the previous call, in alarm-name order.
+
+    The timing model (``honest=True``): each alarm is evaluated on CloudWatch's cadence
+    (:func:`evaluation_cadence`) at its own phase, a share of the cadence drawn by
+    ``offset_share(alarm_name)``, not at period ends; each evaluation looks at the latest complete
+    periods and sees only datums that arrived at least ``ingest_seconds`` before it.
     """
 
-    def __init__(self, backend: Any, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        backend: Any,
+        now: Callable[[], datetime],
+        *,
+        honest: bool = False,
+        ingest_seconds: float = 0.0,
+        offset_share: Callable[[str], float] | None = None,
+    ) -> None:
         self._backend = backend
         self._now = now
-        self._index = MetricIndex(backend)
+        self._index = MetricIndex(backend, lambda: _epoch(now()))
+        self._honest = honest
+        self._ingest = float(ingest_seconds)
+        self._offset_share = offset_share or (lambda _name: 0.0)
+        self._offsets: dict[str, float] = {}
         self._evaluated: dict[str, int] = {}
         self._known: dict[str, tuple[str, Any, str, Any]] = {}
         self.evaluations = 0
@@ -354,8 +404,14 @@ class AlarmEvaluator:
                 changes.append(outside)
             period = alarm_period(alarm)
             boundary = int(now // period) * period
-            if self._evaluated.get(name) != boundary:
-                self._evaluated[name] = boundary
+            slot = boundary
+            if self._honest:
+                cadence = evaluation_cadence(period)
+                if name not in self._offsets:
+                    self._offsets[name] = min(max(self._offset_share(name), 0.0), 1.0) * cadence
+                slot = int((now - self._offsets[name]) // cadence)
+            if self._evaluated.get(name) != slot:
+                self._evaluated[name] = slot
                 self._evaluate(alarm, boundary, period)
                 evaluated = self._observe(name, alarm)
                 if evaluated is not None:
@@ -372,15 +428,18 @@ class AlarmEvaluator:
         return points
 
     def _period_value(self, alarm: Any, start: float, end: float) -> float | None:
+        visible = _epoch(self._now()) - self._ingest if self._honest else None
         if not alarm.metric_data_queries:
-            datums = self._index.window(alarm.namespace, alarm.metric_name, alarm.dimensions, start, end)
+            datums = self._index.window(
+                alarm.namespace, alarm.metric_name, alarm.dimensions, start, end, visible
+            )
             return statistic(datums, alarm.extended_statistic or alarm.statistic)
         values: dict[str, float | None] = {}
         for query in alarm.metric_data_queries:
             if query.metric_stat is not None:
                 ms = query.metric_stat
                 datums = self._index.window(
-                    ms.metric.namespace, ms.metric.metric_name, ms.metric.dimensions, start, end
+                    ms.metric.namespace, ms.metric.metric_name, ms.metric.dimensions, start, end, visible
                 )
                 values[query.id] = statistic(datums, ms.stat)
         returned: list[str] = []

@@ -30,8 +30,10 @@ Failures follow AWS's two layers (EventBridge invokes Lambda *asynchronously*):
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import io
+import itertools
 import json
 import logging
 import re
@@ -50,6 +52,8 @@ from rollback.runtime.errors import SandboxError
 from rollback.sandbox.alarm_evaluator import AlarmChange
 from rollback.sandbox.emulator import ACCOUNT_ID, Emulator, environment
 
+#: The service principal CloudWatch alarms invoke Lambda actions as.
+ALARM_ACTION_PRINCIPAL = "lambda.alarms.cloudwatch.amazonaws.com"
 _RATE_RE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _LAST_ENV: dict[str, dict[str, str]] = {}
 _UNIT_SECONDS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
@@ -131,6 +135,32 @@ def alarm_event(change: AlarmChange, region: str) -> dict[str, Any]:
         "region": region,
         "resources": [change.arn],
         "detail": {
+            "alarmName": change.name,
+            "state": {
+                "value": change.new_state,
+                "reason": change.reason,
+                "reasonData": change.reason_data,
+                "timestamp": _aws_time(change.at),
+            },
+            "previousState": {
+                "value": change.old_state,
+                "reason": change.old_reason,
+                "timestamp": _aws_time(change.old_at),
+            },
+            "configuration": change.configuration,
+        },
+    }
+
+
+def alarm_action_payload(change: AlarmChange, region: str) -> dict[str, Any]:
+    """What CloudWatch sends a Lambda alarm action (documented shape: ``alarmData``, no detail-type)."""
+    return {
+        "source": "aws.cloudwatch",
+        "alarmArn": change.arn,
+        "accountId": ACCOUNT_ID,
+        "time": _aws_time(change.at),
+        "region": region,
+        "alarmData": {
             "alarmName": change.name,
             "state": {
                 "value": change.new_state,
@@ -236,9 +266,25 @@ class EventBus:
     ``now`` is the (virtual) clock; every invocation is appended to :attr:`invocations`.
     """
 
-    def __init__(self, emulator: Emulator, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        emulator: Emulator,
+        now: Callable[[], datetime],
+        delivery_delay: float | None = None,
+        action_delay: float | None = None,
+        cold_start: float = 0.0,
+    ) -> None:
         self._emu = emulator
         self._now = now
+        #: Timing model: seconds from an event to its handler running through a rule
+        #: (``delivery_delay``) or an alarm's own action (``action_delay``), plus ``cold_start`` when
+        #: no execution environment of the function is warm when the event arrives. None: at once.
+        self._delivery_delay = delivery_delay
+        self._action_delay = action_delay
+        self._cold_start = cold_start
+        self._queued: list[tuple[float, int, _AsyncEvent]] = []
+        self._warm_from: dict[str, float] = {}
+        self._seq = itertools.count()
         self._next_fire: dict[str, float] = {}
         self.invocations: list[Invocation] = []
         #: Events sent to a dead-letter queue: ``source`` "eventbridge" (delivery) or "lambda" (on-failure).
@@ -288,16 +334,62 @@ class EventBus:
         return done
 
     def publish_alarm_changes(self, changes: list[AlarmChange]) -> list[Invocation]:
-        """Turn alarm transitions into events and deliver them."""
+        """Turn alarm transitions into events and deliver them: to matching rules, and to the Lambda
+        functions an alarm names in its own ``AlarmActions`` (on transitions into ALARM)."""
         done: list[Invocation] = []
         for change in changes:
             done.extend(self.publish(alarm_event(change, self._emu.region)))
+            if change.new_state == "ALARM":
+                done.extend(self._alarm_actions(change))
         return done
+
+    def _alarm_actions(self, change: AlarmChange) -> list[Invocation]:
+        """CloudWatch's Lambda alarm action: an asynchronous invoke with the alarm's own payload.
+
+        Only with a function policy that lets ``lambda.alarms.cloudwatch.amazonaws.com`` invoke it
+        for this alarm; CloudWatch retries delivery until Lambda accepts it, so there is no delivery
+        dead letter, and Lambda's own retries apply to function errors.
+        """
+        alarm = self._emu.backend("cloudwatch").alarms.get(change.name)
+        done: list[Invocation] = []
+        for arn in getattr(alarm, "alarm_actions", None) or []:
+            if ":lambda:" not in arn:
+                continue  # SNS actions (notify-only alarms) are not the sandbox's to deliver
+            name = _function_name(arn)
+            if not self._function_exists(name) or not self._allowed(name, change.arn, ALARM_ACTION_PRINCIPAL):
+                inv = Invocation(
+                    name,
+                    "alarm-action",
+                    "CloudWatch Alarm Action",
+                    self._now(),
+                    0,
+                    False,
+                    error=f"AccessDeniedException: no lambda permission for {ALARM_ACTION_PRINCIPAL}",
+                    error_type="AccessDeniedException",
+                )
+                self.invocations.append(inv)
+                done.append(inv)
+                continue
+            pending = _AsyncEvent(arn, alarm_action_payload(change, self._emu.region), None, self._now())
+            if self._action_delay is not None:
+                self._queue(name, pending, self._action_delay)
+                continue
+            done.append(self._attempt(pending))
+        return done
+
+    def _queue(self, function: str, pending: _AsyncEvent, delay: float) -> None:
+        """Run ``pending`` when it arrives, after a cold start unless an environment is warm by then."""
+        arrives = self._now().timestamp() + max(0.0, delay)
+        warm_from = self._warm_from.get(function)
+        starts = arrives if warm_from is not None and warm_from <= arrives else arrives + self._cold_start
+        self._warm_from[function] = min(starts, warm_from) if warm_from is not None else starts
+        self._queued.append((starts, next(self._seq), pending))
 
     def run_schedules(self) -> list[Invocation]:
         """Run Lambda's due retries, then fire schedule rules whose time has come (first one period in)."""
         now = self._now()
         done: list[Invocation] = self._run_due_retries(now)
+        done.extend(self.run_queued())
         for rule in self._rules():
             expression = rule.get("ScheduleExpression")
             if not expression:
@@ -308,6 +400,20 @@ class EventBus:
                 self._next_fire[rule["Arn"]] = due + every
                 done.extend(self._deliver(rule, scheduled_event(rule["Arn"], now, self._emu.region)))
         return done
+
+    @property
+    def queued(self) -> int:
+        """Events accepted for delivery whose handler has not run yet (timing model)."""
+        return len(self._queued)
+
+    def run_queued(self) -> list[Invocation]:
+        """Run the handlers of delivered events whose delivery delay has passed, oldest first."""
+        now = self._now().timestamp()
+        due = sorted((q for q in self._queued if q[0] <= now), key=lambda q: (q[0], q[1]))
+        if not due:
+            return []
+        self._queued = [q for q in self._queued if q[0] > now]
+        return [self._attempt(pending) for _due, _n, pending in due]
 
     def _deliver(self, rule: dict[str, Any], event: dict[str, Any]) -> list[Invocation]:
         targets = self._target_cache.get(rule["Name"])
@@ -331,7 +437,11 @@ class EventBus:
             elif not self._allowed(name, rule["Arn"]):
                 code, message = "AccessDeniedException", "no lambda permission for events.amazonaws.com"
             else:
-                done.append(self._attempt(_AsyncEvent(arn, payload, rule, self._now())))
+                pending = _AsyncEvent(arn, payload, rule, self._now())
+                if self._delivery_delay is not None:
+                    self._queue(name, pending, self._delivery_delay)
+                    continue
+                done.append(self._attempt(pending))
                 continue
             inv = Invocation(
                 name,
@@ -478,20 +588,26 @@ class EventBus:
             return False
         return True
 
-    def _allowed(self, function: str, rule_arn: str | None) -> bool:
-        if rule_arn is None:
+    def _allowed(
+        self, function: str, source_arn: str | None, principal: str = "events.amazonaws.com"
+    ) -> bool:
+        """Does the function's resource policy let ``principal`` invoke it from ``source_arn``?
+
+        ``AWS:SourceArn`` is matched as IAM's ArnLike does (``*`` and ``?`` wildcards).
+        """
+        if source_arn is None:
             return True
         try:
             policy = json.loads(self._emu.client("lambda").get_policy(FunctionName=function)["Policy"])
         except Exception:
             return False
         for statement in policy.get("Statement", []):
-            principal = statement.get("Principal", {})
-            service = principal.get("Service") if isinstance(principal, dict) else principal
-            if service != "events.amazonaws.com":
+            given = statement.get("Principal", {})
+            service = given.get("Service") if isinstance(given, dict) else given
+            if service != principal:
                 continue
             source = statement.get("Condition", {}).get("ArnLike", {}).get("AWS:SourceArn")
-            if source in (None, rule_arn):
+            if source is None or fnmatch.fnmatchcase(source_arn, source):
                 return True
         return False
 
@@ -525,7 +641,7 @@ class EventBus:
         config = lam.get_function_configuration(FunctionName=name)
         detail_type = _detail_type(event)
         at = self._now()
-        rule_name = rule["Name"] if rule else ""
+        rule_name = rule["Name"] if rule else ("alarm-action" if _is_alarm_action(event) else "")
         handler = _resolve_handler(config["Handler"], name)
         env = {
             **config.get("Environment", {}).get("Variables", {}),
@@ -596,6 +712,10 @@ def _captured_logs(buffer: io.StringIO) -> Iterator[None]:
 
 def _function_name(function_arn: str) -> str:
     return function_arn.split(":function:")[-1].split(":")[0]
+
+
+def _is_alarm_action(event: Any) -> bool:
+    return isinstance(event, dict) and "alarmData" in event
 
 
 def _detail_type(event: Any) -> str:

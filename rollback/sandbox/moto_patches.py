@@ -11,6 +11,9 @@ backends can be extended in place. What moto 5.x lacks and the product relies on
   ``UpdateEndpointWeightsAndCapacities`` without ``DesiredInstanceCount`` blanks the counts.
   A quarantined candidate is declared at weight 0, so both matter.
 - ``LastModifiedTime`` moves when weights change (the runtime's stale-event check reads it).
+- With :func:`set_updating_window` (the drill's timing model), a weights update leaves the endpoint
+  ``Updating`` for a while: traffic follows the old ``CurrentWeight`` and further updates are
+  refused ("Cannot update in-progress endpoint"), as SageMaker does.
 - ``InvokeEndpoint`` routes by variant weight (or ``TargetVariant``) to a simulated model per
   variant and answers ``ModelError`` (HTTP 424) when that model fails, instead of static data.
 - Metric timestamps compare as UTC whether moto stored them naive or aware.
@@ -26,12 +29,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 _clock: Any = None
 _invoke_hook: Callable[[str, str | None, bytes], InvokeOutcome] | None = None
 _installed = False
+#: Seconds an endpoint stays ``Updating`` after a weights update (None: the change is instant).
+_updating_window: Callable[[], float] | None = None
+#: Told of every weights update: ``(kind, endpoint, at, weights)``, kind ``accepted`` or ``applied``.
+_weights_observer: Callable[[str, str, datetime, dict[str, float]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ class InvokeOutcome:
     ok: bool
     latency_ms: float
     body: str
+    #: False: the error answer carries no ``x-Amzn-Invoked-Production-Variant`` header.
+    header: bool = True
 
 
 def set_clock(clock: Any) -> None:
@@ -54,6 +63,40 @@ def set_invoke_hook(hook: Callable[[str, str | None, bytes], InvokeOutcome] | No
     """Route InvokeEndpoint through ``hook(endpoint, target_variant, body)`` (``None``: moto's default)."""
     global _invoke_hook
     _invoke_hook = hook
+
+
+def set_updating_window(
+    window: Callable[[], float] | None,
+    observer: Callable[[str, str, datetime, dict[str, float]], None] | None = None,
+) -> None:
+    """Model SageMaker's ``Updating`` state after UpdateEndpointWeightsAndCapacities (None: instant).
+
+    ``window()`` gives the seconds of one update. Until they pass, the endpoint is ``Updating``,
+    ``CurrentWeight`` keeps the old weights (traffic follows them) while ``DesiredWeight`` has the
+    new ones, and any further update is refused as SageMaker refuses it. ``observer`` hears when an
+    update is accepted and when it is applied.
+    """
+    global _updating_window, _weights_observer
+    _updating_window = window
+    _weights_observer = observer
+
+
+def settle(endpoint: Any) -> None:
+    """Finish ``endpoint``'s pending weights update once its Updating window has passed."""
+    pending = getattr(endpoint, "_mlr_pending", None)
+    if pending is None:
+        return
+    until, weights = pending
+    if _utcnow() < until:
+        return
+    endpoint._mlr_pending = None
+    for variant in endpoint.production_variants:
+        if variant["VariantName"] in weights:
+            variant["CurrentWeight"] = weights[variant["VariantName"]]
+    endpoint.endpoint_status = "InService"
+    endpoint.last_modified_time = until
+    if _weights_observer is not None:
+        _weights_observer("applied", endpoint.endpoint_name, _aware(until), dict(weights))
 
 
 def _utcnow() -> datetime:
@@ -143,6 +186,7 @@ def _patch_update_weights() -> None:
         if endpoint is None:
             arn = sm.FakeEndpoint.arn_formatter(endpoint_name, self.account_id, self.region_name)
             raise AWSValidationException(f'Could not find endpoint "{arn}".')
+        settle(endpoint)
         if endpoint.endpoint_status != "InService":
             raise AWSValidationException(
                 f"Cannot update in-progress endpoint {endpoint.arn} (status {endpoint.endpoint_status})."
@@ -162,15 +206,38 @@ def _patch_update_weights() -> None:
             if weight is not None and float(weight) < 0:
                 raise AWSValidationException(f"DesiredWeight for variant {name} must be >= 0")
             seen.add(name)
+        window = _updating_window() if _updating_window is not None else 0.0
+        weights: dict[str, float] = {}
         for item in desired_weights_and_capacities:
             variant = by_name[item["VariantName"]]
             if item.get("DesiredWeight") is not None:
-                variant["DesiredWeight"] = variant["CurrentWeight"] = float(item["DesiredWeight"])
+                weights[item["VariantName"]] = float(item["DesiredWeight"])
+                variant["DesiredWeight"] = float(item["DesiredWeight"])
+                if window <= 0:
+                    variant["CurrentWeight"] = float(item["DesiredWeight"])
             if item.get("DesiredInstanceCount") is not None:
                 count = int(item["DesiredInstanceCount"])
                 variant["DesiredInstanceCount"] = variant["CurrentInstanceCount"] = count
-        endpoint.last_modified_time = _utcnow()
+        now = _utcnow()
+        endpoint.last_modified_time = now
+        if _weights_observer is not None:
+            _weights_observer("accepted", endpoint_name, _aware(now), dict(weights))
+        if window > 0:
+            endpoint.endpoint_status = "Updating"
+            endpoint._mlr_pending = (now + timedelta(seconds=window), weights)
+        elif _weights_observer is not None:
+            _weights_observer("applied", endpoint_name, _aware(now), dict(weights))
         return endpoint.arn
+
+    original_describe = sm.SageMakerModelBackend.describe_endpoint
+
+    def describe_endpoint(self: Any, endpoint_name: str) -> dict[str, Any]:
+        endpoint = self.endpoints.get(endpoint_name)
+        if endpoint is not None:
+            settle(endpoint)
+        return original_describe(self, endpoint_name)  # type: ignore[no-any-return]
+
+    sm.SageMakerModelBackend.describe_endpoint = describe_endpoint  # type: ignore[method-assign]
 
     sm.SageMakerModelBackend.update_endpoint_weights_and_capacities = update_weights  # type: ignore[method-assign]
 
@@ -196,6 +263,7 @@ def _patch_update_endpoint() -> None:
         if config is None:
             arn = sm.FakeEndpointConfig.arn_formatter(endpoint_config_name, self.account_id, self.region_name)
             raise ValidationError(message=f"Could not find endpoint configuration '{arn}'.")
+        settle(endpoint)
         if endpoint.endpoint_status != "InService":
             raise ValidationError(
                 message=f"Cannot update in-progress endpoint {endpoint.arn} "
@@ -247,7 +315,9 @@ def _patch_runtime() -> None:
             # moto takes the HTTP status from the "status" header, not from the tuple's first item.
             return 400, {"status": 400, "x-amzn-ErrorType": "ValidationError"}, json.dumps(payload)
         # The variant header on errors too: clients (rollback.client) name the failing variant from it.
-        headers: dict[str, Any] = {"x-Amzn-Invoked-Production-Variant": outcome.variant}
+        headers: dict[str, Any] = (
+            {"x-Amzn-Invoked-Production-Variant": outcome.variant} if outcome.ok or outcome.header else {}
+        )
         if outcome.ok:
             return 200, {**headers, "status": 200, "Content-Type": "application/json"}, outcome.body
         payload = {

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
+import random
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rollback.client import SafePredictor
+from rollback.client import NO_BREAKER, BreakerPolicy, SafePredictor
 from rollback.runtime import clock as rclock
 from rollback.runtime import names
 from rollback.runtime.errors import ConfigError, GateError, NotFoundError, PredictionError
@@ -52,15 +54,30 @@ from rollback.sandbox.deploy_log import record_applied
 from rollback.sandbox.emulator import Emulator
 from rollback.sandbox.eventbus import EventBus
 from rollback.sandbox.runner import apply_program, project_root
+from rollback.sandbox.timing import TimingModel
 from rollback.sandbox.traffic import ModelBehaviour, SandboxRuntime, SimulatedCloud, SimulatedTime
 
-SCENARIOS: tuple[str, ...] = ("bad-canary", "healthy", "fault-injection", "no-traffic", "flapping")
+SCENARIOS: tuple[str, ...] = (
+    "bad-canary",
+    "hung-canary",
+    "no-variant-header",
+    "step-during-update",
+    "healthy",
+    "fault-injection",
+    "no-traffic",
+    "flapping",
+)
 WARMUP_SECONDS = 60
 AFTER_ROLLBACK_SECONDS = 15
 MAX_RATE = 200
 #: The drill client's failover deadline: the bad canary fails after ~1.5 s (up to ~2.3 s), and a
 #: failure seen after the deadline is not retried; 3 s keeps every one of them retried.
 CLIENT_DEADLINE_SECONDS = 3.0
+#: The drill client's per-attempt read timeout: above the bad canary's slowest answer, so its
+#: errors are errors; the hung canary's attempts time out here.
+CLIENT_ATTEMPT_TIMEOUT_SECONDS = 2.0
+#: How long a hung variant takes to answer: SageMaker gives a container 60 s before a ModelError.
+HUNG_LATENCY_MS = 60_000.0
 _BODY = b'{"amount": 12.5}'
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -74,6 +91,11 @@ class _Marks:
     alarm: float | None = None
     alarm_name: str | None = None
     rollback: float | None = None
+    drain_accepted: float | None = None
+    step: float | None = None  # the stepper's first accepted step after the release
+    traffic_moved: float | None = None
+    weight_changes: list[dict[str, Any]] = field(default_factory=list)
+    states: list[dict[str, Any]] = field(default_factory=list)  # rollout state changes (polled)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -132,6 +154,13 @@ def _percent(weights: dict[str, float]) -> dict[str, float]:
     return {k: round(100.0 * v / total, 2) for k, v in weights.items()}
 
 
+def _p99(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)], 1)
+
+
 def traffic_rate(bake_seconds: float, first_step_percent: float, min_requests: int) -> int:
     """Predictions per second so the candidate's first step sees 1.5x its minimum in one bake."""
     share = max(first_step_percent, 1.0) / 100.0
@@ -149,11 +178,15 @@ def run_drill(
     seed: int = 7,
     state_dir: Path | None = None,
     failover: bool = True,
+    timing: TimingModel | None = None,
+    breaker: bool = True,
 ) -> dict[str, Any]:
     """Run one drill in a fresh sandbox and return the report (see docs/sandbox.md for fields).
 
     ``failover=False``: predictions are plain calls (no retry on ``stable``), to show how many a
-    client without the failover would have lost.
+    client without the failover would have lost. ``timing``: the latencies to simulate
+    (:mod:`rollback.sandbox.timing`; default the honest model, ``TimingModel(instant=True)`` none);
+    ``seed`` draws them, the release's phase in the alarm period, and the traffic.
     """
     if scenario not in SCENARIOS:  # a usage error (exit 2)
         raise ConfigError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
@@ -178,34 +211,74 @@ def run_drill(
     config_map = pulumi_config_from_stack_file(path)
     region = config_map.get("aws:region", "us-east-1")
 
+    timing = timing or TimingModel()
+    timing_rng = random.Random(f"timing-{seed}")
+    sampled = timing.sample(timing_rng)
+    offset_range = timing.get("eval-offset")
+    offsets: dict[str, float] = {}
+
+    def offset_share(alarm: str) -> float:
+        if alarm not in offsets:
+            offsets[alarm] = 0.0 if timing.instant else offset_range.sample(timing_rng)
+        return offsets[alarm]
+
+    period = int(ep.triggers.period_seconds)
+    release_phase = 0 if timing.instant else timing_rng.randrange(period)
+
     start = datetime.now(UTC).replace(second=0, microsecond=0)
     vclock = rclock.VirtualClock(start)
     previous_clock = rclock.use(vclock)
     moto_patches.set_clock(vclock)
+    weight_events: list[tuple[str, str, datetime, dict[str, float]]] = []
+    moto_patches.set_updating_window(
+        (lambda: sampled["updating"]) if not timing.instant else None,
+        lambda kind, name, at, weights: weight_events.append((kind, name, at, weights)),
+    )
     tmp = None
     if state_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="mlrollback-drill-")
         state_dir = Path(tmp.name)
     emu = Emulator(region)
+    # The client's breaker warns when it opens (right for an application's logs); in the drill the
+    # report says it, and a warning line would break the CLI's progress display.
+    client_log = logging.getLogger("rollback.client.predictor")
+    client_level = client_log.level
+    client_log.setLevel(logging.ERROR)
     try:
         notify("emulator", {"message": "starting the embedded AWS emulator"})
         emu.start()
-        cloud = SimulatedCloud(emu, vclock.now, seed=seed)
+        cloud = SimulatedCloud(emu, vclock.now, seed=seed, builtin_lag_seconds=sampled["builtin-lag"])
         moto_patches.set_invoke_hook(cloud.route)
         publisher = MetricsPublisher(emu.client("cloudwatch"), clock=lambda: vclock.now().timestamp())
         counter = _AttemptCounter(publisher)
         sim_time = SimulatedTime()
-        runtime = SandboxRuntime(emu, cloud, sim_time)
+        runtime = SandboxRuntime(emu, cloud, sim_time, read_timeout=CLIENT_ATTEMPT_TIMEOUT_SECONDS)
         predictor = SafePredictor(
             physical,
             runtime=runtime,
             metrics=counter,
             deadline_seconds=CLIENT_DEADLINE_SECONDS,
+            attempt_timeout_seconds=CLIENT_ATTEMPT_TIMEOUT_SECONDS,
             auto_inference_id=False,
             clock=sim_time,
+            breaker=BreakerPolicy() if breaker else NO_BREAKER,
+            background=sim_time.background,
+            rng=random.Random(f"client-{seed}"),
         )
-        evaluator = AlarmEvaluator(emu.backend("cloudwatch"), vclock.now)
-        bus = EventBus(emu, vclock.now)
+        evaluator = AlarmEvaluator(
+            emu.backend("cloudwatch"),
+            vclock.now,
+            honest=not timing.instant,
+            ingest_seconds=sampled["metric-ingest"],
+            offset_share=offset_share,
+        )
+        bus = EventBus(
+            emu,
+            vclock.now,
+            delivery_delay=None if timing.instant else sampled["event-delivery"],
+            action_delay=None if timing.instant else sampled["alarm-action"],
+            cold_start=sampled["cold-start"],
+        )
         state_path = state_dir / "state.json"
 
         notify("deploy", {"message": f"deploying {stack}: stable {ep.release.stable} only"})
@@ -215,7 +288,10 @@ def run_drill(
         notify("release", {"message": f"releasing candidate {ep.release.candidate} ({ep.strategy.type})"})
         client = _Client(predictor, runtime, counter, failover)
         runner = _Runner(emu, vclock, cloud, client, evaluator, bus, stack, physical, scenario, ep, notify)
-        runner.run_for(WARMUP_SECONDS, traffic=True)
+        runner.publish_every = max(1, round(sampled["client-publish"]))
+        runner.updating_high = 0.0 if timing.instant else timing.get("updating").high
+        runner.weight_events = weight_events
+        runner.run_for(WARMUP_SECONDS + release_phase, traffic=True)
         release_result = apply_program(emu, stack=stack, config=config_map, state_path=state_path)
         record_applied(emu, config_map, stack, actor="sandbox:drill", project_dir=root)
         bus.invalidate()
@@ -226,7 +302,17 @@ def run_drill(
         report = runner.report(weights_before, weights_after)
         report["warnings"] = release_result.warnings
         report["resources_applied"] = len(release_result.resources)
+        report["seed"] = seed
+        report["timing"] = {
+            "model": "instant" if timing.instant else "honest",
+            "ranges": timing.ranges(),
+            "sampled": {k: round(v, 3) for k, v in sampled.values.items()},
+            "release_phase_seconds": release_phase,
+            "alarm_offsets_share": {k: round(v, 3) for k, v in sorted(offsets.items())},
+        }
     finally:
+        client_log.setLevel(client_level)
+        moto_patches.set_updating_window(None)
         moto_patches.set_invoke_hook(None)
         moto_patches.set_clock(None)
         rclock.use(previous_clock)
@@ -272,9 +358,24 @@ class _Runner:
         self.bake = float(ep.strategy.bake_minutes) * 60.0
         self.period = int(ep.triggers.period_seconds)
         self.n_periods = int(ep.triggers.evaluation_periods)
+        self.m_periods = int(ep.triggers.datapoints_to_alarm)
+        self._blipped: int | None = None
+        #: Callers' added latency (ms) between the first bad prediction and the traffic moving.
+        self.added_pinned: list[float] = []
+        self.added_routed: list[float] = []
+        self._blip: ModelBehaviour | None = None
         self.rate = traffic_rate(self.bake, steps[0], int(ep.strategy.min_requests_per_step))
-        self.max_seconds = min(4 * 3600.0, self.bake * (len(steps) + 1) + 240.0)
+        self.steps = steps
+        self.publish_every = 1
+        self.updating_high = 0.0
+        self.weight_events: list[tuple[str, str, datetime, dict[str, float]]] = []
         self._ticks = 0
+
+    @property
+    def max_seconds(self) -> float:
+        """How long the scenario may run: every step baked, stepped (a minute) and applied, plus slack."""
+        per_step = self.bake + 60.0 + self.updating_high
+        return min(4 * 3600.0, per_step * (len(self.steps) + 1) + 240.0)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -289,13 +390,27 @@ class _Runner:
     def _behaviour(self) -> None:
         good = ModelBehaviour()
         cand = good
-        if self.scenario == "bad-canary":
+        if self.scenario in ("bad-canary", "step-during-update"):
             cand = ModelBehaviour(error_rate=0.5, latency_ms=1500.0, jitter_ms=200.0)
+        elif self.scenario == "hung-canary":
+            cand = ModelBehaviour(error_rate=1.0, latency_ms=HUNG_LATENCY_MS, jitter_ms=0.0)
+        elif self.scenario == "no-variant-header":
+            cand = ModelBehaviour(error_rate=0.5, latency_ms=40.0, error_header=False)
+        if self.scenario == "step-during-update" and self.marks.step is None:
+            cand = good  # healthy until the stepper's first step is accepted (endpoint Updating)
         elif self.scenario == "flapping":
-            # One bad period every N+1 periods: never M bad datapoints within N.
             index = int(self._since_release() // self.period)
-            if index % (self.n_periods + 1) == 1:
-                cand = ModelBehaviour(error_rate=1.0, latency_ms=40.0)
+            if self.m_periods >= 2:
+                # One bad period every N+1 periods: never M bad datapoints within N.
+                if index % (self.n_periods + 1) == 1:
+                    cand = ModelBehaviour(error_rate=1.0, latency_ms=40.0)
+            elif index % 2 == 1 and self._blipped != index:
+                # Single-datapoint alarms: every other period one request fails, slowly (a blip
+                # below MIN_BAD_REQUESTS, which the alarms' sample guard must not count).
+                self._blipped = index
+                self._blip = ModelBehaviour(blips=1)
+            if self._blip is not None and self._blip.blips > 0:
+                cand = self._blip
         self.cloud.behave(self.endpoint, names.STABLE, good)
         self.cloud.behave(self.endpoint, names.CANDIDATE, cand)
 
@@ -316,7 +431,8 @@ class _Runner:
                 self.marks.first_bad = now
                 self.notify("first-bad", {"at": now - self.marks.release})
         served = self.client.counter.take()
-        self.client.counter.publisher.flush()
+        if self._ticks % self.publish_every == 0:
+            self.client.counter.publisher.flush()
         self.cloud.flush()
         self.clock.advance(1.0)
         self._ticks += 1
@@ -338,6 +454,7 @@ class _Runner:
         self.bus.publish_alarm_changes(changes)
         self.bus.run_schedules()
         weights = _percent(self.cloud.weights(self.endpoint))
+        self._weight_marks(released)
         if released:
             cand = served.get(names.CANDIDATE, [0, 0])
             self.marks.timeline.append(
@@ -355,11 +472,36 @@ class _Runner:
                 self.marks.rollback = self.clock.now().timestamp()
                 self.notify("rollback", {"at": self.marks.rollback - self.marks.release})
 
+    def _weight_marks(self, released: bool) -> None:
+        """Drain accepted / traffic moved: the first accepted and applied updates to candidate 0."""
+        events, self.weight_events[:] = list(self.weight_events), []
+        for kind, name, at, weights in events:
+            if name != self.endpoint or not released:
+                continue
+            t = at.timestamp()
+            self.marks.weight_changes.append(
+                {"t": round(t - self.marks.release, 1), "kind": kind, "weights": _percent(weights)}
+            )
+            if kind == "accepted" and (weights.get(names.CANDIDATE) or 0.0) > 0 and self.marks.step is None:
+                self.marks.step = t
+                self.notify("step", {"at": t - self.marks.release, "weights": _percent(weights)})
+            if weights.get(names.CANDIDATE) == 0.0:
+                if kind == "accepted" and self.marks.drain_accepted is None:
+                    self.marks.drain_accepted = t
+                if kind == "applied" and self.marks.traffic_moved is None:
+                    self.marks.traffic_moved = t
+
     def _predict(self) -> None:
         """One prediction as an application makes it; a failure it would see is counted, not raised."""
         # A failure the caller would see is counted in the predictor's stats (``failed``).
         with contextlib.suppress(PredictionError):
-            self.client.predictor.predict(_BODY, idempotent=self.client.failover)
+            p = self.client.predictor.predict(_BODY, idempotent=self.client.failover)
+            if self.marks.first_bad is not None and self.marks.traffic_moved is None:
+                # What the caller waited beyond the attempt that answered: failed attempts before it.
+                answered = sum(a.latency_ms for a in p.attempts if a.ok)
+                added = max(0.0, p.latency_ms - answered)
+                pinned = bool(p.attempts) and p.attempts[0].target_variant == names.STABLE
+                (self.added_pinned if pinned else self.added_routed).append(added)
 
     def progress_state(self) -> dict[str, Any] | None:
         ssm = self.emu.client("ssm")
@@ -388,6 +530,8 @@ class _Runner:
                 last_progress_check = self._since_release()
                 self.progress = self.progress_state()
                 state = (self.progress or {}).get("state")
+                if not self.marks.states or self.marks.states[-1]["state"] != state:
+                    self.marks.states.append({"t": round(self._since_release(), 1), "state": state})
                 self.notify("tick", {"t": self._since_release(), "state": state})
                 if self.scenario == "healthy" and state == "ready-to-finalize":
                     break
@@ -419,8 +563,13 @@ class _Runner:
         m = self.marks
         origin = m.fault if m.fault is not None else m.first_bad
         rolled_back = m.rollback is not None
-        ttr = round(m.rollback - origin, 1) if rolled_back and origin is not None else None
-        detection = round(m.alarm - origin, 1) if m.alarm is not None and origin is not None else None
+        moved = m.traffic_moved if m.traffic_moved is not None else m.rollback
+
+        def since(at: float | None) -> float | None:
+            return round(at - origin, 1) if at is not None and origin is not None else None
+
+        ttr = since(moved) if rolled_back else None
+        detection = since(m.alarm)
         rollback_calls = [
             inv for inv in self.bus.invocations if inv.function == names.rollback_function_name(self.stack)
         ]
@@ -439,9 +588,13 @@ class _Runner:
             and len(drains) == 1
             and len(notifications) == 1
         )
+        # With the failover, no caller may see the bad canary's errors (nor its timeouts).
+        protected = recorded and (stats.failed == 0 or not self.client.failover)
         expected = {
-            # With the failover, no caller may see the bad canary's errors.
-            "bad-canary": recorded and (stats.failed == 0 or not self.client.failover),
+            "bad-canary": protected,
+            "hung-canary": protected,
+            "no-variant-header": protected,
+            "step-during-update": protected and m.step is not None,
             "fault-injection": recorded,
             "healthy": not rolled_back and state == "ready-to-finalize",
             "no-traffic": not rolled_back and state == "paused",
@@ -456,6 +609,35 @@ class _Runner:
             "rolled_back": rolled_back,
             "ttr_seconds": ttr,
             "detection_seconds": detection,
+            # The four times, from the first bad prediction (or the injected fault).
+            "times": {
+                "detected_seconds": detection,
+                "drain_accepted_seconds": since(m.drain_accepted),
+                "traffic_moved_seconds": ttr,
+                "exposure_failed_predictions": stats.failed,
+                "exposure_failed_without_failover": stats.first_attempt_failures,
+            },
+            "first_bad_at": round(origin - m.release, 1) if origin is not None else None,
+            "step_at": round(m.step - m.release, 1) if m.step is not None else None,
+            "rollout_states": m.states,
+            "thresholds": {
+                "errorRate": self.ep.triggers.error_rate,
+                "p99LatencyMs": self.ep.triggers.p99_latency_ms,
+                "minSamples": self.ep.triggers.min_samples,
+                "periodSeconds": self.period,
+                "evaluationPeriods": self.n_periods,
+                "datapointsToAlarm": self.m_periods,
+            },
+            "pinned_predictions": stats.pinned,
+            "added_latency_ms": {
+                "pinned_p99": _p99(self.added_pinned),
+                "routed_p99": _p99(self.added_routed),
+                "pinned": len(self.added_pinned),
+                "routed": len(self.added_routed),
+            },
+            "breaker_opened": stats.breaker_opened,
+            "mirrored_predictions": stats.mirrored,
+            "weight_changes": m.weight_changes,
             "predictions_total": stats.predictions,
             "predictions_failed": stats.failed,
             "predictions_failed_without_failover": stats.first_attempt_failures,
@@ -468,6 +650,7 @@ class _Runner:
             "handler_invocations": [
                 {
                     "function": inv.function,
+                    "via": inv.rule,
                     "at": round(inv.at.timestamp() - m.release, 1),
                     "ok": inv.ok,
                     "apiCalls": inv.api_calls,

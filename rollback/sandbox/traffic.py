@@ -31,10 +31,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botocore.config import Config
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from rollback.runtime.metrics import MetricsPublisher
 from rollback.sandbox.emulator import FAKE_CREDENTIALS, Emulator
-from rollback.sandbox.moto_patches import InvokeOutcome
+from rollback.sandbox.moto_patches import InvokeOutcome, settle
 
 BUILTIN_NAMESPACE = "AWS/SageMaker"
 
@@ -46,6 +47,11 @@ class ModelBehaviour:
     error_rate: float = 0.0
     latency_ms: float = 40.0
     jitter_ms: float = 10.0
+    #: The next this-many requests fail slowly (``blip_latency_ms``) whatever ``error_rate`` says.
+    blips: int = 0
+    blip_latency_ms: float = 1500.0
+    #: False: errors come back without the variant header (a proxy stripped it, say).
+    error_header: bool = True
 
 
 @dataclass
@@ -68,8 +74,11 @@ class SimulatedCloud:
         now: Callable[[], datetime],
         seed: int = 7,
         publisher: MetricsPublisher | None = None,
+        builtin_lag_seconds: float = 0.0,
     ) -> None:
         self._emu = emulator
+        #: Timing model: seconds after its minute ends before SageMaker's per-minute datum is published.
+        self.builtin_lag_seconds = builtin_lag_seconds
         self._now = now
         self.rng = random.Random(seed)
         self.behaviours: dict[tuple[str, str], ModelBehaviour] = {}
@@ -88,6 +97,7 @@ class SimulatedCloud:
         ep = backend.endpoints.get(endpoint)
         if ep is None:
             raise LookupError(f"Endpoint {endpoint} of account {self._emu.arn('sagemaker', '')} not found.")
+        settle(ep)  # an Updating window that has passed is applied before routing by it
         return {v["VariantName"]: float(v.get("CurrentWeight", 0.0)) for v in ep.production_variants}
 
     def route(self, endpoint: str, target_variant: str | None = None, body: bytes = b"") -> InvokeOutcome:
@@ -111,9 +121,14 @@ class SimulatedCloud:
         behaviour = self.behaviours.get((endpoint, variant), ModelBehaviour())
         ok = self.rng.random() >= behaviour.error_rate
         latency = max(1.0, self.rng.gauss(behaviour.latency_ms, behaviour.jitter_ms))
+        if behaviour.blips > 0:
+            behaviour.blips -= 1
+            ok, latency = False, behaviour.blip_latency_ms
         self.record(endpoint, variant, latency, ok)
         body_out = '{"score": 0.12}' if ok else "model server error"
-        self.last_outcome = InvokeOutcome(variant=variant, ok=ok, latency_ms=latency, body=body_out)
+        self.last_outcome = InvokeOutcome(
+            variant=variant, ok=ok, latency_ms=latency, body=body_out, header=behaviour.error_header
+        )
         return self.last_outcome
 
     def record(self, endpoint: str, variant: str, latency_ms: float, ok: bool) -> None:
@@ -131,8 +146,8 @@ class SimulatedCloud:
         """Publish the built-in metrics of finished minutes (and the custom ones, given a publisher)."""
         if self.publisher is not None:
             self.publisher.flush()
-        current = int(self._now().timestamp() // 60) * 60
-        done = sorted(k for k in self._minutes if k[2] < current)
+        now = self._now().timestamp()
+        done = sorted(k for k in self._minutes if k[2] + 60 + self.builtin_lag_seconds <= now)
         if not done:
             return
         data: list[dict[str, Any]] = []
@@ -179,6 +194,14 @@ class SimulatedTime:
         """One call took ``latency_ms`` of simulated time."""
         self.seconds += latency_ms / 1000.0
 
+    def background(self, job: Callable[[], None]) -> None:
+        """Run ``job`` as if on another thread: the time it spends is not the caller's."""
+        saved = self.seconds
+        try:
+            job()
+        finally:
+            self.seconds = saved
+
 
 class SandboxRuntime:
     """A ``sagemaker-runtime`` client for :class:`~rollback.client.SafePredictor` in the drill.
@@ -190,11 +213,16 @@ class SandboxRuntime:
     call goes through the emulator's real HTTP API (same router behind it, see moto_patches).
     """
 
-    def __init__(self, emulator: Emulator, cloud: SimulatedCloud, time: SimulatedTime) -> None:
+    def __init__(
+        self, emulator: Emulator, cloud: SimulatedCloud, time: SimulatedTime, read_timeout: float = 60.0
+    ) -> None:
         import boto3
 
         self._cloud = cloud
         self._time = time
+        #: botocore's read timeout: a variant slower than this raises ReadTimeoutError after it.
+        self.read_timeout = read_timeout
+        self._url = emulator.endpoint_url
         # No botocore retries: the predictor's single failover is the only retry, as make_runtime sets.
         self._http = boto3.client(
             "sagemaker-runtime",
@@ -220,18 +248,22 @@ class SandboxRuntime:
             self.http_calls += 1
             self._cloud.last_outcome = None
             try:
-                return dict(self._http.invoke_endpoint(**params))
-            finally:
-                if self._cloud.last_outcome is not None:
-                    self._time.spend(self._cloud.last_outcome.latency_ms)
+                response = dict(self._http.invoke_endpoint(**params))
+            except ClientError:
+                self._timed_out(self._cloud.last_outcome)
+                raise
+            self._timed_out(self._cloud.last_outcome)
+            return response
         self.local_calls += 1
         endpoint = str(params["EndpointName"])
         try:
             outcome = self._cloud.route(endpoint, params.get("TargetVariant"), bytes(params.get("Body", b"")))
         except LookupError as exc:
             raise self._error("ValidationError", str(exc), 400, {}) from None
-        self._time.spend(outcome.latency_ms)
-        header = {"x-amzn-invoked-production-variant": outcome.variant}
+        self._timed_out(outcome)
+        header = (
+            {"x-amzn-invoked-production-variant": outcome.variant} if outcome.ok or outcome.header else {}
+        )
         if not outcome.ok:
             raise self._error(
                 "ModelError",
@@ -245,6 +277,15 @@ class SandboxRuntime:
             "InvokedProductionVariant": outcome.variant,
             "ResponseMetadata": {"HTTPStatusCode": 200, "HTTPHeaders": header},
         }
+
+    def _timed_out(self, outcome: InvokeOutcome | None) -> None:
+        """Spend the call's simulated latency, or raise ReadTimeoutError once the read timeout passes."""
+        if outcome is None:
+            return
+        if outcome.latency_ms > self.read_timeout * 1000.0:
+            self._time.spend(self.read_timeout * 1000.0)
+            raise ReadTimeoutError(endpoint_url=self._url)
+        self._time.spend(outcome.latency_ms)
 
     def _error(self, code: str, message: str, status: int, headers: dict[str, str]) -> Exception:
         response: dict[str, Any] = {

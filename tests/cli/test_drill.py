@@ -84,6 +84,9 @@ def test_drill_measures_the_drain_then_restores_weights_and_clears_quarantine(
         poll_seconds=0.01,
     )
     assert report["rolled_back"] is True and report["ttr_seconds"] is not None
+    times = report["times"]  # the sandbox's four times, as this path can see them
+    assert times["detected_seconds"] == 0.0 and times["exposure_failed_predictions"] is None
+    assert 0 <= times["drain_accepted_seconds"] <= times["traffic_moved_seconds"] == report["ttr_seconds"]
     assert report["weights_after"]["candidate"] == 0
     weights = {
         v["VariantName"]: v["CurrentWeight"]
@@ -152,7 +155,7 @@ def _drill_cli(*args: str) -> Any:
     ("args", "code", "words"),
     [
         (["--stack", "nope"], 3, "no such stack file; known stacks: dev, prod, staging"),
-        (["--stack", "dev", "--scenario", "bogus"], 2, "unknown scenario 'bogus'"),
+        (["--stack", "dev", "--scenario", "bogus"], 2, "--scenario 'bogus': unknown scenario"),
         (["--stack", "dev", "--endpoint", "nope"], 3, "no endpoint 'nope' (known: fraud-scorer"),
     ],
 )

@@ -109,3 +109,90 @@ def test_unknown_variant_is_a_validation_error_for_the_caller(
 
     assert info.value.response["Error"]["Code"] == "ValidationError"
     assert "shadow" in info.value.response["Error"]["Message"]
+
+
+def test_weights_update_leaves_the_endpoint_updating_on_the_old_weights_then_applies(
+    cloud: tuple[Emulator, SimulatedCloud],
+) -> None:
+    """The timing model's Updating window: SageMaker applies a weights update after a while; until
+    then traffic follows the old weights and any further update is refused."""
+    from rollback.runtime.clock import VirtualClock
+
+    emu, sim = cloud
+    clock = VirtualClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+    seen: list[tuple[str, float, dict[str, float]]] = []
+    moto_patches.set_clock(clock)
+    moto_patches.set_updating_window(
+        lambda: 30.0, lambda kind, _ep, at, w: seen.append((kind, at.timestamp(), w))
+    )
+    try:
+        sm = emu.client("sagemaker")
+        t0 = clock.now().timestamp()
+        drain = [
+            {"VariantName": "candidate", "DesiredWeight": 0.0},
+            {"VariantName": "stable", "DesiredWeight": 100.0},
+        ]
+        sm.update_endpoint_weights_and_capacities(EndpointName=ENDPOINT, DesiredWeightsAndCapacities=drain)
+
+        described = sm.describe_endpoint(EndpointName=ENDPOINT)
+        variants = {v["VariantName"]: v for v in described["ProductionVariants"]}
+        assert described["EndpointStatus"] == "Updating"
+        assert (variants["candidate"]["CurrentWeight"], variants["candidate"]["DesiredWeight"]) == (10.0, 0.0)
+        assert sim.weights(ENDPOINT) == {"stable": 90.0, "candidate": 10.0}  # routing: the old weights
+        with pytest.raises(ClientError, match="Cannot update in-progress endpoint"):
+            sm.update_endpoint_weights_and_capacities(
+                EndpointName=ENDPOINT, DesiredWeightsAndCapacities=drain
+            )
+
+        clock.advance(30.0)
+        assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointStatus"] == "InService"
+        assert sim.weights(ENDPOINT) == {"stable": 100.0, "candidate": 0.0}
+        assert [(kind, at - t0) for kind, at, _w in seen] == [("accepted", 0.0), ("applied", 30.0)]
+    finally:
+        moto_patches.set_updating_window(None)
+        moto_patches.set_clock(None)
+
+
+@pytest.mark.parametrize("http", [False, True], ids=["in-process", "http"])
+def test_a_hung_variant_times_out_at_the_read_timeout_with_no_variant_named(
+    cloud: tuple[Emulator, SimulatedCloud], http: bool
+) -> None:
+    emu, sim = cloud
+    sim.behave(ENDPOINT, "candidate", ModelBehaviour(error_rate=1.0, latency_ms=60_000.0, jitter_ms=0.0))
+    time = SimulatedTime()
+    runtime = SandboxRuntime(emu, sim, time, read_timeout=2.0)
+    predictor = SafePredictor(
+        ENDPOINT, runtime=runtime, metrics=None, clock=time, deadline_seconds=3.0, attempt_timeout_seconds=2.0
+    )
+    if http:
+        runtime.use_http_once()
+
+    prediction = predictor.predict(b"{}", target_variant="candidate")
+
+    first, second = prediction.attempts
+    assert (first.variant, first.ok, first.error_code) == ("candidate", False, "ReadTimeoutError")
+    assert 1999.0 <= first.latency_ms <= 2001.0  # the read timeout, not the minute the variant takes
+    assert second.ok and second.variant == "stable" and prediction.failed_over
+
+
+def test_errors_without_the_variant_header_are_unknown_unless_the_call_was_targeted(
+    cloud: tuple[Emulator, SimulatedCloud],
+) -> None:
+    emu, sim = cloud
+    sim.behave(ENDPOINT, "candidate", ModelBehaviour(error_rate=1.0, error_header=False))
+    sim.behave(ENDPOINT, "stable", ModelBehaviour(error_rate=1.0, error_header=False))
+    time = SimulatedTime()
+    predictor = SafePredictor(
+        ENDPOINT,
+        runtime=SandboxRuntime(emu, sim, time),
+        metrics=None,
+        clock=time,
+        fallback=b"-",
+        breaker=None,
+    )
+
+    routed = predictor.predict(b"{}")
+    targeted = predictor.predict(b"{}", target_variant="candidate")
+
+    assert routed.attempts[0].variant == "unknown"  # SageMaker routed it; nobody said where
+    assert targeted.attempts[0].variant == "candidate"  # only the target can have answered
