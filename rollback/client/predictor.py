@@ -126,11 +126,17 @@ NO_BREAKER: Final = None
 
 
 class _Breaker:
-    """The breaker's state: recent non-stable failures, the routed share it saw, open until when."""
+    """The breaker's state: recent non-stable failures, the routed share it saw, open when.
+
+    Times are when an outcome was *known* (an attempt's end): a breaker cannot be open before the
+    failure that opened it was seen, so a prediction that started earlier (another thread's, or
+    the sandbox's, whose predictions are stamped with their own start times) is not pinned by it.
+    """
 
     def __init__(self, policy: BreakerPolicy) -> None:
         self.policy = policy
         self.failures: list[float] = []
+        self.open_since: float | None = None
         self.open_until: float | None = None
         self.opened = 0
         #: Weight-routed attempts of the last window: (time, answered by or failed on another variant).
@@ -138,33 +144,51 @@ class _Breaker:
         self.share = 0.0  # the off-stable share of routed attempts when the breaker opened
 
     def is_open(self, now: float) -> bool:
-        return self.open_until is not None and now < self.open_until
+        return (
+            self.open_until is not None
+            and self.open_since is not None
+            and self.open_since <= now < self.open_until
+        )
+
+    def half_open(self, now: float) -> bool:
+        return self.open_until is not None and now >= self.open_until
 
     def saw_routed(self, variant: str, stable: str, now: float) -> None:
         self.recent.append((now, variant != stable))
         while self.recent and now - self.recent[0][0] >= self.policy.window_seconds:
             self.recent.popleft()
 
+    def _share(self) -> float:
+        """Off-stable share of the routed attempts since the first off-stable one in the window.
+
+        Counting from there, not from the window's start: right after a release the window still
+        holds seconds in which the candidate had no weight, which would understate its share.
+        """
+        flags = [elsewhere for _t, elsewhere in self.recent]
+        if True not in flags:
+            return 0.0
+        since = flags[flags.index(True) :]
+        return sum(since) / len(since)
+
     def failed(self, now: float) -> bool:
-        """A non-stable failure at ``now``; True when it opened (or re-opened) the breaker."""
+        """A non-stable failure known at ``now``; True when it opened (or re-opened) the breaker."""
         window = self.policy.window_seconds
-        self.failures = [t for t in self.failures if now - t < window] + [now]
-        half_open = self.open_until is not None and not self.is_open(now)
-        needed = 1 if half_open else self.policy.failures_to_open  # half-open: the probe failed
-        if len(self.failures) >= needed:
-            if not self.is_open(now):
-                self.opened += 1
-                off = sum(1 for _t, elsewhere in self.recent if elsewhere)
-                self.share = off / len(self.recent) if self.recent else 0.0
-            self.open_until = now + self.policy.open_seconds
-            self.failures = []
-            return True
-        return False
+        self.failures = [t for t in self.failures if abs(now - t) < window] + [now]
+        needed = 1 if self.half_open(now) else self.policy.failures_to_open  # half-open: the probe failed
+        if len(self.failures) < needed:
+            return False
+        if self.open_until is None or self.half_open(now):  # closed or probing: it opens now
+            self.opened += 1
+            self.share = self._share()
+            self.open_since = now
+        self.open_until = max(self.open_until or now, now + self.policy.open_seconds)
+        self.failures = []
+        return True
 
     def succeeded_off_stable(self, now: float) -> None:
         """A weight-routed success on another variant: a half-open breaker closes."""
-        if self.open_until is not None and not self.is_open(now):
-            self.open_until = None
+        if self.half_open(now):
+            self.open_since = self.open_until = None
             self.failures = []
 
 
@@ -482,8 +506,8 @@ class SafePredictor:
         if ok:
             breaker.succeeded_off_stable(now)
             return
-        was_open = breaker.is_open(now)
-        if breaker.failed(now) and not was_open:
+        opened_before = breaker.opened
+        if breaker.failed(now) and breaker.opened > opened_before:
             self.stats.breaker_opened += 1
             log.warning(
                 "circuit breaker open for %s: %s failed %d times within %g s; pinning predictions "

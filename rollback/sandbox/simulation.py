@@ -286,7 +286,7 @@ def run_drill(
         apply_program(emu, stack=stack, config=stable_only, state_path=state_path)
         record_applied(emu, stable_only, stack, actor="sandbox:drill", project_dir=root)
         notify("release", {"message": f"releasing candidate {ep.release.candidate} ({ep.strategy.type})"})
-        client = _Client(predictor, runtime, counter, failover)
+        client = _Client(predictor, runtime, counter, failover, sim_time)
         runner = _Runner(emu, vclock, cloud, client, evaluator, bus, stack, physical, scenario, ep, notify)
         runner.publish_every = max(1, round(sampled["client-publish"]))
         runner.updating_high = 0.0 if timing.instant else timing.get("updating").high
@@ -331,6 +331,7 @@ class _Client:
     runtime: SandboxRuntime
     counter: _AttemptCounter
     failover: bool
+    time: SimulatedTime
 
 
 class _Runner:
@@ -425,6 +426,9 @@ class _Runner:
                 if i == 0 and self._ticks % 10 == 0:
                     # Every tenth tick one prediction takes the real InvokeEndpoint HTTP API.
                     self.client.runtime.use_http_once()
+                # Each caller starts its prediction at its own moment of the second (callers are
+                # concurrent, not one thread paying every latency in turn).
+                self.client.time.seconds = now + i / self.rate
                 self._predict()
             failed = self.client.counter.failed_attempts > failed_before
             if released and failed and self.marks.first_bad is None:

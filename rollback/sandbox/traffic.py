@@ -177,11 +177,14 @@ class SimulatedCloud:
 
 
 class SimulatedTime:
-    """The prediction client's clock in the drill: it moves only by the simulated latencies.
+    """The prediction client's clock in the drill: set to each prediction's start, moved by latencies.
 
-    :class:`~rollback.client.SafePredictor` measures attempt latency and its failover deadline
-    with its ``clock``; given this one, it sees each variant's simulated latency (the slow bad
-    canary is slow to it too) while the drill's virtual clock stays on its one-second ticks.
+    :class:`~rollback.client.SafePredictor` measures attempt latency, its failover deadline and its
+    breaker's window with its ``clock``; given this one, it sees each variant's simulated latency
+    (the slow bad canary is slow to it too). The drill sets ``seconds`` to each prediction's own
+    start on the virtual time line (spread over the second), so callers are concurrent: one hung
+    call does not delay the next caller, and a failure is known to the breaker only from the
+    moment its attempt ended.
     """
 
     def __init__(self) -> None:

@@ -106,16 +106,22 @@ def test_timeouts_without_a_variant_open_it_and_the_mirror_names_the_candidate(r
     sink = Sink()
     jobs: list[Callable[[], None]] = []
     p = predictor(client, clock, sink, jobs=jobs, breaker=BreakerPolicy())
-    ok(stub, "stable")  # one weight-routed answer from stable: the off-stable share is 2 of 3
+    ok(stub, "stable")  # before the candidate: not counted in its share
     p.predict(b"{}")
-    for _ in range(2):
+    for i in range(2):  # routed: timeout, (stable answers the failover), stable, timeout
         _raise_once(client, ReadTimeoutError(endpoint_url="https://runtime"))
         ok(stub, "stable", target="stable")
         p.predict(b"{}")
+        clock.now += 0.2
+        if i == 0:
+            ok(stub, "stable")
+            p.predict(b"{}")
     assert p.breaker_open
     assert ("unknown", True) in sink.records
 
-    # Pinned predictions now send the candidate copies about 2/3 of the time, off the caller's path.
+    # Pinned predictions now send the candidate copies at its share since it first showed up (2 of
+    # the 3 routed attempts from the first timeout on), off the caller's path.
+    assert p._breaker.share == pytest.approx(2 / 3)  # type: ignore[union-attr]
     for _ in range(12):
         ok(stub, "stable", target="stable")
         p.predict(b"{}")
@@ -134,7 +140,7 @@ def test_mirrors_of_a_candidate_error_without_header_are_attributed_to_the_targe
     jobs: list[Callable[[], None]] = []
     p = predictor(client, clock, sink, jobs=jobs, breaker=BreakerPolicy())
     p._breaker.share = 1.0  # type: ignore[union-attr]
-    p._breaker.open_until = 30.0  # type: ignore[union-attr]
+    p._breaker.open_since, p._breaker.open_until = 0.0, 30.0  # type: ignore[union-attr]
     ok(stub, "stable", target="stable")
     p.predict(b"{}")
     [job] = jobs
@@ -148,7 +154,7 @@ def test_mirrored_calls_are_never_sent_for_non_idempotent_predictions(runtime: A
     clock = Clock()
     jobs: list[Callable[[], None]] = []
     p = predictor(client, clock, jobs=jobs, breaker=BreakerPolicy())
-    p._breaker.share, p._breaker.open_until = 1.0, 30.0  # type: ignore[union-attr]
+    p._breaker.share, p._breaker.open_since, p._breaker.open_until = 1.0, 0.0, 30.0  # type: ignore[union-attr]
     ok(stub, "stable", target="stable")
     p.predict(b"{}", idempotent=False)
     assert jobs == [] and p.stats.pinned == 1
@@ -176,6 +182,24 @@ def test_after_the_open_period_one_routed_probe_closes_or_reopens_it(runtime: An
     assert p.predict(b"{}").attempts[0].target_variant is None
 
 
+def test_a_failure_seen_later_does_not_pin_a_prediction_that_started_before_it(runtime: Any) -> None:
+    """Concurrent callers: the breaker opens when the failure is known (the attempt's end), so a
+    prediction that started before that moment is still weight-routed."""
+    client, stub = runtime
+    clock = Clock()
+    p = predictor(client, clock, breaker=BreakerPolicy(mirror=False), deadline_seconds=5.0)
+    for start in (0.0, 0.1):
+        clock.now = start
+        _raise_once(client, ReadTimeoutError(endpoint_url="https://runtime"), advance=(clock, 2.0))
+        ok(stub, "stable", target="stable")
+        p.predict(b"{}")
+    clock.now = 0.5  # another caller, started before the second timeout was known (2.1 s)
+    ok(stub, "candidate")
+    assert p.predict(b"{}").attempts[0].target_variant is None
+    clock.now = 2.2
+    assert p.breaker_open
+
+
 def test_no_breaker_keeps_every_prediction_weight_routed(runtime: Any) -> None:
     client, stub = runtime
     clock = Clock()
@@ -200,14 +224,19 @@ def test_attempt_timeout_must_leave_time_for_the_failover() -> None:
         BreakerPolicy(failures_to_open=0)
 
 
-def _raise_once(client: Any, exc: Exception, target: str | None = None) -> None:
-    """Make the next InvokeEndpoint raise ``exc`` instead of sending (a transport failure)."""
+def _raise_once(
+    client: Any, exc: Exception, target: str | None = None, advance: tuple[Clock, float] | None = None
+) -> None:
+    """Make the next InvokeEndpoint raise ``exc`` instead of sending (a transport failure), after
+    ``advance`` = (clock, seconds) if given (the time the attempt took)."""
     real = client.invoke_endpoint
 
     def failing(**params: Any) -> Any:
         client.invoke_endpoint = real
         if target is not None:
             assert params.get("TargetVariant") == target
+        if advance is not None:
+            advance[0].now += advance[1]
         raise exc
 
     client.invoke_endpoint = failing
