@@ -29,7 +29,7 @@ import boto3
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from rollback.client import SafePredictor
+from rollback.client import NO_BREAKER, BreakerPolicy, SafePredictor
 from rollback.runtime.metrics import BackgroundPublisher, MetricsPublisher
 
 ENDPOINT = "bench-dev"
@@ -103,14 +103,40 @@ def main() -> None:
         cloudwatch = boto3.client("cloudwatch", region_name="eu-west-1")
         bench("stubbed", lambda n: _stubbed_runtime(n)[0], cloudwatch)
 
-        # failover cost: candidate ModelError, then stable answers
+        # failover cost: candidate ModelError, then stable answers (no breaker: every call fails over)
         failover_runs = []
         for _ in range(RUNS):
             rt, _stub = _stubbed_runtime(CALLS, fail_first=True)
-            p = SafePredictor(ENDPOINT, runtime=rt, metrics=MetricsPublisher(cloudwatch))
+            p = SafePredictor(ENDPOINT, runtime=rt, metrics=MetricsPublisher(cloudwatch), breaker=NO_BREAKER)
             failover_runs.append(statistics.median(_time_calls(lambda p=p: p.predict(BODY), CALLS)))
         took = statistics.median(failover_runs)
         print(f"{'stubbed':12s} a failed-over prediction (2 calls) takes median {took:7.1f} us")
+
+        # pinned cost: the breaker is open (every prediction targets stable, and hands a mirrored
+        # copy to the background runner, here a no-op so the stub's answers stay the caller's)
+        pinned_medians, pinned_p99s = [], []
+        for _ in range(RUNS):
+            bare_rt, _s = _stubbed_runtime(CALLS)
+            bare = _time_calls(
+                lambda rt=bare_rt: rt.invoke_endpoint(EndpointName=ENDPOINT, Body=BODY)["Body"].read(), CALLS
+            )
+            p = SafePredictor(
+                ENDPOINT,
+                runtime=_stubbed_runtime(CALLS)[0],
+                metrics=MetricsPublisher(cloudwatch),
+                breaker=BreakerPolicy(open_seconds=3600.0),
+                background=lambda _job: None,
+            )
+            p._breaker.share, p._breaker.open_since = 1.0, 0.0  # type: ignore[union-attr]
+            p._breaker.open_until = time.perf_counter() + 3600.0  # type: ignore[union-attr]
+            pinned = _time_calls(lambda p=p: p.predict(BODY), CALLS)
+            assert p.stats.pinned == CALLS and p.stats.mirrored == CALLS
+            pinned_medians.append(statistics.median(pinned) - statistics.median(bare))
+            pinned_p99s.append(_percentile(pinned, 0.99) - _percentile(bare, 0.99))
+        print(
+            f"{'stubbed':12s} added latency while pinned to stable (mirror hand-off included): median "
+            f"{statistics.median(pinned_medians):7.1f} us, p99 {statistics.median(pinned_p99s):7.1f} us"
+        )
 
     import logging
 
