@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Annotated, Any
+import threading
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -52,6 +54,8 @@ SkipSchemaOpt = Annotated[
     bool, typer.Option("--skip-schema-check", help="Do not refuse when a version declares no schema.")
 ]
 
+T = TypeVar("T")
+
 
 def ready_to_apply(ctx: StackContext, physical: str) -> None:
     """Everything ``--apply`` needs, checked before anything is written, recorded or committed.
@@ -88,13 +92,38 @@ def _apply(ctx: StackContext, physical: str, json_out: bool = False) -> dict[str
                 raise MLRollbackError(
                     "this sandbox has no applier (rollback.sandbox.apply_stack); run `mlrollback sandbox up`"
                 )
-            return applier(ctx.root, ctx.stack)
+            return _interruptible(lambda: applier(ctx.root, ctx.stack))
         from rollback.ops import pulumi_cli
 
         out = human(json_out)
         return pulumi_cli.up(
             ctx.root, ctx.stack, on_output=lambda line: out.print(line, markup=False, end="")
         )
+
+
+def _interruptible(work: Callable[[], T]) -> T:
+    """Run ``work`` on a worker thread; a Ctrl-C reaches this (main) thread, never the work.
+
+    The sandbox's apply runs the program in Pulumi's mock runtime, an asyncio loop: a
+    KeyboardInterrupt raised inside one of its tasks can leave the others waiting forever (the
+    command hung instead of exiting 130). Here the interrupt is raised while waiting, the caller
+    restores the stack file, and the abandoned apply ends with the process.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the waiting thread as it is
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="mlrollback-apply", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
 
 
 def _land(
