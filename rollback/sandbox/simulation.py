@@ -78,6 +78,10 @@ CLIENT_DEADLINE_SECONDS = 3.0
 CLIENT_ATTEMPT_TIMEOUT_SECONDS = 2.0
 #: How long a hung variant takes to answer: SageMaker gives a container 60 s before a ModelError.
 HUNG_LATENCY_MS = 60_000.0
+#: A failing scenario that has not drained this long after its first bad prediction gives up
+#: (expectation not met): more simulated time would only repeat the same minute.
+GIVE_UP_SECONDS = 300.0
+_FAILING = frozenset({"bad-canary", "hung-canary", "no-variant-header", "step-during-update"})
 _BODY = b'{"amount": 12.5}'
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -300,6 +304,11 @@ def run_drill(
         runner.play()
         weights_after = _percent(cloud.weights(physical))
         report = runner.report(weights_before, weights_after)
+        if runner.gave_up:
+            report["notes"] = [
+                f"nothing drained the candidate within {GIVE_UP_SECONDS:g} simulated seconds of its "
+                "first bad prediction; the drill stopped there (see alarm_events and handler_invocations)"
+            ]
         report["warnings"] = release_result.warnings
         report["resources_applied"] = len(release_result.resources)
         report["seed"] = seed
@@ -361,6 +370,7 @@ class _Runner:
         self.n_periods = int(ep.triggers.evaluation_periods)
         self.m_periods = int(ep.triggers.datapoints_to_alarm)
         self._blipped: int | None = None
+        self.gave_up = False
         #: Callers' added latency (ms) between the first bad prediction and the traffic moving.
         self.added_pinned: list[float] = []
         self.added_routed: list[float] = []
@@ -529,6 +539,15 @@ class _Runner:
             self.tick(traffic)
             if self.marks.rollback is not None:
                 self.run_for(AFTER_ROLLBACK_SECONDS, traffic)
+                break
+            first_bad = self.marks.first_bad
+            if (
+                self.scenario in _FAILING
+                and first_bad is not None
+                and self.marks.drain_accepted is None
+                and self.clock.now().timestamp() - first_bad > GIVE_UP_SECONDS
+            ):
+                self.gave_up = True
                 break
             if self._since_release() - last_progress_check >= 30:
                 last_progress_check = self._since_release()

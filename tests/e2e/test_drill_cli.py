@@ -145,6 +145,9 @@ def test_a_hung_candidate_is_never_drained_by_plain_weight_routed_calls() -> Non
 
     assert code == 1 and report["rolled_back"] is False
     assert report["predictions_failed"] == 0  # the attempt timeout + failover still answer callers
+    # It gives up 300 simulated seconds after the first bad prediction, saying so.
+    assert "nothing drained the candidate within 300" in report["notes"][0]
+    assert report["simulated_seconds"] <= report["first_bad_at"] + 302
 
 
 def test_a_drain_that_meets_a_canary_step_in_its_updating_window_waits_and_lands() -> None:
