@@ -181,7 +181,12 @@ def test_ctrl_c_during_revert_apply_leaves_the_old_file_one_line_and_exit_130(ru
     )  # fmt: skip
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # a hung revert must not outlive the test (it holds the sandbox's apply lock)
+        out, err = proc.communicate()
+        pytest.fail(f"revert did not stop within 60 s of SIGINT:\n{err[-3000:]}")
 
     if proc.returncode == 0:
         pytest.skip("the revert finished before the interrupt arrived")
