@@ -19,12 +19,11 @@ one a run really produced.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 from rollback.runtime.errors import ConfigError
-from rollback.sandbox.simulation import SCENARIOS, run_drill
+from rollback.sandbox.simulation import SCENARIOS, percentile, run_drill
 from rollback.sandbox.timing import TimingModel
 
 TIMES: tuple[str, ...] = (
@@ -35,15 +34,6 @@ TIMES: tuple[str, ...] = (
     "exposure_failed_without_failover",
 )
 MAX_RUNS = 500
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Nearest-rank percentile (``p`` in 0..100); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def distribution(values: list[float | None]) -> dict[str, Any]:

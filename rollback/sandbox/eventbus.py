@@ -123,6 +123,25 @@ def _aws_time(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}+0000"
 
 
+def alarm_data(change: AlarmChange) -> dict[str, Any]:
+    """The state change itself: EventBridge's ``detail`` and an alarm action's ``alarmData`` alike."""
+    return {
+        "alarmName": change.name,
+        "state": {
+            "value": change.new_state,
+            "reason": change.reason,
+            "reasonData": change.reason_data,
+            "timestamp": _aws_time(change.at),
+        },
+        "previousState": {
+            "value": change.old_state,
+            "reason": change.old_reason,
+            "timestamp": _aws_time(change.old_at),
+        },
+        "configuration": change.configuration,
+    }
+
+
 def alarm_event(change: AlarmChange, region: str) -> dict[str, Any]:
     """The EventBridge event AWS sends for an alarm state change (documented shape)."""
     return {
@@ -134,21 +153,7 @@ def alarm_event(change: AlarmChange, region: str) -> dict[str, Any]:
         "time": change.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "region": region,
         "resources": [change.arn],
-        "detail": {
-            "alarmName": change.name,
-            "state": {
-                "value": change.new_state,
-                "reason": change.reason,
-                "reasonData": change.reason_data,
-                "timestamp": _aws_time(change.at),
-            },
-            "previousState": {
-                "value": change.old_state,
-                "reason": change.old_reason,
-                "timestamp": _aws_time(change.old_at),
-            },
-            "configuration": change.configuration,
-        },
+        "detail": alarm_data(change),
     }
 
 
@@ -160,21 +165,7 @@ def alarm_action_payload(change: AlarmChange, region: str) -> dict[str, Any]:
         "accountId": ACCOUNT_ID,
         "time": _aws_time(change.at),
         "region": region,
-        "alarmData": {
-            "alarmName": change.name,
-            "state": {
-                "value": change.new_state,
-                "reason": change.reason,
-                "reasonData": change.reason_data,
-                "timestamp": _aws_time(change.at),
-            },
-            "previousState": {
-                "value": change.old_state,
-                "reason": change.old_reason,
-                "timestamp": _aws_time(change.old_at),
-            },
-            "configuration": change.configuration,
-        },
+        "alarmData": alarm_data(change),
     }
 
 

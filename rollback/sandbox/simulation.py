@@ -158,11 +158,18 @@ def _percent(weights: dict[str, float]) -> dict[str, float]:
     return {k: round(100.0 * v / total, 2) for k, v in weights.items()}
 
 
-def _p99(values: list[float]) -> float | None:
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (``p`` in 0..100): a value some sample really had; None for none."""
     if not values:
         return None
     ordered = sorted(values)
-    return round(ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)], 1)
+    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def _p99(values: list[float]) -> float | None:
+    value = percentile(values, 99)
+    return None if value is None else round(value, 1)
 
 
 def traffic_rate(bake_seconds: float, first_step_percent: float, min_requests: int) -> int:

@@ -6,6 +6,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 
 
@@ -17,6 +18,15 @@ def fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     assert os.environ["AWS_DEFAULT_REGION"] == "eu-west-1"
+
+
+@pytest.fixture
+def runtime() -> Iterator[tuple[Any, Stubber]]:
+    """A real sagemaker-runtime client whose HTTP responses are stubbed (the AWS boundary)."""
+    client = boto3.client("sagemaker-runtime", region_name="eu-west-1")
+    with Stubber(client) as stub:
+        yield client, stub
+        stub.assert_no_pending_responses()
 
 
 @pytest.fixture

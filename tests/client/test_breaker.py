@@ -4,13 +4,11 @@ candidate's share so its alarms keep their data, probe again after the open peri
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ReadTimeoutError
-from botocore.stub import Stubber
 
 from rollback.client import NO_BREAKER, BreakerPolicy, SafePredictor
 from tests.client.test_client import ENDPOINT, fail, ok
@@ -34,14 +32,6 @@ class Sink:
         self, endpoint: str, variant: str, latency_ms: float, error: bool, at: Any = None
     ) -> None:
         self.records.append((variant, error))
-
-
-@pytest.fixture
-def runtime() -> Iterator[tuple[Any, Stubber]]:
-    client = boto3.client("sagemaker-runtime", region_name="eu-west-1")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
 
 
 def predictor(client: Any, clock: Clock, sink: Sink | None = None, **kwargs: Any) -> SafePredictor:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -17,15 +16,6 @@ from rollback.runtime.errors import PredictionError
 from rollback.runtime.metrics import MetricsPublisher
 
 ENDPOINT = "fraud-scorer-dev"
-
-
-@pytest.fixture
-def runtime() -> Iterator[tuple[Any, Stubber]]:
-    """A real sagemaker-runtime client whose HTTP responses are stubbed (the AWS boundary)."""
-    client = boto3.client("sagemaker-runtime", region_name="eu-west-1")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
 
 
 def ok(stub: Stubber, variant: str, body: bytes = b'{"score": 0.1}', target: str | None = None) -> None:
